@@ -1,0 +1,264 @@
+"""Arguments: the Args base class, the flat flag table of a stitched model, argv -> validated model.
+
+argparse only splits argv into strings; Pydantic types, validates and documents every value.
+This module must not import torch: `--help` and bad-input errors answer fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.fields import FieldInfo
+
+from expkit.errors import UsageError
+
+_NULL_WORDS = ("none", "null", "auto")
+
+
+class Args(BaseModel):
+    """Base of every component's arguments: unknown keys are errors, defaults and assignments validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, validate_assignment=True)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag: a leaf field of the stitched model."""
+
+    name: str  # the flag without "--"
+    path: tuple[str, ...]  # where the value lives in the nested model
+    group: str  # the part it belongs to: "experiment", "model", "dataset", ...
+    field: FieldInfo
+    kind: Literal["bool", "list", "value"]
+    nullable: bool
+    choices: tuple[str, ...] | None
+
+    @property
+    def type_name(self) -> str:
+        """Short type shown in --help, e.g. int, list[int], {adam,sgd}."""
+        if self.choices:
+            return "{" + ",".join(self.choices) + "}"
+        return _type_name(_strip_optional(self.field.annotation)[0])
+
+
+def _strip_optional(annotation: Any) -> tuple[Any, bool]:
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        nullable = len(members) < len(typing.get_args(annotation))
+        return (members[0] if len(members) == 1 else annotation), nullable
+    return annotation, False
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _type_name(typing.get_args(annotation)[0])
+    if origin is not None:
+        inner = ",".join(_type_name(a) for a in typing.get_args(annotation) if a is not Ellipsis)
+        return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
+    return getattr(annotation, "__name__", str(annotation)).lower()
+
+
+def _is_args_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _leaf(name: str, path: tuple[str, ...], group: str, field: FieldInfo) -> Flag:
+    annotation, nullable = _strip_optional(field.annotation)
+    choices = None
+    if typing.get_origin(annotation) is Literal:
+        choices = tuple(str(c) for c in typing.get_args(annotation))
+    origin = typing.get_origin(annotation)
+    kind: Literal["bool", "list", "value"] = "value"
+    if annotation is bool:
+        kind = "bool"
+    elif origin in (list, tuple, set, frozenset) or annotation in (list, tuple, set):
+        kind = "list"
+    return Flag(name, path, group, field, kind, nullable, choices)
+
+
+def flag_table(cls: type[BaseModel]) -> dict[str, Flag]:
+    """The flat flags of a stitched Args model: each leaf field once, under its own name.
+
+    A leaf may choose its flag name with `json_schema_extra={"flag": "..."}` (e.g. the
+    optimizer's `name` is `--optimizer`). A flag name used by two parts is a TypeError that
+    names both, raised when the experiment class is defined, never a silent shadow.
+    """
+    table: dict[str, Flag] = {}
+
+    def walk(model: type[BaseModel], prefix: tuple[str, ...], group: str) -> None:
+        for name, field in model.model_fields.items():
+            annotation, _ = _strip_optional(field.annotation)
+            if _is_args_model(annotation):
+                walk(annotation, (*prefix, name), group if prefix else name)
+                continue
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            flag_name = str(extra.get("flag", name))
+            flag = _leaf(flag_name, (*prefix, name), group, field)
+            if flag_name in table:
+                other = ".".join(table[flag_name].path)
+                raise TypeError(
+                    f"{cls.__name__}: flag --{flag_name} is declared twice, by '{other}' and "
+                    f"'{'.'.join(flag.path)}'; rename one of the fields"
+                )
+            table[flag_name] = flag
+
+    walk(cls, (), "experiment")
+    return table
+
+
+#: --help shows the experiment's own fields first, the shared training recipe last
+_GROUP_ORDER = {"experiment": 0, "optimizer": 2, "scheduler": 3}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of printing usage and exiting."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise UsageError(message)
+
+
+def build_parser(cls: type[BaseModel], prog: str, description: str = "") -> argparse.ArgumentParser:
+    """An argparse parser for `cls`'s flags, grouped by part: used for parsing, --help and completion."""
+    parser = _Parser(prog=prog, description=description, allow_abbrev=False, add_help=False,
+                     usage=f"{prog} [--flag=value ...]",
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-h", "--help", action="store_true", default=argparse.SUPPRESS,
+                        help="show this help and exit")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    flags = sorted(flag_table(cls).values(), key=lambda f: _GROUP_ORDER.get(f.group, 1))
+    for flag in flags:
+        if flag.group not in groups:
+            groups[flag.group] = parser.add_argument_group(*_group_title(cls, flag.group))
+        if flag.field.is_required():
+            shown = "required"
+        else:
+            default = flag.field.get_default(call_default_factory=True)
+            shown = ("auto" if default is None and flag.nullable
+                     else json.dumps(default, default=str))
+        help_text = f"{flag.field.description or ''} (default: {shown})".replace("%", "%%")
+        kwargs: dict[str, Any] = dict(dest=flag.name, action="append", default=argparse.SUPPRESS,
+                                      metavar=flag.type_name, help=help_text)
+        if flag.kind == "bool":
+            kwargs.update(nargs="?", const="true", metavar="bool")
+        groups[flag.group].add_argument(f"--{flag.name}", **kwargs)
+    return parser
+
+
+def _group_title(cls: type[BaseModel], group: str) -> tuple[str, str | None]:
+    if group == "experiment":
+        return "experiment", (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else None
+    field = cls.model_fields[group]
+    part, _ = _strip_optional(field.annotation)
+    doc = (part.__doc__ or "").strip().splitlines()
+    return f"{group} ({part.__name__})", doc[0] if doc else None
+
+
+def _convert(flag: Flag, given: list[str | None]) -> Any:
+    """Turn the strings given for one flag into what Pydantic validates; raises ValueError."""
+    if flag.kind != "list" and len(given) > 1:
+        raise ValueError(f"given {len(given)} times ({', '.join(map(repr, given))}); give it once")
+    if flag.kind == "list":
+        items: list[Any] = []
+        for raw in given:
+            text = (raw or "").strip()
+            if flag.nullable and text.lower() in _NULL_WORDS and len(given) == 1:
+                return None
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"got {raw!r}, which is not a JSON list ({e.msg}); "
+                                     "write it as [64,32] or 64,32") from None
+                if not isinstance(value, list):
+                    raise ValueError(f"got {raw!r}; expected a list such as [64,32] or 64,32")
+                items.extend(value)
+            elif text:
+                items.extend(part.strip() for part in text.split(","))
+        return items
+    raw = given[0]
+    if flag.nullable and (raw or "").strip().lower() in _NULL_WORDS:
+        return None
+    return raw
+
+
+def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def _suggest(word: str, options: typing.Iterable[str]) -> str:
+    match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def describe_validation_error(error: ValidationError, table: dict[str, Flag] | None,
+                              given: dict[tuple[str, ...], str] | None = None,
+                              where: str = "") -> list[str]:
+    """One line per Pydantic error: the flag (or key), the value given, what was expected."""
+    by_path = {f.path: f for f in (table or {}).values()}
+    lines = []
+    for err in error.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        flag = next((by_path[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in by_path), None)
+        msg = err["msg"]
+        if flag is None:
+            name = f"key '{'.'.join(loc)}'" if loc else "arguments"
+            got = f" got {err['input']!r}:" if loc and err["type"] != "missing" else ""
+            lines.append(f"{where}{name}:{got} {msg}")
+            continue
+        item = f" (item {int(loc[len(flag.path)]) + 1})" if len(loc) > len(flag.path) else ""
+        raw = (given or {}).get(flag.path)
+        value = raw if raw is not None else err.get("input")
+        hint = _suggest(str(err.get("input")), flag.choices) if flag.choices else ""
+        lines.append(f"{where}--{flag.name}: got {value!r}{item}: {msg}{hint}")
+    return lines
+
+
+def parse_argv(cls: type[BaseModel], argv: list[str], prog: str,
+               base: dict[str, Any] | None = None) -> BaseModel:
+    """Validate argv against `cls` (on top of `base` values) or raise UsageError listing every problem."""
+    table = flag_table(cls)
+    parser = build_parser(cls, prog)
+    namespace, extras = parser.parse_known_args(argv)
+    problems: list[str] = []
+    skip_value = False
+    for token in extras:
+        if token.startswith("-") and len(token) > 1:
+            name = token.lstrip("-").split("=", 1)[0]
+            problems.append(f"unknown flag --{name}{_suggest(name, table)}")
+            skip_value = "=" not in token
+        elif not skip_value:
+            problems.append(f"unexpected argument {token!r} (flags look like --name=value)")
+        else:
+            skip_value = False
+
+    data: dict[str, Any] = json.loads(json.dumps(base)) if base else {}
+    given: dict[tuple[str, ...], str] = {}
+    for flag in table.values():
+        values = getattr(namespace, flag.name, None)
+        if values is None:
+            continue
+        given[flag.path] = values[-1] if len(values) == 1 else ",".join(v or "" for v in values)
+        try:
+            _set(data, flag.path, _convert(flag, values))
+        except ValueError as e:
+            problems.append(f"--{flag.name}: {e}")
+            given.pop(flag.path)
+    try:
+        model = cls.model_validate(data)
+    except ValidationError as e:
+        problems += describe_validation_error(e, table, given)
+        model = None
+    if problems or model is None:
+        raise UsageError(*problems)
+    return model
+

@@ -1,0 +1,146 @@
+"""Machine settings: config.yaml (+ environment variables) for paths, wandb and secrets.
+
+What changes per machine, not per experiment. Written with commented defaults on first use.
+Secrets are `SecretStr`: they print as '**********' and are never dumped in clear.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from expkit.args import describe_validation_error
+from expkit.errors import UsageError
+from expkit.files import atomic_write_text
+
+CONFIG_ENV = "EXPKIT_CONFIG"
+
+#: environment variable -> key it overrides (documented in the README and the written file)
+ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "EXPKIT_CACHE_DIR": ("cache_dir",),
+    "EXPKIT_RESULTS_DIR": ("results_dir",),
+    "WANDB_ENTITY": ("wandb", "entity"),
+    "WANDB_PROJECT": ("wandb", "project"),
+    "WANDB_MODE": ("wandb", "mode"),
+    "WANDB_API_KEY": ("wandb", "api_key"),
+}
+
+DEFAULT_CONFIG = """\
+# expkit machine config: what differs between machines, not between experiments.
+# Relative paths are relative to this file's folder. Environment variables override keys.
+
+# Datasets and downloads are kept here.                      (env: EXPKIT_CACHE_DIR)
+cache_dir: cache
+# Every run writes a folder results/<experiment_id>/<time>-<id>/ here. (env: EXPKIT_RESULTS_DIR)
+results_dir: results
+
+# Used only with --use_wandb=true.
+wandb:
+  entity: null        # your wandb user or team; null = your default      (env: WANDB_ENTITY)
+  project: expkit     # project the runs are logged to                    (env: WANDB_PROJECT)
+  mode: online        # online | offline (sync later: `wandb sync`) | disabled  (env: WANDB_MODE)
+  api_key: null       # prefer the env var WANDB_API_KEY; never copied into a run (env: WANDB_API_KEY)
+"""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WandbSettings(_Strict):
+    """Where wandb logs go."""
+
+    entity: str | None = Field(None, description="wandb user or team")
+    project: str = Field("expkit", description="wandb project")
+    mode: Literal["online", "offline", "disabled"] = Field("online", description="wandb mode")
+    api_key: SecretStr | None = Field(None, description="wandb API key (secret)")
+
+
+class MachineConfig(_Strict):
+    """Settings of this machine: directories and tracker credentials."""
+
+    cache_dir: Path = Field(Path("cache"), description="datasets and downloads")
+    results_dir: Path = Field(Path("results"), description="run directories")
+    wandb: WandbSettings = Field(default_factory=WandbSettings)  # type: ignore[arg-type]
+    path: Path | None = Field(None, exclude=True, description="the file this was read from")
+
+
+def config_path() -> Path:
+    """Where config.yaml is: $EXPKIT_CONFIG, else ./config.yaml."""
+    return Path(os.environ.get(CONFIG_ENV) or "config.yaml").absolute()
+
+
+def _key_line(text: str, key: tuple[str, ...]) -> int | None:
+    """1-based line of a nested key in YAML text, for error messages."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in key:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        match = next(((k, v) for k, v in node.value if getattr(k, "value", None) == part), None)
+        if match is None:
+            break
+        line, node = match[0].start_mark.line + 1, match[1]
+    return line
+
+
+def load_machine_config(path: Path | None = None, announce: Any = print) -> MachineConfig:
+    """Read config.yaml (writing the commented default first if it is missing), then env overrides."""
+    path = path or config_path()
+    if not path.exists():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, DEFAULT_CONFIG)
+        except OSError as e:
+            raise UsageError(f"{path}: cannot write the default machine config: {e.strerror}; "
+                             f"set {CONFIG_ENV} to a writable location") from None
+        announce(f"expkit: wrote the default machine config to {path} (edit it to change the "
+                 "cache/results folders or wandb settings); continuing")
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory, expected the machine config YAML file; "
+                         f"remove it or point {CONFIG_ENV} at a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise UsageError(f"{path}: cannot read the machine config: {reason}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UsageError(f"{path}{where}: invalid YAML: {problem}; fix it, or delete the file "
+                         "to have the default written again") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected keys such as 'cache_dir:' and 'results_dir:', "
+                         f"got a {type(data).__name__}; delete it to have the default written")
+    for env, key in ENV_OVERRIDES.items():
+        if os.environ.get(env):
+            node = data
+            for part in key[:-1]:
+                node = node.setdefault(part, {}) if isinstance(node.get(part), dict | None) else {}
+            node[key[-1]] = os.environ[env]
+    try:
+        config = MachineConfig.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err, line in zip(e.errors(), describe_validation_error(e, None), strict=True):
+            at = _key_line(text, tuple(str(p) for p in err["loc"]))
+            lines.append(f"{path}{f':{at}' if at else ''}: {line}")
+        raise UsageError(*lines) from None
+    base = path.parent
+    return config.model_copy(update={
+        "cache_dir": (base / config.cache_dir).resolve(),
+        "results_dir": (base / config.results_dir).resolve(),
+        "path": path,
+    })

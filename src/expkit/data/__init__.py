@@ -1,0 +1,1 @@
+"""Datasets: the BaseDataset interface, IDX files, verified downloads, fast in-memory batching."""

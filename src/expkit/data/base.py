@@ -1,0 +1,98 @@
+"""BaseDataset: what an experiment's data must provide, and whole-batch slicing of in-memory tensors.
+
+Data that fits in memory is one pre-normalized tensor per split; a batch is an index
+slice of it (no per-item __getitem__, no collate): most of the speed on small datasets.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from expkit.args import Args
+
+
+@dataclass
+class Split:
+    """One split held in memory: inputs `x` and targets `y` of equal length."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise ValueError(f"split has {len(self.x)} inputs but {len(self.y)} targets")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def to(self, device: torch.device) -> Split:
+        """This split on `device` (a no-op when already there)."""
+        return Split(self.x.to(device), self.y.to(device))
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches in order (views, no copy), or shuffled by `generator` (one randperm per epoch)."""
+        n = len(self)
+        if generator is None:
+            for start in range(0, n, batch_size):
+                yield self.x[start:start + batch_size], self.y[start:start + batch_size]
+            return
+        order = torch.randperm(n, generator=generator).to(self.x.device)
+        for start in range(0, n, batch_size):
+            index = order[start:start + batch_size]
+            yield self.x[index], self.y[index]
+
+    def num_batches(self, batch_size: int) -> int:
+        """How many batches one pass yields."""
+        return -(-len(self) // batch_size)
+
+
+@dataclass
+class DataSplits:
+    """What a dataset gives the loop: train/val/test splits and what a model needs to know."""
+
+    train: Split
+    val: Split | None
+    test: Split | None
+    num_classes: int
+    input_shape: tuple[int, ...]
+    files: list[Path] = field(default_factory=list)  # the files read, for the run record
+
+    @property
+    def input_size(self) -> int:
+        """Number of input features per example (product of `input_shape`)."""
+        size = 1
+        for dim in self.input_shape:
+            size *= dim
+        return size
+
+
+class BaseDataset(ABC):
+    """A dataset: built from its validated Args and the machine's cache folder; `load()` gives splits.
+
+    Subclasses implement `load()`. Splits held in memory are served as whole-batch tensor
+    slices by the loop; keep inputs pre-normalized float tensors and targets int64.
+    """
+
+    def __init__(self, args: Args, cache_dir: Path) -> None:
+        self.args = args
+        self.cache_dir = Path(cache_dir)
+
+    @abstractmethod
+    def load(self) -> DataSplits:
+        """Read (or download) the data and return it split into train/val/test."""
+
+
+def split_off(split: Split, fraction: float, seed: int = 0) -> tuple[Split, Split | None]:
+    """Split `fraction` of `split` off as a second split, by a seeded permutation (same every run)."""
+    n_off = round(len(split) * fraction)
+    if n_off == 0:
+        return split, None
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+    keep, off = order[n_off:], order[:n_off]
+    return Split(split.x[keep], split.y[keep]), Split(split.x[off], split.y[off])

@@ -1,0 +1,1 @@
+"""Models: BaseModel is an nn.Module plus the one step the loop calls."""

@@ -1,0 +1,38 @@
+"""Run directories: results/<experiment_id>/<YYYYmmdd-HHMMSS>-<short id>/, created exclusively."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from pathlib import Path
+
+from expkit.errors import ExpkitError
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def safe_name(text: str) -> str:
+    """`text` usable as one path component: no separators, no leading dots."""
+    return _SAFE.sub("_", text).lstrip(".") or "_"
+
+
+def create_run_dir(results_dir: Path, experiment_id: str) -> Path:
+    """A new, empty run directory; two runs started in the same second never share one."""
+    parent = Path(results_dir) / safe_name(experiment_id)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExpkitError(f"cannot create the results folder {parent}: {e.strerror}; "
+                          "change results_dir in config.yaml or EXPKIT_RESULTS_DIR") from None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for _ in range(100):
+        run_dir = parent / f"{stamp}-{secrets.token_hex(3)}"
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise ExpkitError(f"cannot create run directory {run_dir}: {e.strerror}") from None
+        return run_dir
+    raise ExpkitError(f"could not find a free run directory name under {parent}")

@@ -1,0 +1,1 @@
+"""Trackers: where metrics go. Local files always; wandb and others when switched on."""

@@ -1,0 +1,89 @@
+"""Optimizer and learning-rate scheduler: their args, and building them from the args."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from expkit.args import Args
+
+
+class OptimizerArgs(Args):
+    """Optimizer and its hyperparameters."""
+
+    name: Literal["adam", "adamw", "sgd"] = Field(
+        "adam", description="optimizer", json_schema_extra={"flag": "optimizer"})
+    lr: float = Field(1e-3, gt=0, description="learning rate (peak rate with warmup/onecycle)")
+    weight_decay: float = Field(0.0, ge=0, description="weight decay (decoupled for adamw)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (sgd only)")
+
+
+class SchedulerArgs(Args):
+    """Learning-rate schedule, stepped per epoch (onecycle: per batch)."""
+
+    name: Literal["none", "step", "cosine", "plateau", "onecycle"] = Field(
+        "none", description="learning-rate schedule", json_schema_extra={"flag": "scheduler"})
+    warmup_epochs: int = Field(0, ge=0, description="epochs of linear warmup before the schedule")
+    step_size: int = Field(10, ge=1, description="step: epochs between decays")
+    gamma: float = Field(0.1, gt=0, le=1, description="step/plateau: decay factor")
+    plateau_patience: int = Field(2, ge=0, description="plateau: epochs without improvement")
+    min_lr_factor: float = Field(0.0, ge=0, le=1, description="cosine: final lr as a fraction")
+
+    @model_validator(mode="after")
+    def _warmup_supported(self) -> SchedulerArgs:
+        if self.warmup_epochs and self.name == "plateau":
+            raise ValueError("--warmup_epochs cannot be combined with --scheduler=plateau")
+        return self
+
+
+def build_optimizer(args: OptimizerArgs, params: object) -> torch.optim.Optimizer:
+    """The optimizer named by `args` over `params`."""
+    if args.name == "sgd":
+        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum,  # type: ignore[arg-type]
+                               weight_decay=args.weight_decay)
+    cls = torch.optim.AdamW if args.name == "adamw" else torch.optim.Adam
+    return cls(params, lr=args.lr, weight_decay=args.weight_decay)  # type: ignore[arg-type]
+
+
+@dataclass
+class Schedule:
+    """A scheduler and when the loop steps it."""
+
+    scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
+    interval: Literal["epoch", "step"]
+    needs_metric: bool = False
+
+
+def build_scheduler(args: SchedulerArgs, optimizer: torch.optim.Optimizer, epochs: int,
+                    steps_per_epoch: int, monitor_mode: Literal["min", "max"]) -> Schedule | None:
+    """The schedule named by `args`, or None for a constant learning rate without warmup."""
+    warm = args.warmup_epochs
+    if args.name == "plateau":
+        return Schedule(torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=monitor_mode, factor=args.gamma, patience=args.plateau_patience),
+            "epoch", needs_metric=True)
+    if args.name == "onecycle":
+        pct = warm / epochs if warm else 0.3
+        return Schedule(torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
+            total_steps=epochs * steps_per_epoch, pct_start=min(max(pct, 1e-3), 0.999)), "step")
+    if args.name == "none" and not warm:
+        return None
+
+    def factor(epoch: int) -> float:
+        if epoch < warm:
+            return (epoch + 1) / (warm + 1)
+        e = epoch - warm
+        if args.name == "step":
+            return float(args.gamma ** (e // args.step_size))
+        if args.name == "cosine":
+            span = max(epochs - warm, 1)
+            cos = 0.5 * (1 + math.cos(math.pi * min(e, span) / span))
+            return args.min_lr_factor + (1 - args.min_lr_factor) * cos
+        return 1.0
+
+    return Schedule(torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "epoch")

@@ -1,0 +1,1 @@
+"""The researcher's code: experiments, models and datasets built on expkit."""

@@ -1,0 +1,35 @@
+"""MNIST: an MLP classifying handwritten digits (or Fashion-MNIST / digits via --dataset).
+
+    python run.py --experiment_id=mnist --use_cuda=false --hidden_sizes="[64]"
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from expkit.data.base import DataSplits
+from expkit.experiment import BaseExperiment, ExperimentArgs
+from lab.datasets.mnist import ImageData, ImageDataArgs
+from lab.models.mlp import MLP, MLPArgs
+
+
+class MnistArgs(ExperimentArgs):
+    """MLP on MNIST-family images."""
+
+    epochs: int = Field(5, ge=1, description="number of training epochs")
+    model: MLPArgs = Field(default_factory=MLPArgs)  # type: ignore[arg-type]
+    dataset: ImageDataArgs = Field(default_factory=ImageDataArgs)  # type: ignore[arg-type]
+
+
+class MnistExperiment(BaseExperiment[MnistArgs]):
+    """MLP on MNIST handwritten digits (--dataset=fashion_mnist|digits also work)."""
+
+    args_class = MnistArgs
+
+    def build_data(self) -> DataSplits:
+        """MNIST (or the chosen --dataset), cached under the machine's cache_dir."""
+        return ImageData(self.args.dataset, self.machine.cache_dir).load()
+
+    def build_model(self, data: DataSplits) -> MLP:
+        """An MLP from the flattened image size to the number of classes."""
+        return MLP(self.args.model, data.input_size, data.num_classes)

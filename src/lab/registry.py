@@ -1,0 +1,6 @@
+"""The Experiment Registry: one line per experiment, "id": "module:Class", imported lazily."""
+
+EXPERIMENTS: dict[str, str] = {
+    "mnist": "lab.experiments.mnist:MnistExperiment",
+    "fashion_cnn": "lab.experiments.fashion_cnn:FashionCnnExperiment",
+}
