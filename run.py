@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))  # works before `pip install -e .`
 
-from expkit.cli import main  # noqa: E402
+from expkit.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(registry="lab.registry"))

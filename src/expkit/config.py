@@ -65,7 +65,7 @@ class MachineConfig(_Strict):
 
     cache_dir: Path = Field(Path("cache"), description="datasets and downloads")
     results_dir: Path = Field(Path("results"), description="run directories")
-    wandb: WandbSettings = Field(default_factory=WandbSettings)  # type: ignore[arg-type]
+    wandb: WandbSettings = Field(default_factory=WandbSettings)
     path: Path | None = Field(None, exclude=True, description="the file this was read from")
 
 

@@ -44,8 +44,8 @@ class ExperimentArgs(Args):
     monitor: str = Field("val_acc", description="metric that decides the best epoch")
     monitor_mode: Literal["min", "max"] = Field("max", description="whether lower or higher "
                                                 "--monitor is better")
-    optimizer: OptimizerArgs = Field(default_factory=OptimizerArgs)  # type: ignore[arg-type]
-    scheduler: SchedulerArgs = Field(default_factory=SchedulerArgs)  # type: ignore[arg-type]
+    optimizer: OptimizerArgs = Field(default_factory=OptimizerArgs)
+    scheduler: SchedulerArgs = Field(default_factory=SchedulerArgs)
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:

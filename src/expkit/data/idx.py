@@ -5,13 +5,15 @@ from __future__ import annotations
 import gzip
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from expkit.errors import ExpkitError
 
-_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-           0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_DTYPES: dict[int, np.dtype[Any]] = {
+    0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 _CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09}
 
 
@@ -33,7 +35,7 @@ def read_idx(path: Path) -> np.ndarray:
     if len(data) < header:
         raise ExpkitError(f"{path}: IDX header is truncated; delete it to download it again")
     shape = struct.unpack(f">{ndim}I", data[4:header])
-    dtype = np.dtype(_DTYPES[data[2]])
+    dtype = _DTYPES[data[2]]
     expected = header + int(np.prod(shape)) * dtype.itemsize
     if len(data) != expected:
         raise ExpkitError(f"{path}: IDX file has {len(data)} bytes, its header {shape} says "

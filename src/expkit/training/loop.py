@@ -98,11 +98,11 @@ class Trainer:
         per_step = self.schedule is not None and self.schedule.interval == "step"
         for batch in self.train_split.batches(self.batch_size, self.generator):
             loss, batch_sums = self.model.step(batch)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             if per_step:
-                self.schedule.scheduler.step()  # type: ignore[union-attr,call-arg]
+                self.schedule.scheduler.step()  # type: ignore[union-attr]
             if sums:
                 for name, value in batch_sums.items():
                     sums[name] += value
@@ -142,7 +142,8 @@ class Trainer:
     def _step_epoch_scheduler(self, metrics: dict[str, float]) -> None:
         if self.schedule is None or self.schedule.interval != "epoch":
             return
-        if self.schedule.needs_metric:
-            self.schedule.scheduler.step(metrics[self.monitor])  # type: ignore[arg-type]
+        scheduler = self.schedule.scheduler
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(metrics[self.monitor])
         else:
-            self.schedule.scheduler.step()
+            scheduler.step()

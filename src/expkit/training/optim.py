@@ -55,7 +55,6 @@ class Schedule:
 
     scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
     interval: Literal["epoch", "step"]
-    needs_metric: bool = False
 
 
 def build_scheduler(args: SchedulerArgs, optimizer: torch.optim.Optimizer, epochs: int,
@@ -65,7 +64,7 @@ def build_scheduler(args: SchedulerArgs, optimizer: torch.optim.Optimizer, epoch
     if args.name == "plateau":
         return Schedule(torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode=monitor_mode, factor=args.gamma, patience=args.plateau_patience),
-            "epoch", needs_metric=True)
+            "epoch")
     if args.name == "onecycle":
         pct = warm / epochs if warm else 0.3
         return Schedule(torch.optim.lr_scheduler.OneCycleLR(

@@ -17,8 +17,8 @@ class FashionCnnArgs(ExperimentArgs):
     """CNN on Fashion-MNIST."""
 
     epochs: int = Field(5, ge=1, description="number of training epochs")
-    model: CNNArgs = Field(default_factory=CNNArgs)  # type: ignore[arg-type]
-    dataset: ImageDataArgs = Field(  # type: ignore[arg-type]
+    model: CNNArgs = Field(default_factory=CNNArgs)
+    dataset: ImageDataArgs = Field(
         default_factory=lambda: ImageDataArgs(name="fashion_mnist"))
 
 

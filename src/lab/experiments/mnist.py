@@ -17,8 +17,8 @@ class MnistArgs(ExperimentArgs):
     """MLP on MNIST-family images."""
 
     epochs: int = Field(5, ge=1, description="number of training epochs")
-    model: MLPArgs = Field(default_factory=MLPArgs)  # type: ignore[arg-type]
-    dataset: ImageDataArgs = Field(default_factory=ImageDataArgs)  # type: ignore[arg-type]
+    model: MLPArgs = Field(default_factory=MLPArgs)
+    dataset: ImageDataArgs = Field(default_factory=ImageDataArgs)
 
 
 class MnistExperiment(BaseExperiment[MnistArgs]):

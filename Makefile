@@ -1,0 +1,35 @@
+# make demo   set up .venv and train the seed's MNIST command
+# make test   set up .venv and run the test suite (what CI runs)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
+
+.PHONY: setup demo demo-offline test lint bench clean
+
+setup: $(VENV)/.installed
+
+# torch is pinned by constraints.txt to the CPU build; see README "Choosing a torch build".
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+demo: setup
+	$(PY) run.py --experiment_id=mnist --use_cuda=false --hidden_sizes="[64]"
+
+demo-offline: setup   # Fashion-MNIST from Debian's dataset-fashion-mnist, no network needed
+	$(PY) run.py --experiment_id=mnist --use_cuda=false --hidden_sizes="[64]" --dataset=fashion_mnist
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench wild_west run.py
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(PY) bench/epoch_overhead.py
+
+clean:
+	rm -rf $(VENV) .cache build src/*.egg-info

@@ -1,0 +1,108 @@
+"""Shared fixtures: a throwaway workspace with its own config.yaml, generated IDX data, a CLI runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from expkit.data.idx import write_idx
+
+REPO = Path(__file__).resolve().parents[1]
+IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+def make_images(n: int, seed: int, size: int = 28) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable fake digits: class k lights up horizontal band k, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = rng.integers(0, 60, (n, size, size)).astype(np.uint8)
+    band = size // 10
+    for k in range(10):
+        images[labels == k, k * band:(k + 1) * band, :] = 220
+    return images, labels
+
+
+def write_idx_set(folder: Path, n_train: int = 600, n_test: int = 200, seed: int = 0) -> list[Path]:
+    """The four MNIST-named IDX files of a generated dataset in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    train, test = make_images(n_train, seed), make_images(n_test, seed + 1)
+    arrays = (train[0], train[1], test[0], test[1])
+    for name, array in zip(IDX_FILES, arrays, strict=True):
+        write_idx(folder / name, array)
+    return [folder / name for name in IDX_FILES]
+
+
+@dataclass
+class Workspace:
+    """A working directory with a config.yaml whose cache/results live inside it."""
+
+    root: Path
+    env: dict[str, str]
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    def run_dirs(self, experiment_id: str = "mnist") -> list[Path]:
+        folder = self.results / experiment_id
+        return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.exists() else []
+
+    def cli(self, *args: str, entry: str = "run.py", timeout: float = 300,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run `python run.py ARGS` (or `expkit`, `python -m expkit`) in the workspace."""
+        if entry == "run.py":
+            cmd = [sys.executable, str(REPO / "run.py")]
+        elif entry == "expkit":
+            cmd = [str(Path(sys.executable).parent / "expkit")]
+        else:
+            cmd = [sys.executable, "-m", "expkit"]
+        return subprocess.run([*cmd, *args], cwd=self.root, env={**self.env, **(env or {})},
+                              capture_output=True, text=True, timeout=timeout)
+
+    def last_run(self, experiment_id: str = "mnist") -> Path:
+        runs = self.run_dirs(experiment_id)
+        assert runs, f"no run directory under {self.results / experiment_id}"
+        return runs[-1]
+
+    @staticmethod
+    def metrics(run_dir: Path) -> dict:
+        return json.loads((run_dir / "metrics.json").read_text())
+
+
+def _clean_env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("EXPKIT_", "WANDB_")) and k != "PYTHONPATH"}
+    env.update(MPLCONFIGDIR=str(tmp / ".mpl"), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="2")
+    return env
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    """An empty workspace (no config.yaml yet: the first run writes it)."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    return Workspace(root, _clean_env(tmp_path))
+
+
+@pytest.fixture
+def data_workspace(workspace: Workspace) -> Workspace:
+    """A workspace whose cache holds small generated MNIST and Fashion-MNIST IDX files."""
+    write_idx_set(workspace.cache / "mnist")
+    write_idx_set(workspace.cache / "fashion_mnist", seed=5)
+    return workspace
+
+
+#: arguments that make a run tiny
+TINY = ("--epochs=1", "--max_train_samples=200", "--seed=0")

@@ -1,0 +1,179 @@
+"""The command line through its real entry points: run.py, `expkit`, `python -m expkit`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, TINY, Workspace
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_seed_command_trains_into_a_complete_run_dir(data_workspace: Workspace) -> None:
+    ws = data_workspace
+    result = ws.cli("--experiment_id=mnist", "--use_cuda=false", '--hidden_sizes=[64]')
+    assert result.returncode == 0, result.stderr
+    assert (ws.root / "config.yaml").is_file()  # written on first run, and the run went on
+    assert "wrote the default machine config" in result.stdout
+    run = ws.last_run()
+    for name in ("config.json", "history.csv", "history.png", "metrics.json", "log.txt"):
+        assert (run / name).is_file(), name
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["hidden_sizes"] == [64] and config["use_cuda"] is False
+    assert isinstance(config["seed"], int)  # generated and recorded
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time"} <= set(rows[0])
+    assert (run / "history.png").read_bytes()[:8] == PNG_MAGIC
+    metrics = ws.metrics(run)
+    assert metrics["test"]["test_acc"] > 0.9  # the generated digits are learnable
+    assert metrics["best"]["val_acc"] == max(float(r["val_acc"]) for r in rows)
+    log = (run / "log.txt").read_text()
+    assert "epoch 5/5" in log and str(run) in result.stdout
+    assert "best val_acc" in result.stdout and "test_acc" in result.stdout
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--epochs", "1", "--hidden_sizes", "[64,32]", "--use_cuda", "no", "--lr", "3e-4"],
+     {"epochs": 1, ("model", "hidden_sizes"): [64, 32], "use_cuda": False,
+      ("optimizer", "lr"): 3e-4}),
+    (["--epochs=1", "--hidden_sizes=64,32", "--use_cuda=0", "--download", "--optimizer=sgd"],
+     {("model", "hidden_sizes"): [64, 32], "use_cuda": False, ("dataset", "download"): True,
+      ("optimizer", "name"): "sgd"}),
+    (["--epochs=1", "--hidden_sizes=16", "--hidden_sizes=8", "--use_cuda=False",
+      "--dataset", "fashion_mnist", "--download=yes", "--activation=gelu"],
+     {("model", "hidden_sizes"): [16, 8], ("dataset", "name"): "fashion_mnist",
+      ("model", "activation"): "gelu"}),
+])
+def test_flag_forms(data_workspace: Workspace, argv: list[str], expected: dict) -> None:
+    result = data_workspace.cli("--experiment_id=mnist", "--max_train_samples=100", *argv)
+    assert result.returncode == 0, result.stderr
+    config = json.loads((data_workspace.last_run() / "config.json").read_text())
+    for key, value in expected.items():
+        node = config
+        for part in (key if isinstance(key, tuple) else (key,)):
+            node = node[part]
+        assert node == value, key
+
+
+BAD_INPUT = [
+    (["--experiment_id=mnist", "--epochs=0"], ["--epochs: got '0'", "greater than or equal to 1"]),
+    (["--experiment_id=mnist", "--hiden_sizes=[64]"],
+     ["unknown flag --hiden_sizes", "did you mean 'hidden_sizes'"]),
+    (["--experiment_id=mnist", "--lr=abc"], ["--lr: got 'abc'", "valid number"]),
+    (["--experiment_id=mnist", "--hidden_sizes=[64"], ["--hidden_sizes", "JSON list"]),
+    (["--experiment_id=mnist", "--hidden_sizes=a,b"], ["--hidden_sizes: got 'a,b' (item 1)"]),
+    (["--experiment_id=mnist", "--use_cuda=maybe"], ["--use_cuda: got 'maybe'", "boolean"]),
+    (["--experiment_id=mnist", "--dataset=fasion_mnist"], ["did you mean 'fashion_mnist'"]),
+    (["--experiment_id=mnist", "--epochs"], ["--epochs", "expected one argument"]),
+    (["--experiment_id=mnist", "--epochs=1", "--epochs=2"], ["--epochs: given 2 times"]),
+    (["--experiment_id=mnist", "stray"], ["unexpected argument 'stray'"]),
+    (["--experiment_id=mnst"], ["unknown experiment", "did you mean 'mnist'"]),
+    (["--epochs=1"], ["--experiment_id is required", "mnist"]),
+    (["--experiment_id=mnist", "--scheduler=plateau", "--warmup_epochs=2"], ["warmup_epochs"]),
+    (["--experiment_id=mnist", "--epochs=-1", "--lr=0", "--bogus=1"],  # all reported together
+     ["--epochs: got '-1'", "--lr: got '0'", "unknown flag --bogus"]),
+]
+
+
+@pytest.mark.parametrize(("argv", "needles"), BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
+def test_bad_input_is_one_clear_line_each_and_writes_nothing(
+        workspace: Workspace, argv: list[str], needles: list[str]) -> None:
+    result = workspace.cli(*argv)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in result.stderr
+    assert all(line.startswith("run.py: ") for line in result.stderr.splitlines())
+    assert list(workspace.root.iterdir()) == []  # no config.yaml, no results, nothing
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_use_cuda_true_without_cuda_is_a_clear_error(data_workspace: Workspace) -> None:
+    result = data_workspace.cli("--experiment_id=mnist", "--use_cuda=true", *TINY)
+    assert result.returncode == 2
+    assert "--use_cuda: got true, but" in result.stderr and "Traceback" not in result.stderr
+    assert data_workspace.run_dirs() == []
+    bare = data_workspace.cli("--experiment_id=mnist", "--use_cuda", *TINY)  # bare flag = true
+    assert bare.returncode == 2 and "--use_cuda: got true" in bare.stderr
+
+
+def test_help_lists_experiments_without_importing_torch(workspace: Workspace) -> None:
+    code = ("import sys; from expkit.cli import main; rc = main(['--help'], registry='lab.registry',"
+            " prog='run.py'); print('TORCH' if 'torch' in sys.modules else 'NO_TORCH'); "
+            "raise SystemExit(rc)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=workspace.root)
+    assert result.returncode == 0, result.stderr
+    assert "NO_TORCH" in result.stdout
+    assert "mnist" in result.stdout and "fashion_cnn" in result.stdout
+    assert "MLP on MNIST handwritten digits" in result.stdout  # one-line description
+    via_run_py = workspace.cli("--help")
+    assert via_run_py.returncode == 0 and "fashion_cnn" in via_run_py.stdout
+
+
+def test_experiment_help_groups_arguments_by_part(workspace: Workspace) -> None:
+    result = workspace.cli("--experiment_id=mnist", "--help")
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stdout.split())  # argparse wraps long lines
+    order = [out.index(title) for title in ("experiment: ", "model (MLPArgs)",
+                                            "dataset (ImageDataArgs)", "optimizer (OptimizerArgs)",
+                                            "scheduler (SchedulerArgs)")]
+    assert order == sorted(order)
+    assert "--hidden_sizes list[int]" in out and "(default: [128])" in out
+    assert "--dataset {mnist,fashion_mnist,digits}" in out
+    assert "widths of the hidden layers" in out  # the field's description
+    assert list(workspace.root.iterdir()) == []
+
+
+@pytest.mark.parametrize("entry", ["expkit", "python -m expkit"])
+def test_expkit_command_and_module_run_experiments(data_workspace: Workspace, entry: str) -> None:
+    listing = data_workspace.cli("--help", entry=entry)
+    assert listing.returncode == 0 and "mnist" in listing.stdout  # found via the entry point
+    result = data_workspace.cli("run", "--experiment_id=mnist", *TINY, entry=entry)
+    assert result.returncode == 0, result.stderr
+    assert (data_workspace.last_run() / "metrics.json").is_file()
+
+
+def test_scheduler_and_learning_rate_per_epoch(data_workspace: Workspace) -> None:
+    result = data_workspace.cli("--experiment_id=mnist", "--epochs=3", "--scheduler=step",
+                                "--step_size=1", "--gamma=0.5", "--max_train_samples=100")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader((data_workspace.last_run() / "history.csv").open()))
+    assert [float(r["lr"]) for r in rows] == pytest.approx([1e-3, 5e-4, 2.5e-4])
+
+
+def test_warmup_then_cosine(data_workspace: Workspace) -> None:
+    result = data_workspace.cli("--experiment_id=mnist", "--epochs=4", "--scheduler=cosine",
+                                "--warmup_epochs=1", "--max_train_samples=100")
+    assert result.returncode == 0, result.stderr
+    lrs = [float(r["lr"]) for r in csv.DictReader((data_workspace.last_run() / "history.csv").open())]
+    assert lrs[0] == pytest.approx(5e-4) and lrs[1] == pytest.approx(1e-3)
+    assert lrs[1] > lrs[2] > lrs[3]
+
+
+def test_missing_dataset_offline_names_files_and_folder(workspace: Workspace) -> None:
+    result = workspace.cli("--experiment_id=mnist", "--download=false", *TINY)
+    assert result.returncode == 1
+    assert "train-images-idx3-ubyte.gz" in result.stderr
+    assert str(workspace.cache / "mnist") in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+    assert workspace.run_dirs() == []
+
+
+def test_unknown_monitor_lists_the_metrics(data_workspace: Workspace) -> None:
+    result = data_workspace.cli("--experiment_id=mnist", "--monitor=val_accuracy", *TINY)
+    assert result.returncode == 1
+    assert "--monitor: got 'val_accuracy'" in result.stderr and "val_acc" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_repo_readme_seed_command_is_the_one_tested() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert 'python run.py --experiment_id=mnist --use_cuda=false --hidden_sizes="[64]"' in readme

@@ -1,0 +1,105 @@
+"""Data: IDX files, verified downloads from a real HTTP server on loopback, batching."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import IDX_FILES, write_idx_set
+from expkit.data.base import Split
+from expkit.data.download import download_verified
+from expkit.data.idx import read_idx, write_idx
+from expkit.errors import ExpkitError
+from lab.datasets import mnist as mnist_data
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """An HTTP server on 127.0.0.1 serving a fresh folder: (base URL, folder)."""
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None  # type: ignore[method-assign]
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", root
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("name", ["images-idx3-ubyte.gz", "images-idx3-ubyte"])
+def test_idx_round_trip(tmp_path: Path, name: str) -> None:
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / name, array)
+    assert np.array_equal(read_idx(tmp_path / name), array)
+
+
+def test_idx_truncated_and_wrong_magic_are_clear_errors(tmp_path: Path) -> None:
+    write_idx(tmp_path / "a.gz", np.zeros((10, 4, 4), dtype=np.uint8))
+    data = gzip.decompress((tmp_path / "a.gz").read_bytes())
+    (tmp_path / "short").write_bytes(data[:-5])
+    with pytest.raises(ExpkitError, match="truncated or corrupt"):
+        read_idx(tmp_path / "short")
+    (tmp_path / "magic").write_bytes(b"\x12\x34" + data[2:])
+    with pytest.raises(ExpkitError, match="not an IDX file"):
+        read_idx(tmp_path / "magic")
+    (tmp_path / "bad.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(ExpkitError, match="cannot read IDX file"):
+        read_idx(tmp_path / "bad.gz")
+
+
+def test_download_verifies_and_falls_back_to_the_next_mirror(server: tuple[str, Path],
+                                                           tmp_path: Path) -> None:
+    url, root = server
+    (root / "good").mkdir()
+    source = write_idx_set(root / "good")[0]
+    dest = tmp_path / "cache"
+    got = download_verified(source.name, [f"{url}/missing", f"{url}/good"], sha256(source), dest)
+    assert got == dest / source.name and got.read_bytes() == source.read_bytes()
+
+
+def test_corrupt_download_is_detected_deleted_and_reported(server: tuple[str, Path],
+                                                           tmp_path: Path) -> None:
+    url, root = server
+    (root / "f.gz").write_bytes(b"corrupted bytes")
+    dest = tmp_path / "cache"
+    with pytest.raises(ExpkitError, match=r"checksum mismatch.*file deleted"):
+        download_verified("f.gz", [url], "0" * 64, dest)
+    assert list(dest.iterdir()) == []  # no file, no .part left behind
+
+
+def test_dataset_downloads_missing_files_then_loads(server: tuple[str, Path], tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    url, root = server
+    files = write_idx_set(root, n_train=300, n_test=50)
+    monkeypatch.setitem(mnist_data.SOURCES, "mnist", ([url], {p.name: sha256(p) for p in files}))
+    args = mnist_data.ImageDataArgs(name="mnist", val_fraction=0.2)
+    data = mnist_data.ImageData(args, tmp_path / "cache").load()
+    assert sorted(p.name for p in (tmp_path / "cache" / "mnist").iterdir()) == sorted(IDX_FILES)
+    assert (len(data.train), len(data.val or []), len(data.test or [])) == (240, 60, 50)
+    assert data.input_shape == (1, 28, 28) and data.num_classes == 10
+    assert abs(float(data.train.x.mean())) < 0.05  # normalized with the training statistics
+
+
+def test_shuffled_batches_cover_every_example_once() -> None:
+    split = Split(torch.arange(10).float().unsqueeze(1), torch.arange(10))
+    g = torch.Generator().manual_seed(0)
+    batches = list(split.batches(3, g))
+    assert [len(y) for _, y in batches] == [3, 3, 3, 1]
+    seen = torch.cat([y for _, y in batches])
+    assert sorted(seen.tolist()) == list(range(10)) and seen.tolist() != list(range(10))
+    assert all(torch.equal(x.squeeze(1).long(), y) for x, y in batches)  # pairs stay together
