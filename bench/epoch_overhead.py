@@ -43,7 +43,7 @@ def load_data() -> tuple[DataSplits, str]:
         g = torch.Generator().manual_seed(0)
         x, y = torch.randn(60000, 1, 28, 28, generator=g), torch.randint(0, 10, (60000,), generator=g)
         train, val = split_off(Split(x, y), 0.1)
-        return DataSplits(train, val, None, 10, (1, 28, 28)), "generated data (Fashion-MNIST absent)"
+        return DataSplits(10, (1, 28, 28), train=train, val=val, test=None), "generated data (Fashion-MNIST absent)"
 
 
 def hand_written_epoch(model: MLP, opt: torch.optim.Optimizer, data: DataSplits, batch: int,

@@ -115,7 +115,7 @@ def flag_table(cls: type[BaseModel]) -> dict[str, Flag]:
 
 
 #: --help shows the experiment's own fields first, the shared training recipe last
-_GROUP_ORDER = {"experiment": 0, "optimizer": 2, "scheduler": 3}
+_GROUP_ORDER = {"experiment": 0, "optimizer": 2, "scheduler": 3, "trainer": 4}
 
 
 class _Parser(argparse.ArgumentParser):

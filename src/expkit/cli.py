@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from expkit.args import build_parser, parse_argv
 from expkit.errors import ExpkitError, UsageError
@@ -43,6 +44,12 @@ def overview(registry: Registry, prog: str) -> str:
 
 def cmd_run(argv: list[str], registry: Registry, prog: str) -> int:
     """Train one experiment: validate the flags, then run it into a new run directory."""
+    for i, token in enumerate(argv):  # the seed-style spelling of `resume RUN_DIR`
+        if token == "--resume" or token.startswith("--resume="):
+            value = token.split("=", 1)[1] if "=" in token else (argv[i + 1:i + 2] or [""])[0]
+            rest = argv[:i] + argv[i + (1 if "=" in token else 2):]
+            rest = [t for t in rest if not t.startswith("--experiment_id")]
+            return cmd_resume([value, *rest], registry, prog)
     exp_id = _find_experiment_id(argv)
     if exp_id is None:
         if _wants_help(argv):
@@ -64,12 +71,22 @@ def cmd_run(argv: list[str], registry: Registry, prog: str) -> int:
 
     console = Console()
     machine = load_machine_config(announce=console.print)
-    experiment_cls(args, machine, console).run()
-    return 0
+    code: int = experiment_cls(args, machine, console).run(argv)
+    return code
+
+
+def cmd_resume(argv: list[str], registry: Registry, prog: str) -> int:
+    """Continue a stopped or crashed run from its last checkpoint: resume RUN_DIR [--epochs=N]."""
+    if not argv or not argv[0] or argv[0].startswith("-"):
+        raise UsageError("resume needs a run directory: resume RUN_DIR [--epochs=N ...]")
+    from expkit.resume import resume_run
+
+    return resume_run(Path(argv[0]), argv[1:], registry, prog)
 
 
 COMMANDS: dict[str, tuple[Command, str]] = {
     "run": (cmd_run, "train an experiment (the default command)"),
+    "resume": (cmd_resume, "continue a run from checkpoints/last.pt: resume RUN_DIR [--epochs=N]"),
 }
 
 

@@ -1,34 +1,47 @@
-"""BaseExperiment and ExperimentArgs: the common arguments, and one run from args to run directory.
+"""BaseExperiment, ExperimentArgs and TrainerArgs: the common arguments, and what an experiment builds.
 
 A researcher's experiment subclasses both: its Args stitch the model and dataset args onto
-ExperimentArgs; its class says how to build the data and the model. The rest is here.
+ExperimentArgs; its class says how to build the data and the model. `expkit.runner` does the rest.
 """
 
 from __future__ import annotations
 
-import random
-import secrets
-import time
-import traceback
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
-import numpy as np
 import torch
 from pydantic import Field
 
 from expkit.args import Args, flag_table
 from expkit.config import MachineConfig
 from expkit.console import Console
-from expkit.data.base import DataSplits
-from expkit.errors import ExpkitError, UsageError
+from expkit.data.base import DataInfo, DataSplits
 from expkit.models.base import BaseModel
-from expkit.runs import create_run_dir
-from expkit.tracking.base import Tracker, Tracking
-from expkit.tracking.local import LocalFiles
-from expkit.training.callbacks import Callback, ConsoleLine
-from expkit.training.loop import Trainer
-from expkit.training.optim import OptimizerArgs, SchedulerArgs, build_optimizer, build_scheduler
+from expkit.tracking.base import Tracker
+from expkit.training.callbacks import Callback
+from expkit.training.optim import OptimizerArgs, SchedulerArgs, build_optimizer
+
+
+class TrainerArgs(Args):
+    """How the loop trains: precision, accumulation, clipping, stopping, checkpoints, tracking."""
+
+    precision: Literal["32", "bf16", "fp16"] = Field(
+        "32", description="32-bit, or autocast to bf16 / fp16 (fp16: CUDA only, with a grad scaler)")
+    accumulate_grad_batches: int = Field(1, ge=1, description="batches per optimizer step")
+    grad_clip_norm: float | None = Field(None, gt=0, description="clip the gradient norm to this; "
+                                         "auto = no clipping")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="stop after this many epochs without --monitor improving; auto = off")
+    early_stopping_min_delta: float = Field(0.0, ge=0, description="smallest change that counts "
+                                            "as an improvement")
+    restore_best: bool = Field(True, description="test (and leave in the model) the best epoch's "
+                               "weights, not the last")
+    save_checkpoints: bool = Field(True, description="write checkpoints/last.pt every epoch and "
+                                   "best.pt on improvement (needed to resume)")
+    init_from: Path | None = Field(None, description="start from the weights of this checkpoint or "
+                                   "run directory (fine-tuning); auto = fresh weights")
+    use_wandb: bool = Field(False, description="also log to Weights & Biases (config.yaml: wandb)")
+    progress: bool | None = Field(None, description="progress bar per epoch; auto = on a terminal")
 
 
 class ExperimentArgs(Args):
@@ -46,6 +59,7 @@ class ExperimentArgs(Args):
                                                 "--monitor is better")
     optimizer: OptimizerArgs = Field(default_factory=OptimizerArgs)
     scheduler: SchedulerArgs = Field(default_factory=SchedulerArgs)
+    trainer: TrainerArgs = Field(default_factory=TrainerArgs)
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -57,24 +71,6 @@ class ExperimentArgs(Args):
 A = TypeVar("A", bound=ExperimentArgs)
 
 
-def resolve_device(use_cuda: bool | None) -> torch.device:
-    """The device `--use_cuda` asks for; True without CUDA is an error, not a silent fallback."""
-    available = torch.cuda.is_available()
-    if use_cuda and not available:
-        why = ("this torch build has no CUDA" if torch.version.cuda is None
-               else "no CUDA device is visible")
-        raise UsageError(f"--use_cuda: got true, but {why} (torch {torch.__version__}); "
-                         "use --use_cuda=false, or install a CUDA build of torch (see README)")
-    return torch.device("cuda" if (available if use_cuda is None else use_cuda) else "cpu")
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 class BaseExperiment(Generic[A]):
     """One experiment: its Args class, how to build its data and model; `run()` does the rest.
 
@@ -84,16 +80,17 @@ class BaseExperiment(Generic[A]):
 
     args_class: ClassVar[type[ExperimentArgs]]
 
-    def __init__(self, args: A, machine: MachineConfig, console: Console | None = None) -> None:
+    def __init__(self, args: A, machine: MachineConfig | None = None,
+                 console: Console | None = None) -> None:
         self.args = args
-        self.machine = machine
+        self.machine = machine or MachineConfig()
         self.console = console or Console()
 
     def build_data(self) -> DataSplits:
         """Load the dataset (`self.machine.cache_dir` is where to cache it)."""
         raise NotImplementedError(f"{type(self).__name__} must implement build_data()")
 
-    def build_model(self, data: DataSplits) -> BaseModel:
+    def build_model(self, data: DataInfo) -> BaseModel:
         """The model to train, sized for `data` (input shape, number of classes)."""
         raise NotImplementedError(f"{type(self).__name__} must implement build_model()")
 
@@ -102,72 +99,15 @@ class BaseExperiment(Generic[A]):
         return build_optimizer(self.args.optimizer, model.parameters())
 
     def build_trackers(self, run_dir: Path) -> list[Tracker]:
-        """Where metrics go; local files always."""
-        return [LocalFiles(run_dir, title=f"{self.args.experiment_id}  {run_dir.name}")]
+        """Extra trackers beyond the defaults (local files always, wandb with --use_wandb)."""
+        return []
 
     def build_callbacks(self, run_dir: Path) -> list[Callback]:
-        """Callbacks besides tracking: the per-epoch console line."""
-        return [ConsoleLine(self.console)]
+        """Extra callbacks beyond the defaults (console, progress, early stopping, checkpoints)."""
+        return []
 
-    def run(self) -> Path:
-        """Train, validate and test; returns the run directory (results/<id>/<time>-<id>/)."""
-        args = self.args
-        device = resolve_device(args.use_cuda)
-        if args.seed is None:
-            args.seed = secrets.randbelow(2**31)
-        seed_everything(args.seed)
-        data = self.build_data()
-        run_dir = create_run_dir(self.machine.results_dir, args.experiment_id)
-        self.console.attach(run_dir / "log.txt")
-        trackers = self.build_trackers(run_dir)
-        status = "failed"
-        try:
-            for tracker in trackers:
-                tracker.log_config(args.model_dump(mode="json"))
-            self.console.print(f"run {run_dir}  ({args.experiment_id}, {device}, seed {args.seed}, "
-                               f"{len(data.train)} train / {len(data.val or [])} val / "
-                               f"{len(data.test or [])} test)")
-            model = self.build_model(data)
-            optimizer = self.build_optimizer(model)
-            schedule = build_scheduler(args.scheduler, optimizer, args.epochs,
-                                       data.train.num_batches(args.batch_size), args.monitor_mode)
-            trainer = Trainer(model, optimizer, schedule, data, epochs=args.epochs,
-                              batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
-                              device=device, seed=args.seed, monitor=args.monitor,
-                              monitor_mode=args.monitor_mode,
-                              callbacks=[*self.build_callbacks(run_dir), Tracking(trackers)])
-            started = time.perf_counter()
-            trainer.fit()
-            test = trainer.evaluate(data.test, "test") if data.test is not None else {}
-            summary = self._summary(trainer, test, time.perf_counter() - started)
-            for tracker in trackers:
-                tracker.log_summary(summary)
-            self._print_summary(trainer, test, run_dir)
-            status = "finished"
-            return run_dir
-        except ExpkitError:
-            raise
-        except Exception as e:
-            self.console.write_log(traceback.format_exc())
-            raise ExpkitError(f"run failed: {type(e).__name__}: {e} (traceback in "
-                              f"{run_dir / 'log.txt'})") from e
-        finally:
-            for tracker in trackers:
-                tracker.close(status)
-            self.console.close()
+    def run(self, argv: list[str] | None = None) -> int:
+        """Train, validate and test into a new run directory; returns the exit code."""
+        from expkit.runner import execute
 
-    def _summary(self, trainer: Trainer, test: dict[str, float], seconds: float) -> dict[str, Any]:
-        best = trainer.history[trainer.best_epoch - 1] if trainer.best_epoch else {}
-        return {"monitor": trainer.monitor, "mode": trainer.monitor_mode,
-                "best_epoch": trainer.best_epoch, "best": best, "final": trainer.history[-1],
-                "test": test, "epochs_run": trainer.epoch, "stop_reason": trainer.stop_reason,
-                "train_seconds": round(seconds, 3)}
-
-    def _print_summary(self, trainer: Trainer, test: dict[str, float], run_dir: Path) -> None:
-        parts = []
-        if trainer.best_epoch is not None:
-            parts.append(f"best {trainer.monitor} {trainer.best_value:.4f} "
-                         f"(epoch {trainer.best_epoch})")
-        parts += [f"{name} {value:.4f}" for name, value in test.items()]
-        self.console.print("done: " + "  ".join(parts))
-        self.console.print(f"run directory: {run_dir}")
+        return execute(self, argv=argv or [])

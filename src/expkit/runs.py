@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from expkit.errors import ExpkitError
+from expkit.files import atomic_write_json
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -36,3 +40,27 @@ def create_run_dir(results_dir: Path, experiment_id: str) -> Path:
             raise ExpkitError(f"cannot create run directory {run_dir}: {e.strerror}") from None
         return run_dir
     raise ExpkitError(f"could not find a free run directory name under {parent}")
+
+
+class RunRecord:
+    """run.json: what ran and how it ended (status running/finished/failed/stopped), updated in place."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / "run.json"
+
+    def read(self) -> dict[str, Any]:
+        """The record so far ({} if none)."""
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def update(self, **fields: Any) -> None:
+        """Merge `fields` into run.json (written atomically)."""
+        atomic_write_json(self.path, {**self.read(), **fields})
+
+
+def now() -> str:
+    """The local time with offset, ISO 8601, to the second."""
+    return datetime.now().astimezone().isoformat(timespec="seconds")

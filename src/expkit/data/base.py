@@ -34,16 +34,19 @@ class Split:
         """This split on `device` (a no-op when already there)."""
         return Split(self.x.to(device), self.y.to(device))
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, skip: int = 0
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches in order (views, no copy), or shuffled by `generator` (one randperm per epoch)."""
+        """Batches in order (views, no copy), or shuffled by `generator` (one randperm per epoch).
+
+        `skip` leaves out the first batches of the pass (a resume in the middle of an epoch).
+        """
         n = len(self)
         if generator is None:
-            for start in range(0, n, batch_size):
+            for start in range(skip * batch_size, n, batch_size):
                 yield self.x[start:start + batch_size], self.y[start:start + batch_size]
             return
         order = torch.randperm(n, generator=generator).to(self.x.device)
-        for start in range(0, n, batch_size):
+        for start in range(skip * batch_size, n, batch_size):
             index = order[start:start + batch_size]
             yield self.x[index], self.y[index]
 
@@ -53,15 +56,11 @@ class Split:
 
 
 @dataclass
-class DataSplits:
-    """What a dataset gives the loop: train/val/test splits and what a model needs to know."""
+class DataInfo:
+    """What a model needs to know about its data; stored in checkpoints to rebuild the model."""
 
-    train: Split
-    val: Split | None
-    test: Split | None
     num_classes: int
     input_shape: tuple[int, ...]
-    files: list[Path] = field(default_factory=list)  # the files read, for the run record
 
     @property
     def input_size(self) -> int:
@@ -70,6 +69,21 @@ class DataSplits:
         for dim in self.input_shape:
             size *= dim
         return size
+
+
+@dataclass
+class DataSplits(DataInfo):
+    """What a dataset gives the loop: train/val/test splits, plus its DataInfo."""
+
+    train: Split = field(kw_only=True)
+    val: Split | None = field(kw_only=True)
+    test: Split | None = field(kw_only=True)
+    files: list[Path] = field(default_factory=list, kw_only=True)  # files read, for the record
+
+    @property
+    def info(self) -> DataInfo:
+        """The DataInfo part alone."""
+        return DataInfo(self.num_classes, self.input_shape)
 
 
 class BaseDataset(ABC):

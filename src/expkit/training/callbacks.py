@@ -31,8 +31,14 @@ class Callback:
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         """After an epoch is trained, validated and appended to `trainer.history`."""
 
+    def on_train_batch_end(self, trainer: Trainer, batch_index: int) -> None:
+        """After each optimizer step (called only for callbacks that override it)."""
+
+    def on_interrupt(self, trainer: Trainer) -> None:
+        """A stop signal ended training mid-run: save what a resume needs."""
+
     def on_fit_end(self, trainer: Trainer) -> None:
-        """After the last epoch, however training ended."""
+        """After the last epoch, however training ended (not after an interrupt)."""
 
     def state_dict(self) -> dict[str, Any]:
         """What a resume needs to restore this callback."""

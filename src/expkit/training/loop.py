@@ -3,24 +3,29 @@
 Where each hook fires::
 
     on_fit_start(trainer)
-    for epoch in epochs:
+    for epoch in remaining epochs:
         on_epoch_start(trainer)
         model.train()
         for batch in train split (one randperm, whole-batch slices):
-            loss, sums = model.step(batch)        # forward; sums stay on the device
-            loss.backward(); clip; optimizer.step(); zero_grad
-            per-step scheduler (onecycle)
+            with autocast(precision): loss, sums = model.step(batch)   # sums stay on the device
+            (loss / accumulate).backward()
+            every `accumulate` batches: clip, optimizer.step(), zero_grad, per-step scheduler
+                on_train_batch_end(trainer, i)       # only callbacks that override it
+                on a stop signal: on_interrupt(trainer); return   # resumable mid-epoch
         metrics = train_* means (one device sync per epoch) | val_* from evaluate()
-        per-epoch scheduler step;  history.append(metrics)
-        on_epoch_end(trainer, metrics)            # console, files, trackers, ...
+        per-epoch scheduler step;  best epoch;  history.append(metrics)
+        a non-finite train loss stops training
+        on_epoch_end(trainer, metrics)              # checkpoints, early stopping, files, ...
         if trainer.should_stop: break
     on_fit_end(trainer)
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -28,9 +33,11 @@ from expkit.data.base import DataSplits, Split
 from expkit.errors import ExpkitError
 from expkit.models.base import BaseModel
 from expkit.training.callbacks import Callback
+from expkit.training.checkpoint import rng_state, set_rng_state
 from expkit.training.optim import Schedule
 
 _BETTER = {"min": lambda a, b: a < b, "max": lambda a, b: a > b}
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Trainer:
@@ -39,8 +46,9 @@ class Trainer:
     def __init__(self, model: BaseModel, optimizer: torch.optim.Optimizer,
                  schedule: Schedule | None, data: DataSplits, *, epochs: int, batch_size: int,
                  eval_batch_size: int, device: torch.device, seed: int,
-                 monitor: str, monitor_mode: Literal["min", "max"],
-                 callbacks: list[Callback]) -> None:
+                 monitor: str, monitor_mode: Literal["min", "max"], callbacks: list[Callback],
+                 precision: Literal["32", "bf16", "fp16"] = "32", accumulate_grad_batches: int = 1,
+                 grad_clip_norm: float | None = None) -> None:
         self.model = model.to(device)
         self.optimizer = optimizer
         self.schedule = schedule
@@ -53,29 +61,48 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(seed)
         self.monitor, self.monitor_mode = monitor, monitor_mode
         self.callbacks = callbacks
+        self.precision = precision
+        self.accumulate = accumulate_grad_batches
+        self.grad_clip_norm = grad_clip_norm
+        self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
         self.epoch = 0  # epochs completed
-        self.global_step = 0
+        self.global_step = 0  # batches trained
         self.history: list[dict[str, float]] = []
         self.best_epoch: int | None = None
         self.best_value: float | None = None
         self.should_stop = False
         self.stop_reason = "completed all epochs"
+        self.stop_requested: str | None = None  # set by a signal handler: stop after this step
+        self.interrupted = False
+        self.partial: dict[str, Any] | None = None  # position inside an interrupted epoch
+        self.epoch_sums: dict[str, torch.Tensor] = {}  # this epoch's metric sums so far
+        self.epoch_seen = 0
 
     def is_better(self, value: float, than: float | None) -> bool:
         """Whether `value` of the monitored metric beats `than` (None: anything does)."""
         return than is None or _BETTER[self.monitor_mode](value, than)
 
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.precision == "32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=_AUTOCAST[self.precision])
+
     def fit(self) -> list[dict[str, float]]:
         """Run the epochs that remain; returns the history, one dict of metrics per epoch."""
+        self.interrupted = False
         for cb in self.callbacks:
             cb.on_fit_start(self)
         while self.epoch < self.epochs and not self.should_stop:
+            if self.stop_requested:
+                return self._interrupt()
             for cb in self.callbacks:
                 cb.on_epoch_start(self)
-            started = time.perf_counter()
-            metrics: dict[str, float] = {"epoch": self.epoch + 1}
-            lr = self.optimizer.param_groups[0]["lr"]
-            metrics |= self._train_epoch()
+            started = time.perf_counter() - (self.partial or {}).get("seconds", 0.0)
+            lr = (self.partial or {}).get("lr", self.optimizer.param_groups[0]["lr"])
+            train = self._train_epoch(lr, started)
+            if train is None:
+                return self._interrupt()
+            metrics: dict[str, float] = {"epoch": self.epoch + 1, **train}
             if self.val_split is not None:
                 metrics |= self.evaluate(self.val_split, "val")
             metrics["lr"] = lr
@@ -85,33 +112,84 @@ class Trainer:
             if self.monitor in metrics and self.is_better(metrics[self.monitor], self.best_value):
                 self.best_epoch, self.best_value = self.epoch, metrics[self.monitor]
             self.history.append(metrics)
+            loss = metrics.get("train_loss", 0.0)
+            if not math.isfinite(loss):
+                self.should_stop = True
+                self.stop_reason = (f"train_loss became {loss} in epoch {self.epoch}; lower --lr "
+                                    "or set --grad_clip_norm")
             for cb in self.callbacks:
                 cb.on_epoch_end(self, metrics)
         for cb in self.callbacks:
             cb.on_fit_end(self)
         return self.history
 
-    def _train_epoch(self) -> dict[str, float]:
+    def _interrupt(self) -> list[dict[str, float]]:
+        self.interrupted = True
+        for cb in self.callbacks:
+            cb.on_interrupt(self)
+        return self.history
+
+    def _train_epoch(self, lr: float, started: float) -> dict[str, float] | None:
+        """One pass over the training split; None if a stop signal ended it early."""
         self.model.train()
-        sums: dict[str, torch.Tensor] = {}
-        seen = 0
-        per_step = self.schedule is not None and self.schedule.interval == "step"
-        for batch in self.train_split.batches(self.batch_size, self.generator):
-            loss, batch_sums = self.model.step(batch)
-            loss.backward()  # type: ignore[no-untyped-call]
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            if per_step:
-                self.schedule.scheduler.step()  # type: ignore[union-attr]
+        resume, self.partial = self.partial, None
+        if resume:
+            self.generator.set_state(resume["generator"])
+        epoch_rng = self.generator.get_state()
+        sums: dict[str, torch.Tensor] = resume["sums"] if resume else {}
+        self.epoch_sums = sums
+        seen: int = resume["seen"] if resume else 0
+        skip: int = resume["batches"] if resume else 0
+        batch_hooks = [cb for cb in self.callbacks
+                       if type(cb).on_train_batch_end is not Callback.on_train_batch_end]
+        last = self.train_split.num_batches(self.batch_size) - 1
+        for i, batch in enumerate(self.train_split.batches(self.batch_size, self.generator, skip),
+                                  start=skip):
+            with self._autocast():
+                loss, batch_sums = self.model.step(batch)
+            if self.accumulate > 1:
+                loss = loss / self.accumulate
+            (self.scaler.scale(loss) if self.scaler else loss).backward()  # type: ignore[no-untyped-call]
             if sums:
                 for name, value in batch_sums.items():
                     sums[name] += value
             else:
                 sums = {name: value.detach().double() for name, value in batch_sums.items()}
                 self._check_monitor(list(sums))
+                self.epoch_sums = sums  # updated in place from here on
             seen += len(batch[1])
+            self.epoch_seen = seen
             self.global_step += 1
+            if (i + 1) % self.accumulate and i != last:
+                continue
+            self._optimizer_step()
+            for cb in batch_hooks:
+                cb.on_train_batch_end(self, i)
+            if self.stop_requested and i != last:
+                self.partial = {"generator": epoch_rng, "batches": i + 1, "sums": sums,
+                                "seen": seen, "lr": lr, "seconds": time.perf_counter() - started}
+                return None
         return self._means(sums, seen, "train")
+
+    def _optimizer_step(self) -> None:
+        if self.scaler is not None:
+            if self.grad_clip_norm:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            if self.grad_clip_norm:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.schedule is not None and self.schedule.interval == "step":
+            self.schedule.scheduler.step()  # type: ignore[call-arg]
+
+    def running_mean(self, name: str = "loss") -> float | None:
+        """Mean of a training metric over this epoch's batches so far; syncs the device, call rarely."""
+        total = self.epoch_sums.get(name)
+        return float(total) / self.epoch_seen if total is not None and self.epoch_seen else None
 
     @torch.inference_mode()
     def evaluate(self, split: Split, prefix: str) -> dict[str, float]:
@@ -120,7 +198,8 @@ class Trainer:
         split = split.to(self.device)
         sums: dict[str, torch.Tensor] = {}
         for batch in split.batches(self.eval_batch_size):
-            _, batch_sums = self.model.step(batch)
+            with self._autocast():
+                _, batch_sums = self.model.step(batch)
             for name, value in batch_sums.items():
                 sums[name] = sums[name] + value if name in sums else value.double()
         return self._means(sums, len(split), prefix)
@@ -129,7 +208,7 @@ class Trainer:
     def _means(sums: dict[str, torch.Tensor], count: int, prefix: str) -> dict[str, float]:
         if not sums:
             return {}
-        values = (torch.stack(list(sums.values())) / max(count, 1)).tolist()  # one sync
+        values = (torch.stack([v.double() for v in sums.values()]) / max(count, 1)).tolist()
         return {f"{prefix}_{name}": float(v) for name, v in zip(sums, values, strict=True)}
 
     def _check_monitor(self, names: list[str]) -> None:
@@ -147,3 +226,35 @@ class Trainer:
             scheduler.step(metrics[self.monitor])
         else:
             scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs: weights, optimizer, schedule, counters, RNGs, callbacks."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.scheduler.state_dict() if self.schedule else None,
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "epoch": self.epoch, "global_step": self.global_step, "history": self.history,
+            "best_epoch": self.best_epoch, "best_value": self.best_value,
+            "stop_reason": self.stop_reason if self.should_stop else None,
+            "generator": self.generator.get_state(), "rng": rng_state(), "partial": self.partial,
+            "callbacks": {cb.key: cb.state_dict() for cb in self.callbacks},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from `state_dict()`'s output (RNG states included)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.schedule is not None and state["scheduler"] is not None:
+            self.schedule.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        self.history = list(state["history"])
+        self.best_epoch, self.best_value = state["best_epoch"], state["best_value"]
+        self.generator.set_state(state["generator"])
+        self.partial = state["partial"]
+        for cb in self.callbacks:
+            if cb.key in state["callbacks"]:
+                cb.load_state_dict(state["callbacks"][cb.key])
+        set_rng_state(state["rng"])

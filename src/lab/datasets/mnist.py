@@ -119,7 +119,8 @@ class ImageData(BaseDataset):
             split.x.sub_(mean).div_(std)  # in place: no second copy of the data
         train, val = split_off(train, self.args.val_fraction)
         num_classes = int(max(train.y.max(), test.y.max())) + 1
-        return DataSplits(train, val, test, num_classes, tuple(train.x.shape[1:]), files)
+        return DataSplits(num_classes, tuple(train.x.shape[1:]), train=train, val=val, test=test,
+                          files=files)
 
 
 def _digits() -> tuple[Split, Split, list[Path]]:

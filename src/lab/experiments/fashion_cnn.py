@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from expkit.data.base import DataSplits
+from expkit.data.base import DataInfo, DataSplits
 from expkit.experiment import BaseExperiment, ExperimentArgs
 from lab.datasets.mnist import ImageData, ImageDataArgs
 from lab.models.cnn import CNN, CNNArgs
@@ -31,6 +31,6 @@ class FashionCnnExperiment(BaseExperiment[FashionCnnArgs]):
         """Fashion-MNIST (or the chosen --dataset)."""
         return ImageData(self.args.dataset, self.machine.cache_dir).load()
 
-    def build_model(self, data: DataSplits) -> CNN:
+    def build_model(self, data: DataInfo) -> CNN:
         """A CNN taking the images' channels to the number of classes."""
         return CNN(self.args.model, data.input_shape[0], data.num_classes)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from expkit.data.base import DataSplits
+from expkit.data.base import DataInfo, DataSplits
 from expkit.experiment import BaseExperiment, ExperimentArgs
 from lab.datasets.mnist import ImageData, ImageDataArgs
 from lab.models.mlp import MLP, MLPArgs
@@ -30,6 +30,6 @@ class MnistExperiment(BaseExperiment[MnistArgs]):
         """MNIST (or the chosen --dataset), cached under the machine's cache_dir."""
         return ImageData(self.args.dataset, self.machine.cache_dir).load()
 
-    def build_model(self, data: DataSplits) -> MLP:
+    def build_model(self, data: DataInfo) -> MLP:
         """An MLP from the flattened image size to the number of classes."""
         return MLP(self.args.model, data.input_size, data.num_classes)

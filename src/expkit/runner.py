@@ -1,0 +1,264 @@
+"""One run from validated args to a finished run directory; also the continuation of a resume.
+
+Order matters for "nothing half-written": device, seed and data are checked before the run
+directory exists; from then on, every exit (finished, failed, stopped) is recorded in run.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import secrets
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from expkit.data.base import DataInfo
+from expkit.errors import ExpkitError, UsageError
+from expkit.experiment import BaseExperiment, ExperimentArgs
+from expkit.models.base import BaseModel
+from expkit.runs import RunRecord, create_run_dir, now
+from expkit.tracking.base import Tracker, Tracking
+from expkit.tracking.local import LocalFiles
+from expkit.training.callbacks import Callback, ConsoleLine
+from expkit.training.checkpoint import BEST, LAST, Checkpointing, load_checkpoint, load_weights
+from expkit.training.early_stopping import EarlyStopping
+from expkit.training.loop import Trainer
+from expkit.training.optim import build_scheduler
+from expkit.training.progress import ProgressBar
+
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def resolve_device(use_cuda: bool | None) -> torch.device:
+    """The device `--use_cuda` asks for; True without CUDA is an error, not a silent fallback."""
+    available = torch.cuda.is_available()
+    if use_cuda and not available:
+        why = ("this torch build has no CUDA" if torch.version.cuda is None
+               else "no CUDA device is visible")
+        raise UsageError(f"--use_cuda: got true, but {why} (torch {torch.__version__}); "
+                         "use --use_cuda=false, or install a CUDA build of torch (see README)")
+    return torch.device("cuda" if (available if use_cuda is None else use_cuda) else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def checkpoint_file(path: Path, prefer: str = BEST) -> Path:
+    """A checkpoint file given itself or a run directory (its best.pt, else last.pt)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (prefer, LAST, BEST):
+            if (path / "checkpoints" / name).is_file():
+                return path / "checkpoints" / name
+        raise ExpkitError(f"{path}: no checkpoints/{BEST} or {LAST} in this folder")
+    return path
+
+
+class StoppedBeforeTraining(Exception):
+    """A stop signal arrived before the trainer existed: nothing to save."""
+
+
+class StopSignals:
+    """Where SIGINT/SIGTERM go: to the trainer (stop after this step) once there is one."""
+
+    def __init__(self, say: Any) -> None:
+        self.say = say
+        self.trainer: Trainer | None = None
+
+    def __call__(self, signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if self.trainer is None:
+            raise StoppedBeforeTraining(name)
+        if self.trainer.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.trainer.stop_requested = name
+        self.say(f"{name} received: finishing this step, then saving a checkpoint")
+
+
+@contextlib.contextmanager
+def stop_on_signals(handler: StopSignals) -> Iterator[None]:
+    """Route SIGINT/SIGTERM to `handler` inside the block (main thread only)."""
+
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def execute(experiment: BaseExperiment[Any], *, argv: list[str], run_dir: Path | None = None,
+            resume: dict[str, Any] | None = None) -> int:
+    """Run (or, with `run_dir` and `resume`, continue) an experiment; returns the exit code."""
+    args: ExperimentArgs = experiment.args
+    console = experiment.console
+    device = resolve_device(args.use_cuda)
+    if args.trainer.precision == "fp16" and device.type != "cuda":
+        raise UsageError("--precision: got 'fp16', which needs CUDA; use --precision=bf16 on CPU")
+    if args.seed is None:
+        args.seed = secrets.randbelow(2**31)
+    seed_everything(args.seed)
+    init_state = None
+    if args.trainer.init_from and resume is None:
+        init_path = checkpoint_file(args.trainer.init_from)
+        init_state = load_checkpoint(init_path)
+    data = experiment.build_data()
+    fresh = run_dir is None
+    run_dir = run_dir or create_run_dir(experiment.machine.results_dir, args.experiment_id)
+    console.attach(run_dir / "log.txt")
+    record = RunRecord(run_dir)
+    if fresh:
+        record.update(experiment_id=args.experiment_id, argv=list(argv), status="running",
+                      started=now(), ended=None)
+    else:
+        resumes = [*record.read().get("resumes", []), {"at": now(), "argv": list(argv)}]
+        record.update(status="running", ended=None, resumes=resumes)
+    trackers: list[Tracker] = [LocalFiles(run_dir, title=f"{args.experiment_id}  {run_dir.name}")]
+    status, exit_code = "failed", 1
+    signals = StopSignals(console.print)
+    try:
+        with stop_on_signals(signals):
+            trackers += _wandb(experiment, run_dir, resume) + experiment.build_trackers(run_dir)
+            config = args.model_dump(mode="json")
+            for tracker in trackers:
+                tracker.log_config(config)
+            verb = "run" if fresh else "resume"
+            console.print(f"{verb} {run_dir}  ({args.experiment_id}, {device}, seed {args.seed}, "
+                          f"{len(data.train)} train / {len(data.val or [])} val / "
+                          f"{len(data.test or [])} test)")
+            model = experiment.build_model(data.info)
+            if init_state is not None and args.trainer.init_from is not None:
+                load_weights(model, init_state, args.trainer.init_from)
+            trainer = _trainer(experiment, model, data, device, run_dir, trackers, config)
+            if resume is not None:
+                trainer.load_state_dict(resume)
+            signals.trainer = trainer
+            trainer.fit()
+            if trainer.interrupted:
+                status, exit_code = "stopped", EXIT_CODES.get(trainer.stop_requested or "", 1)
+                where = (f"in epoch {trainer.epoch + 1}" if trainer.partial
+                         else f"after epoch {trainer.epoch}")
+                console.print(f"stopped by {trainer.stop_requested} {where}; checkpoint saved. "
+                              f"Resume with: expkit resume {run_dir}")
+                return exit_code
+            weights = _restore_best(trainer, run_dir, args)
+            test = trainer.evaluate(data.test, "test") if data.test is not None else {}
+            summary = _summary(trainer, test, weights)
+            for tracker in trackers:
+                tracker.log_summary(summary)
+            _print_summary(console, trainer, test, weights, run_dir)
+            status, exit_code = "finished", 0
+            return 0
+    except ExpkitError as e:
+        record.update(error=str(e))
+        raise
+    except StoppedBeforeTraining as e:
+        status, exit_code = "stopped", EXIT_CODES.get(str(e), 1)
+        console.print(f"stopped by {e} before training started; nothing to resume, run it again")
+        return exit_code
+    except KeyboardInterrupt:
+        status, exit_code = "stopped", 130
+        console.print(f"aborted by a second SIGINT; the last checkpoint is from the end of an epoch. "
+                      f"Resume with: expkit resume {run_dir}")
+        return exit_code
+    except Exception as e:
+        console.write_log(traceback.format_exc())
+        record.update(error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+        raise ExpkitError(f"run failed: {type(e).__name__}: {e} (traceback in "
+                          f"{run_dir / 'log.txt'})") from e
+    finally:
+        record.update(status=status, ended=now(), exit_code=exit_code)
+        for tracker in trackers:
+            tracker.close(status)
+        console.close()
+
+
+def _wandb(experiment: BaseExperiment[Any], run_dir: Path,
+           resume: dict[str, Any] | None) -> list[Tracker]:
+    if not experiment.args.trainer.use_wandb:
+        return []
+    from expkit.tracking.wandb import WandbTracker
+
+    run_id = ((resume or {}).get("trackers") or {}).get("wandb")
+    return [WandbTracker(run_dir, experiment.machine.wandb, experiment.args.experiment_id,
+                         run_id, say=experiment.console.print)]
+
+
+def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, device: torch.device,
+             run_dir: Path, trackers: list[Tracker], config: dict[str, Any]) -> Trainer:
+    args: ExperimentArgs = experiment.args
+    t = args.trainer
+    optimizer = experiment.build_optimizer(model)
+    schedule = build_scheduler(args.scheduler, optimizer, args.epochs,
+                               data.train.num_batches(args.batch_size), args.monitor_mode)
+    callbacks: list[Callback] = []
+    if t.progress or (t.progress is None and experiment.console.stream.isatty()):
+        callbacks.append(ProgressBar())
+    callbacks.append(ConsoleLine(experiment.console))
+    if t.early_stopping_patience:
+        callbacks.append(EarlyStopping(args.monitor, args.monitor_mode, t.early_stopping_patience,
+                                       t.early_stopping_min_delta))
+    info: DataInfo = data.info
+
+    def extra() -> dict[str, Any]:
+        ids = {k: v for tracker in trackers for k, v in getattr(tracker, "ids", {}).items()}
+        return {"experiment_id": args.experiment_id, "config": config,
+                "data_info": {"num_classes": info.num_classes, "input_shape": list(info.input_shape)},
+                "trackers": ids}
+
+    if t.save_checkpoints:
+        callbacks.append(Checkpointing(run_dir / "checkpoints", extra))
+    callbacks += experiment.build_callbacks(run_dir)
+    callbacks.append(Tracking(trackers))
+    assert args.seed is not None
+    return Trainer(model, optimizer, schedule, data, epochs=args.epochs, batch_size=args.batch_size,
+                   eval_batch_size=args.eval_batch_size, device=device, seed=args.seed,
+                   monitor=args.monitor, monitor_mode=args.monitor_mode, callbacks=callbacks,
+                   precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
+                   grad_clip_norm=t.grad_clip_norm)
+
+
+def _restore_best(trainer: Trainer, run_dir: Path, args: ExperimentArgs) -> dict[str, Any]:
+    """Put the best epoch's weights into the model when asked; says which weights are in it."""
+    best_file = run_dir / "checkpoints" / BEST
+    use_best = (args.trainer.restore_best and trainer.best_epoch is not None
+                and trainer.best_epoch != trainer.epoch)
+    if use_best and best_file.is_file():
+        load_weights(trainer.model, load_checkpoint(best_file, trainer.device), best_file)
+        return {"weights": "best", "weights_epoch": trainer.best_epoch}
+    return {"weights": "last", "weights_epoch": trainer.epoch}
+
+
+def _summary(trainer: Trainer, test: dict[str, float], weights: dict[str, Any]) -> dict[str, Any]:
+    best = trainer.history[trainer.best_epoch - 1] if trainer.best_epoch else {}
+    return {"monitor": trainer.monitor, "mode": trainer.monitor_mode,
+            "best_epoch": trainer.best_epoch, "best": best, "final": trainer.history[-1],
+            "test": test, **weights, "epochs_run": trainer.epoch, "stop_reason": trainer.stop_reason,
+            "train_seconds": round(sum(row["epoch_time"] for row in trainer.history), 3)}
+
+
+def _print_summary(console: Any, trainer: Trainer, test: dict[str, float], weights: dict[str, Any],
+                   run_dir: Path) -> None:
+    console.print(f"training ended: {trainer.stop_reason}")
+    parts = []
+    if trainer.best_epoch is not None:
+        parts.append(f"best {trainer.monitor} {trainer.best_value:.4f} (epoch {trainer.best_epoch})")
+    parts += [f"{name} {value:.4f}" for name, value in test.items()]
+    parts.append(f"with the {weights['weights']} weights (epoch {weights['weights_epoch']})")
+    console.print("done: " + "  ".join(parts))
+    console.print(f"run directory: {run_dir}")

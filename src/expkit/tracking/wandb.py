@@ -1,0 +1,91 @@
+"""Weights & Biases, when --use_wandb=true: config once, metrics per epoch, summary and plot at the end.
+
+wandb is imported only here (an optional extra). The API key comes from config.yaml or
+WANDB_API_KEY and goes to wandb only through its settings object: never into the config,
+a log line or the run directory. Resume continues the same wandb run (its id is in last.pt).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from expkit.config import WandbSettings
+from expkit.errors import ExpkitError
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}/")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+class WandbTracker:
+    """The Tracker that logs to wandb (online, offline for later `wandb sync`, or disabled)."""
+
+    def __init__(self, run_dir: Path, settings: WandbSettings, experiment_id: str,
+                 run_id: str | None, say: Callable[[str], None]) -> None:
+        try:
+            import wandb
+        except ImportError:
+            raise ExpkitError("--use_wandb=true needs wandb: pip install 'expkit[wandb]' "
+                              "(or --use_wandb=false)") from None
+        self.wandb = wandb
+        self.run_dir = Path(run_dir)
+        self.settings = settings
+        self.experiment_id = experiment_id
+        self.mode = settings.mode
+        self.key = settings.api_key.get_secret_value() if settings.api_key else None
+        if self.mode == "online" and not self.key and not _netrc_has_wandb():
+            say("warning: wandb mode is online but there is no API key (config.yaml wandb.api_key "
+                "or WANDB_API_KEY): logging to wandb offline instead; local files are complete")
+            self.mode = "offline"
+        from wandb.sdk.lib import runid
+
+        self.run_id = run_id or runid.generate_id()
+        self.ids = {"wandb": self.run_id}
+        self.run: Any = None
+
+    def log_config(self, config: dict[str, Any]) -> None:
+        """Start (or resume) the wandb run with the nested config."""
+        kwargs: dict[str, Any] = {"console": "off", "silent": True}
+        if self.key:
+            kwargs["api_key"] = self.key
+        self.run = self.wandb.init(
+            project=self.settings.project, entity=self.settings.entity, mode=self.mode,
+            dir=str(self.run_dir), id=self.run_id, resume="allow", config=config,
+            name=f"{self.experiment_id}/{self.run_dir.name}", settings=self.wandb.Settings(**kwargs))
+
+    def log_epoch(self, rows: list[dict[str, float]]) -> None:
+        """Log the newest epoch at step = epoch (so a resumed run never steps backwards)."""
+        row = rows[-1]
+        self.run.log(row, step=int(row["epoch"]))
+
+    def log_summary(self, summary: dict[str, Any]) -> None:
+        """Best/final/test values into the run summary, and history.png as an image."""
+        self.run.summary.update(_flatten(summary))
+        plot = self.run_dir / "history.png"
+        if plot.is_file():
+            self.run.log({"history": self.wandb.Image(str(plot))}, commit=False)
+
+    def close(self, status: str) -> None:
+        """Finish the wandb run (exit code 0 only when training finished)."""
+        if self.run is not None:
+            self.run.finish(exit_code=0 if status == "finished" else 1)
+            self.run = None
+
+
+def _netrc_has_wandb() -> bool:
+    try:
+        import netrc
+
+        hosts = netrc.netrc(os.environ.get("NETRC")).hosts
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return any("wandb" in host for host in hosts)

@@ -1,0 +1,105 @@
+"""Checkpoints: last.pt after every epoch (and on a stop signal), best.pt on improvement.
+
+Written atomically (temp file, fsync, rename): a crash mid-write leaves the previous file.
+They hold only tensors and plain types, so loading uses `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from expkit.errors import ExpkitError
+from expkit.files import atomic_write
+from expkit.training.callbacks import Callback
+
+if TYPE_CHECKING:
+    from expkit.training.loop import Trainer
+
+FORMAT = 1
+LAST, BEST = "last.pt", "best.pt"
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write `state` to `path` atomically, tagged as an expkit checkpoint."""
+    atomic_write(path, lambda f: torch.save({"expkit_checkpoint": FORMAT, **state}, f))
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read an expkit checkpoint with weights_only=True; one clear error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExpkitError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile,
+            ValueError, KeyError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExpkitError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
+                          f"{reason[:200]}") from None
+    if not isinstance(state, dict) or state.get("expkit_checkpoint") != FORMAT:
+        raise ExpkitError(f"{path}: not an expkit checkpoint (no 'expkit_checkpoint' marker)")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch (and CUDA) random states, as plain types and tensors."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` returned."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, Any], source: Path) -> None:
+    """Load a checkpoint's model weights; a shape or key mismatch is one clear error."""
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as e:
+        detail = " ".join(str(e).split())[:300]
+        raise ExpkitError(f"{source}: its weights do not fit this model (different shapes or "
+                          f"layers?): {detail}") from None
+
+
+class Checkpointing(Callback):
+    """Saves checkpoints/last.pt each epoch and checkpoints/best.pt when the monitor improves."""
+
+    def __init__(self, folder: Path, extra: Callable[[], dict[str, Any]]) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(exist_ok=True)
+        self.extra = extra  # experiment-level facts: config, data info, tracker ids
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        """Write last.pt, and best.pt if this epoch is the best so far."""
+        extra = self.extra()
+        save_checkpoint(self.folder / LAST, {**trainer.state_dict(), **extra})
+        if trainer.best_epoch == trainer.epoch:
+            save_checkpoint(self.folder / BEST, {"model": trainer.model.state_dict(),
+                                                 "epoch": trainer.epoch, "metrics": metrics,
+                                                 **extra})
+
+    def on_interrupt(self, trainer: Trainer) -> None:
+        """Write last.pt with the position inside the epoch, so a resume continues exactly."""
+        save_checkpoint(self.folder / LAST, {**trainer.state_dict(), **self.extra()})
