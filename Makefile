@@ -30,6 +30,7 @@ lint: setup
 
 bench: setup
 	$(PY) bench/epoch_overhead.py
+	$(PY) bench/checkpoint_overhead.py
 
 clean:
 	rm -rf $(VENV) .cache build src/*.egg-info

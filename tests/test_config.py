@@ -32,7 +32,7 @@ BAD_CONFIGS = [
     ("cache_dir: c\nwandb:\n  mode: sometimes\n",
      ["config.yaml:3: key 'wandb.mode': got 'sometimes'", "'online', 'offline' or 'disabled'"]),
     ("cache_dirr: c\n", ["config.yaml:1: key 'cache_dirr'", "Extra inputs are not permitted"]),
-    ("- just\n- a list\n", ["expected keys such as 'cache_dir:'"]),
+    ("- just\n- a list\n", ["expected a mapping of keys to values"]),
 ]
 
 

@@ -203,13 +203,18 @@ def _suggest(word: str, options: typing.Iterable[str]) -> str:
 def describe_validation_error(error: ValidationError, table: dict[str, Flag] | None,
                               given: dict[tuple[str, ...], str] | None = None,
                               where: str = "") -> list[str]:
-    """One line per Pydantic error: the flag (or key), the value given, what was expected."""
+    """One line per Pydantic error: the flag (or key), the value given, what was expected.
+
+    Values not in `given` (the command line) are named as keys, prefixed by `where` (a file).
+    """
     by_path = {f.path: f for f in (table or {}).values()}
     lines = []
     for err in error.errors():
         loc = tuple(str(p) for p in err["loc"])
         flag = next((by_path[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in by_path), None)
         msg = err["msg"]
+        if flag is not None and given is not None and flag.path not in given:
+            flag = None  # it came from a file: name the key in that file
         if flag is None:
             name = f"key '{'.'.join(loc)}'" if loc else "arguments"
             got = f" got {err['input']!r}:" if loc and err["type"] != "missing" else ""
@@ -224,8 +229,13 @@ def describe_validation_error(error: ValidationError, table: dict[str, Flag] | N
 
 
 def parse_argv(cls: type[BaseModel], argv: list[str], prog: str,
-               base: dict[str, Any] | None = None) -> BaseModel:
-    """Validate argv against `cls` (on top of `base` values) or raise UsageError listing every problem."""
+               base: dict[str, Any] | None = None, base_name: str = "",
+               sources: dict[str, str] | None = None) -> BaseModel:
+    """Validate argv against `cls` (on top of `base` values) or raise UsageError listing every problem.
+
+    `base` holds values from a file (`base_name`, named in its errors); flags override it.
+    `sources`, when given, is filled with each leaf's origin: "cli", the file, or "default".
+    """
     table = flag_table(cls)
     parser = build_parser(cls, prog)
     namespace, extras = parser.parse_known_args(argv)
@@ -256,9 +266,23 @@ def parse_argv(cls: type[BaseModel], argv: list[str], prog: str,
     try:
         model = cls.model_validate(data)
     except ValidationError as e:
-        problems += describe_validation_error(e, table, given)
+        problems += describe_validation_error(e, table, given, f"{base_name}: " if base_name else "")
         model = None
     if problems or model is None:
         raise UsageError(*problems)
+    if sources is not None:
+        in_base = {f.path for f in table.values() if _has_path(base or {}, f.path)}
+        for flag in table.values():
+            origin = "cli" if flag.path in given else (base_name or "file") if flag.path in in_base \
+                else "default"
+            sources[".".join(flag.path)] = origin
     return model
+
+
+def _has_path(tree: dict[str, Any], path: tuple[str, ...]) -> bool:
+    for key in path:
+        if not isinstance(tree, dict) or key not in tree:
+            return False
+        tree = tree[key]
+    return True
 

@@ -10,21 +10,36 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from expkit.args import build_parser, parse_argv
 from expkit.errors import ExpkitError, UsageError
+from expkit.mappings import read_mapping
 from expkit.registry import Registry
 
 Command = Callable[[list[str], Registry, str], int]
 
 
 def _find_experiment_id(argv: list[str]) -> str | None:
+    return _option(argv, "--experiment_id")[0]
+
+
+def _option(argv: list[str], name: str) -> tuple[str | None, list[str]]:
+    """The value of `--name=v` / `--name v` (None if absent) and argv without it."""
     for i, token in enumerate(argv):
-        if token.startswith("--experiment_id="):
-            return token.split("=", 1)[1]
-        if token == "--experiment_id":
-            return argv[i + 1] if i + 1 < len(argv) else ""
-    return None
+        if token.startswith(name + "="):
+            return token.split("=", 1)[1], argv[:i] + argv[i + 1:]
+        if token == name:
+            return (argv[i + 1] if i + 1 < len(argv) else ""), argv[:i] + argv[i + 2:]
+    return None, argv
+
+
+def _flag(argv: list[str], name: str) -> tuple[bool, list[str]]:
+    """Whether a bare `--name` (or `--name=true`) is present, and argv without it."""
+    value, rest = _option(argv, name)
+    if value is not None and value.lower() not in ("true", "1", "yes", "false", "0", "no", ""):
+        return True, [*rest, value]  # `--print_config --epochs 3`: the value was not ours
+    return value is not None and value.lower() in ("true", "1", "yes", ""), rest
 
 
 def _wants_help(argv: list[str]) -> bool:
@@ -50,29 +65,114 @@ def cmd_run(argv: list[str], registry: Registry, prog: str) -> int:
             rest = argv[:i] + argv[i + (1 if "=" in token else 2):]
             rest = [t for t in rest if not t.startswith("--experiment_id")]
             return cmd_resume([value, *rest], registry, prog)
-    exp_id = _find_experiment_id(argv)
+    config_file, rest = _option(argv, "--config")
+    print_config, rest = _flag(rest, "--print_config")
+    base: dict[str, Any] = {}
+    if config_file is not None:
+        if not config_file:
+            raise UsageError("--config: needs a file, e.g. --config run.yaml or RUN_DIR/config.json")
+        base, _ = read_mapping(Path(config_file), "the experiment's arguments (--config)")
+    exp_id = _find_experiment_id(rest) or base.get("experiment_id")
     if exp_id is None:
-        if _wants_help(argv):
+        if _wants_help(rest):
             print(overview(registry, prog))
             return 0
         raise UsageError("--experiment_id is required; choose one of: " + ", ".join(registry.ids()),
                          hint=f"see `{prog} --help`")
-    experiment_cls = registry.load(exp_id)
+    experiment_cls = registry.load(str(exp_id))
     args_cls = experiment_cls.args_class
-    if _wants_help(argv):
+    if _wants_help(rest):
         doc = (experiment_cls.__doc__ or "").strip()
         parser = build_parser(args_cls, f"{prog} --experiment_id={exp_id}", doc)
         parser.print_help()
         return 0
-    args = parse_argv(args_cls, argv, prog)
+    sources: dict[str, str] = {}
+    args = parse_argv(args_cls, rest, prog, base=base, base_name=config_file or "", sources=sources)
+    if print_config:
+        print(config_yaml(args.model_dump(mode="json"), sources), end="")
+        return 0
 
     from expkit.config import load_machine_config  # after validation: bad flags write nothing
     from expkit.console import Console
 
     console = Console()
     machine = load_machine_config(announce=console.print)
-    code: int = experiment_cls(args, machine, console).run(argv)
+    code: int = experiment_cls(args, machine, console).run(argv, sources)
     return code
+
+
+def config_yaml(config: dict[str, Any], sources: dict[str, str], indent: str = "",
+                prefix: str = "") -> str:
+    """The resolved config as YAML, each value commented with where it came from."""
+    import json
+
+    lines = []
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            lines.append(f"{indent}{key}:")
+            lines.append(config_yaml(value, sources, indent + "  ", path + ".").rstrip("\n"))
+        else:
+            lines.append(f"{indent}{key}: {json.dumps(value)}  # {sources.get(path, 'default')}")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_schema(argv: list[str], registry: Registry, prog: str) -> int:
+    """Print the JSON Schema of an experiment's arguments (for editor completion of YAML configs)."""
+    import json
+
+    exp_id = _find_experiment_id(argv)
+    if not exp_id:
+        raise UsageError("schema needs --experiment_id; choose one of: " + ", ".join(registry.ids()))
+    args_cls = registry.load(exp_id).args_class
+    schema = args_cls.model_json_schema()
+    schema["title"] = f"expkit {exp_id} arguments"
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
+def cmd_list(argv: list[str], registry: Registry, prog: str) -> int:
+    """Print a table of the runs in the results folder (filters: --experiment_id, --status)."""
+    from expkit.config import load_machine_config
+    from expkit.runs import list_runs, runs_table
+
+    exp_id, rest = _option(argv, "--experiment_id")
+    status, rest = _option(rest, "--status")
+    results, rest = _option(rest, "--results_dir")
+    if rest:
+        raise UsageError(f"list: unexpected {' '.join(rest)!r}; use --experiment_id, --status, "
+                         "--results_dir")
+    folder = Path(results) if results else load_machine_config(announce=lambda _: None).results_dir
+    print(runs_table(list_runs(folder, exp_id, status)))
+    return 0
+
+
+def cmd_reproduce(argv: list[str], registry: Registry, prog: str) -> int:
+    """Re-run a run's recorded config into a new run directory and compare the metrics."""
+    if not argv or argv[0].startswith("-"):
+        raise UsageError("reproduce needs a run directory: reproduce RUN_DIR [--tolerance=X]")
+    tolerance, rest = _option(argv[1:], "--tolerance")
+    if rest:
+        raise UsageError(f"reproduce: unexpected {' '.join(rest)!r}; only --tolerance=X")
+    try:
+        tol = float(tolerance) if tolerance is not None else 0.0
+    except ValueError:
+        raise UsageError(f"--tolerance: got {tolerance!r}; expected a number such as 1e-6") from None
+    from expkit.reproduce import reproduce_run
+
+    return reproduce_run(Path(argv[0]), tol, registry, prog)
+
+
+def cmd_completion(argv: list[str], registry: Registry, prog: str) -> int:
+    """Print a bash or zsh completion script: commands, flags, experiment ids, choice values."""
+    shell = argv[0] if argv else ""
+    if shell not in ("bash", "zsh"):
+        raise UsageError(f"completion: got {shell!r}; expected bash or zsh, e.g. "
+                         f"`{prog} completion bash > ~/.local/share/bash-completion/completions/expkit`")
+    from expkit.completion import completion_script
+
+    print(completion_script(registry, shell, list(COMMANDS)))
+    return 0
 
 
 def cmd_resume(argv: list[str], registry: Registry, prog: str) -> int:
@@ -85,8 +185,12 @@ def cmd_resume(argv: list[str], registry: Registry, prog: str) -> int:
 
 
 COMMANDS: dict[str, tuple[Command, str]] = {
-    "run": (cmd_run, "train an experiment (the default command)"),
+    "run": (cmd_run, "train an experiment (the default command); --config FILE, --print_config"),
     "resume": (cmd_resume, "continue a run from checkpoints/last.pt: resume RUN_DIR [--epochs=N]"),
+    "reproduce": (cmd_reproduce, "re-run a run's config and compare: reproduce RUN_DIR [--tolerance=X]"),
+    "list": (cmd_list, "table of runs: list [--experiment_id=ID] [--status=finished|...]"),
+    "schema": (cmd_schema, "JSON Schema of an experiment's arguments: schema --experiment_id=ID"),
+    "completion": (cmd_completion, "shell completion script: completion bash|zsh"),
 }
 
 

@@ -10,12 +10,12 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from expkit.args import describe_validation_error
 from expkit.errors import UsageError
 from expkit.files import atomic_write_text
+from expkit.mappings import key_line, read_mapping
 
 CONFIG_ENV = "EXPKIT_CONFIG"
 
@@ -67,28 +67,21 @@ class MachineConfig(_Strict):
     results_dir: Path = Field(Path("results"), description="run directories")
     wandb: WandbSettings = Field(default_factory=WandbSettings)
     path: Path | None = Field(None, exclude=True, description="the file this was read from")
+    from_environment: list[str] = Field(default_factory=list, exclude=True,
+                                        description="environment variables that overrode keys")
+
+    def public(self) -> dict[str, Any]:
+        """What a run records of the machine settings: no secret, only whether one is set."""
+        return {"config_file": str(self.path), "cache_dir": str(self.cache_dir),
+                "results_dir": str(self.results_dir),
+                "wandb": {"entity": self.wandb.entity, "project": self.wandb.project,
+                          "mode": self.wandb.mode, "api_key_set": self.wandb.api_key is not None},
+                "from_environment": self.from_environment}
 
 
 def config_path() -> Path:
     """Where config.yaml is: $EXPKIT_CONFIG, else ./config.yaml."""
     return Path(os.environ.get(CONFIG_ENV) or "config.yaml").absolute()
-
-
-def _key_line(text: str, key: tuple[str, ...]) -> int | None:
-    """1-based line of a nested key in YAML text, for error messages."""
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
-    line = None
-    for part in key:
-        if not isinstance(node, yaml.MappingNode):
-            break
-        match = next(((k, v) for k, v in node.value if getattr(k, "value", None) == part), None)
-        if match is None:
-            break
-        line, node = match[0].start_mark.line + 1, match[1]
-    return line
 
 
 def load_machine_config(path: Path | None = None, announce: Any = print) -> MachineConfig:
@@ -103,29 +96,15 @@ def load_machine_config(path: Path | None = None, announce: Any = print) -> Mach
                              f"set {CONFIG_ENV} to a writable location") from None
         announce(f"expkit: wrote the default machine config to {path} (edit it to change the "
                  "cache/results folders or wandb settings); continuing")
-    if path.is_dir():
-        raise UsageError(f"{path}: is a directory, expected the machine config YAML file; "
-                         f"remove it or point {CONFIG_ENV} at a file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
-        raise UsageError(f"{path}: cannot read the machine config: {reason}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UsageError(f"{path}{where}: invalid YAML: {problem}; fix it, or delete the file "
-                         "to have the default written again") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: expected keys such as 'cache_dir:' and 'results_dir:', "
-                         f"got a {type(data).__name__}; delete it to have the default written")
+        data, text = read_mapping(path, "the machine config YAML")
+    except UsageError as e:
+        raise UsageError(*e.lines, hint=f"fix {path}, or delete it to have the default written "
+                         f"again (or point {CONFIG_ENV} elsewhere)") from None
+    used = []
     for env, key in ENV_OVERRIDES.items():
         if os.environ.get(env):
+            used.append(env)
             node = data
             for part in key[:-1]:
                 node = node.setdefault(part, {}) if isinstance(node.get(part), dict | None) else {}
@@ -135,12 +114,12 @@ def load_machine_config(path: Path | None = None, announce: Any = print) -> Mach
     except ValidationError as e:
         lines = []
         for err, line in zip(e.errors(), describe_validation_error(e, None), strict=True):
-            at = _key_line(text, tuple(str(p) for p in err["loc"]))
+            at = key_line(text, tuple(str(p) for p in err["loc"]))
             lines.append(f"{path}{f':{at}' if at else ''}: {line}")
         raise UsageError(*lines) from None
     base = path.parent
     return config.model_copy(update={
         "cache_dir": (base / config.cache_dir).resolve(),
         "results_dir": (base / config.results_dir).resolve(),
-        "path": path,
+        "path": path, "from_environment": used,
     })

@@ -54,6 +54,8 @@ class ExperimentArgs(Args):
     seed: int | None = Field(None, ge=0, lt=2**32,
                              description="random seed; auto = a fresh one, recorded in config.json")
     use_cuda: bool | None = Field(None, description="train on the GPU; auto = when CUDA is available")
+    deterministic: bool = Field(False, description="deterministic algorithms only (bit-identical "
+                                "reruns; may be slower on GPU)")
     monitor: str = Field("val_acc", description="metric that decides the best epoch")
     monitor_mode: Literal["min", "max"] = Field("max", description="whether lower or higher "
                                                 "--monitor is better")
@@ -85,6 +87,7 @@ class BaseExperiment(Generic[A]):
         self.args = args
         self.machine = machine or MachineConfig()
         self.console = console or Console()
+        self.run_dir: Path | None = None  # set once the run directory exists
 
     def build_data(self) -> DataSplits:
         """Load the dataset (`self.machine.cache_dir` is where to cache it)."""
@@ -106,8 +109,11 @@ class BaseExperiment(Generic[A]):
         """Extra callbacks beyond the defaults (console, progress, early stopping, checkpoints)."""
         return []
 
-    def run(self, argv: list[str] | None = None) -> int:
-        """Train, validate and test into a new run directory; returns the exit code."""
+    def run(self, argv: list[str] | None = None, sources: dict[str, str] | None = None) -> int:
+        """Train, validate and test into a new run directory; returns the exit code.
+
+        `argv` and `sources` (where each value came from) are recorded in run.json.
+        """
         from expkit.runner import execute
 
-        return execute(self, argv=argv or [])
+        return execute(self, argv=argv or [], sources=sources)

@@ -7,6 +7,8 @@ directory exists; from then on, every exit (finished, failed, stopped) is record
 from __future__ import annotations
 
 import contextlib
+import inspect
+import os
 import random
 import secrets
 import signal
@@ -24,6 +26,7 @@ from expkit.data.base import DataInfo
 from expkit.errors import ExpkitError, UsageError
 from expkit.experiment import BaseExperiment, ExperimentArgs
 from expkit.models.base import BaseModel
+from expkit.record import file_checksums, write_start_record
 from expkit.runs import RunRecord, create_run_dir, now
 from expkit.tracking.base import Tracker, Tracking
 from expkit.tracking.local import LocalFiles
@@ -102,16 +105,28 @@ def stop_on_signals(handler: StopSignals) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def make_deterministic() -> None:
+    """Only deterministic kernels: bit-identical reruns on the same machine and versions."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
 def execute(experiment: BaseExperiment[Any], *, argv: list[str], run_dir: Path | None = None,
-            resume: dict[str, Any] | None = None) -> int:
+            resume: dict[str, Any] | None = None, sources: dict[str, str] | None = None,
+            extra_record: dict[str, Any] | None = None) -> int:
     """Run (or, with `run_dir` and `resume`, continue) an experiment; returns the exit code."""
     args: ExperimentArgs = experiment.args
     console = experiment.console
     device = resolve_device(args.use_cuda)
     if args.trainer.precision == "fp16" and device.type != "cuda":
         raise UsageError("--precision: got 'fp16', which needs CUDA; use --precision=bf16 on CPU")
+    seed_generated = args.seed is None
     if args.seed is None:
         args.seed = secrets.randbelow(2**31)
+    if args.deterministic:
+        make_deterministic()
     seed_everything(args.seed)
     init_state = None
     if args.trainer.init_from and resume is None:
@@ -120,11 +135,20 @@ def execute(experiment: BaseExperiment[Any], *, argv: list[str], run_dir: Path |
     data = experiment.build_data()
     fresh = run_dir is None
     run_dir = run_dir or create_run_dir(experiment.machine.results_dir, args.experiment_id)
+    experiment.run_dir = run_dir
     console.attach(run_dir / "log.txt")
     record = RunRecord(run_dir)
     if fresh:
+        sources = dict(sources or {})
+        if seed_generated:
+            sources["seed"] = "generated"
         record.update(experiment_id=args.experiment_id, argv=list(argv), status="running",
-                      started=now(), ended=None)
+                      started=now(), ended=None, sources=sources, **(extra_record or {}),
+                      seed={"value": args.seed, "generated": seed_generated,
+                            "seeded": ["python", "numpy", "torch"]},
+                      data={"files": file_checksums(data.files, experiment.machine.cache_dir)},
+                      machine=experiment.machine.public(),
+                      **write_start_record(run_dir, Path(inspect.getfile(type(experiment))).parent))
     else:
         resumes = [*record.read().get("resumes", []), {"at": now(), "argv": list(argv)}]
         record.update(status="running", ended=None, resumes=resumes)

@@ -64,3 +64,39 @@ class RunRecord:
 def now() -> str:
     """The local time with offset, ISO 8601, to the second."""
     return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def list_runs(results_dir: Path, experiment_id: str | None = None,
+              status: str | None = None) -> list[dict[str, Any]]:
+    """One row per run directory under `results_dir`, newest first, from run.json and metrics.json."""
+    rows = []
+    for record_file in Path(results_dir).glob("*/*/run.json"):
+        run_dir = record_file.parent
+        record = RunRecord(run_dir).read()
+        if experiment_id and record.get("experiment_id") != experiment_id:
+            continue
+        if status and record.get("status") != status:
+            continue
+        try:
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+        except (OSError, ValueError):
+            metrics = {}
+        monitor = metrics.get("monitor")
+        best = (metrics.get("best") or {}).get(monitor) if monitor else None
+        rows.append({"experiment": record.get("experiment_id", "?"), "run": run_dir.name,
+                     "started": record.get("started") or "", "status": record.get("status", "?"),
+                     "epochs": metrics.get("epochs_run", ""),
+                     "best": f"{monitor} {best:.4f}" if isinstance(best, float) else "",
+                     "path": str(run_dir)})
+    return sorted(rows, key=lambda r: (r["started"], r["run"]), reverse=True)
+
+
+def runs_table(rows: list[dict[str, Any]]) -> str:
+    """The rows of `list_runs` as an aligned text table."""
+    if not rows:
+        return "no runs found"
+    columns = ["experiment", "run", "started", "status", "epochs", "best"]
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)

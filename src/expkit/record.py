@@ -1,0 +1,120 @@
+"""The reproducibility record of a run: code (git + diff), environment, packages, host, data.
+
+Everything here is collected once at the start of a run and written into run.json,
+code.diff and requirements.txt. Nothing may fail a run: what cannot be read is recorded as such.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from expkit.files import atomic_write_json, atomic_write_text
+
+SHA_CACHE = ".expkit-sha256.json"
+
+
+def _git(folder: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True,
+                              timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def git_state(folder: Path) -> tuple[dict[str, Any], str]:
+    """Commit, branch, dirty flag and untracked files of the repository holding `folder`; and the diff."""
+    top = _git(folder, "rev-parse", "--show-toplevel")
+    if top is None:
+        return {"repository": None, "note": f"{folder} is not in a git repository (or git is "
+                "missing): the code is not recorded"}, ""
+    root = Path(top.strip())
+    commit = (_git(root, "rev-parse", "HEAD") or "").strip() or None
+    diff = _git(root, "diff", "HEAD", "--binary") if commit else _git(root, "diff", "--binary")
+    untracked = [line for line in (_git(root, "ls-files", "--others", "--exclude-standard") or "")
+                 .splitlines() if line]
+    return {"repository": str(root), "commit": commit,
+            "branch": (_git(root, "rev-parse", "--abbrev-ref", "HEAD") or "").strip() or None,
+            "dirty": bool(diff) or bool(untracked), "untracked": untracked,
+            "diff_sha256": hashlib.sha256((diff or "").encode()).hexdigest() if diff else None}, \
+        diff or ""
+
+
+def requirements() -> str:
+    """`name==version` of every installed distribution, sorted (a requirements.txt)."""
+    seen = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            seen[name.lower()] = f"{name}=={dist.version}"
+    return "\n".join(seen[k] for k in sorted(seen)) + "\n"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict[str, Any]:
+    """Python, torch, CUDA and cuDNN versions; host, OS, CPU and GPUs."""
+    import numpy
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {
+        "python": sys.version.split()[0], "executable": sys.executable,
+        "torch": torch.__version__, "numpy": numpy.__version__, "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,  # type: ignore[no-untyped-call]
+        "host": socket.gethostname(), "os": platform.platform(), "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda
+        else [],
+    }
+
+
+def file_checksums(files: list[Path], cache_dir: Path) -> dict[str, str]:
+    """SHA-256 of each file, cached by path, size and mtime in `cache_dir` (free the second time)."""
+    cache_file = Path(cache_dir) / SHA_CACHE
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    sums, changed = {}, False
+    for path in (Path(f).resolve() for f in files):
+        stat = path.stat()
+        key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+        if key not in cache:
+            from expkit.data.download import sha256_of
+
+            cache[key], changed = sha256_of(path), True
+        sums[str(path)] = cache[key]
+    if changed:
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(cache_file, cache)
+        except OSError:
+            pass  # a read-only cache only costs the hashing next time
+    return sums
+
+
+def write_start_record(run_dir: Path, code_folder: Path) -> dict[str, Any]:
+    """Write code.diff and requirements.txt; return the code and environment part of run.json."""
+    git, diff = git_state(code_folder)
+    if diff:
+        atomic_write_text(run_dir / "code.diff", diff)
+    atomic_write_text(run_dir / "requirements.txt", requirements())
+    return {"code": git, "environment": environment()}

@@ -1,0 +1,216 @@
+"""The run record, determinism, reproduce, config files, schema, completion and list."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import TINY, Workspace
+from expkit.training.checkpoint import load_checkpoint
+
+CUSTOM_EXPERIMENT = '''
+from lab.experiments.mnist import MnistExperiment
+
+
+class Custom(MnistExperiment):
+    """An experiment outside the lab package."""
+
+    def build_model(self, data):
+        if {fail!r}:
+            raise RuntimeError("boom in build_model")
+        return super().build_model(data)
+'''
+
+
+def custom_cli(ws: Workspace, folder: Path, *argv: str, fail: bool = False
+               ) -> subprocess.CompletedProcess[str]:
+    """Run a registry + experiment module that live in `folder` (maybe a git repo, maybe not)."""
+    folder.mkdir(exist_ok=True)
+    if not (folder / "myreg.py").exists():
+        (folder / "myreg.py").write_text("EXPERIMENTS = {'custom': 'customexp:Custom'}\n")
+        (folder / "customexp.py").write_text(CUSTOM_EXPERIMENT.format(fail=fail))
+    code = f"from expkit.cli import main; raise SystemExit(main({list(argv)!r}, registry='myreg'))"
+    return subprocess.run([sys.executable, "-c", code], cwd=ws.root, capture_output=True, text=True,
+                          env={**ws.env, "PYTHONPATH": str(folder)}, timeout=300)
+
+
+def git(folder: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                   check=True, capture_output=True)
+
+
+def test_record_holds_code_environment_seed_sources_and_data(data_workspace: Workspace,
+                                                            tmp_path: Path) -> None:
+    ws = data_workspace
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    custom_cli(ws, repo, "--help")  # writes the two files
+    git(repo, "init", "-q")
+    git(repo, "add", "myreg.py", "customexp.py")
+    git(repo, "commit", "-qm", "experiment")
+    (repo / "customexp.py").write_text((repo / "customexp.py").read_text() + "# tuned\n")
+    (repo / "notes.txt").write_text("untracked")
+    result = custom_cli(ws, repo, "--experiment_id=custom", "--epochs=1",
+                        "--max_train_samples=100", "--lr=0.01")
+    assert result.returncode == 0, result.stderr
+    run = ws.last_run("custom")
+    record = json.loads((run / "run.json").read_text())
+    assert record["argv"] == ["--experiment_id=custom", "--epochs=1", "--max_train_samples=100",
+                              "--lr=0.01"]
+    code = record["code"]
+    assert re.fullmatch(r"[0-9a-f]{40}", code["commit"]) and code["dirty"] is True
+    assert code["untracked"] == ["notes.txt"] and code["repository"] == str(repo)
+    assert "+# tuned" in (run / "code.diff").read_text()
+    assert record["sources"]["optimizer.lr"] == "cli" and record["sources"]["batch_size"] == "default"
+    assert record["seed"]["generated"] is True
+    assert record["seed"]["value"] == json.loads((run / "config.json").read_text())["seed"]
+    env = record["environment"]
+    assert env["torch"].startswith("2.") and env["cpu_count"] >= 1 and env["host"]
+    assert "torch==" in (run / "requirements.txt").read_text()
+    files = record["data"]["files"]
+    assert len(files) == 4 and all(
+        hashlib.sha256(Path(p).read_bytes()).hexdigest() == digest for p, digest in files.items())
+    assert record["status"] == "finished" and record["ended"] >= record["started"]
+    assert record["machine"]["results_dir"] == str(ws.results)
+
+
+def test_record_outside_git_and_a_failed_run(data_workspace: Workspace, tmp_path: Path) -> None:
+    ws = data_workspace
+    result = custom_cli(ws, tmp_path / "plain", "--experiment_id=custom", *TINY, fail=True)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        line for line in result.stderr.strip().splitlines() if "run failed: RuntimeError: boom" in line]
+    record = json.loads((ws.last_run("custom") / "run.json").read_text())
+    assert record["code"]["repository"] is None and "not in a git repository" in record["code"]["note"]
+    assert record["status"] == "failed" and "boom in build_model" in record["traceback"]
+
+
+def test_deterministic_runs_give_identical_weights(data_workspace: Workspace) -> None:
+    ws = data_workspace
+    args = ("--experiment_id=mnist", "--epochs=2", "--seed=11", "--deterministic=true",
+            "--dropout=0.2", "--max_train_samples=300")
+    assert ws.cli(*args).returncode == 0 and ws.cli(*args).returncode == 0
+    first, second = ws.run_dirs()
+
+    def digest(run: Path) -> str:
+        weights = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+        return hashlib.sha256(b"".join(weights[k].numpy().tobytes() for k in sorted(weights))).hexdigest()
+
+    assert digest(first) == digest(second)
+    strip = re.compile(r",[^,]*$", re.M)  # the last column is the epoch time
+    assert strip.sub("", (first / "history.csv").read_text()) == \
+        strip.sub("", (second / "history.csv").read_text())
+
+
+def test_reproduce_matches_and_reports_differences(data_workspace: Workspace) -> None:
+    ws = data_workspace
+    assert ws.cli("--experiment_id=mnist", "--epochs=2", "--max_train_samples=200").returncode == 0
+    original = ws.last_run()
+    same = ws.cli("reproduce", str(original), entry="expkit")
+    assert same.returncode == 0, same.stderr
+    assert "every metric matches" in same.stdout and re.search(r"test_acc\s+\S+\s+\S+\s+match", same.stdout)
+    copy = ws.last_run()
+    assert copy != original
+    assert json.loads((copy / "run.json").read_text())["reproduces"] == str(original)
+    metrics = json.loads((original / "metrics.json").read_text())
+    metrics["test"]["test_acc"] += 0.01
+    (original / "metrics.json").write_text(json.dumps(metrics))
+    differs = ws.cli("reproduce", str(original), entry="expkit")
+    assert differs.returncode == 1 and re.search(r"test_acc\s+\S+\s+\S+\s+differs", differs.stdout)
+    within = ws.cli("reproduce", str(original), "--tolerance=0.02", entry="expkit")
+    assert within.returncode == 0
+
+
+def test_config_file_with_flag_overrides_and_sources(data_workspace: Workspace) -> None:
+    ws = data_workspace
+    (ws.root / "exp.yaml").write_text("experiment_id: mnist\nepochs: 3\noptimizer:\n  lr: 3e-4\n"
+                                      "model:\n  hidden_sizes: [16]\ndataset:\n  max_train_samples: 100\n")
+    printed = ws.cli("--config", "exp.yaml", "--epochs=1", "--print_config")
+    assert printed.returncode == 0 and not ws.results.exists()
+    assert "epochs: 1  # cli" in printed.stdout and "lr: 0.0003  # exp.yaml" in printed.stdout
+    assert "batch_size: 64  # default" in printed.stdout
+    assert yaml.safe_load(printed.stdout)["model"]["hidden_sizes"] == [16]
+    result = ws.cli("--config", "exp.yaml", "--epochs=1")
+    assert result.returncode == 0, result.stderr
+    run = ws.last_run()
+    config = json.loads((run / "config.json").read_text())
+    assert config["epochs"] == 1 and config["optimizer"]["lr"] == 3e-4
+    again = ws.cli("--config", str(run / "config.json"))  # a run's own config re-runs as is
+    assert again.returncode == 0, again.stderr
+    assert json.loads((ws.last_run() / "config.json").read_text()) == config
+
+
+@pytest.mark.parametrize(("text", "needles"), [
+    ("experiment_id: mnist\nmodel:\n  hidden_sizes: [a]\n",
+     ["bad.yaml: key 'model.hidden_sizes.0': got 'a'"]),
+    ("experiment_id: mnist\noptimizer:\n  lrr: 0.1\n", ["bad.yaml: key 'optimizer.lrr'", "Extra inputs"]),
+    ("experiment_id: mnist\nepochs: [1\n", ["bad.yaml:", "invalid YAML"]),
+    ("- 1\n", ["bad.yaml: expected a mapping"]),
+])
+def test_bad_config_file_names_file_and_key(workspace: Workspace, text: str,
+                                            needles: list[str]) -> None:
+    (workspace.root / "bad.yaml").write_text(text)
+    result = workspace.cli("--experiment_id=mnist", "--config", "bad.yaml")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in result.stderr
+    assert sorted(p.name for p in workspace.root.iterdir()) == ["bad.yaml"]
+
+
+def test_schema_checks_yaml_configs(workspace: Workspace) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    result = workspace.cli("schema", "--experiment_id=mnist", entry="expkit")
+    assert result.returncode == 0, result.stderr
+    schema = json.loads(result.stdout)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    good = yaml.safe_load("experiment_id: mnist\nmodel:\n  hidden_sizes: [64, 32]\n")
+    jsonschema.validate(good, schema)
+    for bad in ("experiment_id: mnist\ndataset:\n  name: cifar\n",
+                "experiment_id: mnist\nmodel:\n  hidden_sizez: [64]\n",
+                "experiment_id: mnist\nepochs: 0\n"):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(yaml.safe_load(bad), schema)
+
+
+def test_bash_completion_completes_without_python(workspace: Workspace, tmp_path: Path) -> None:
+    result = workspace.cli("completion", "bash", entry="expkit")
+    assert result.returncode == 0, result.stderr
+    script = tmp_path / "expkit.bash"
+    script.write_text(result.stdout)
+    assert "python" not in result.stdout  # TAB runs no Python, so never imports torch
+
+    def complete(line: str) -> list[str]:
+        words = line.replace("=", " = ").split() + ([""] if line.endswith((" ", "=")) else [])
+        bash = (f"source {script}; COMP_LINE={line!r}; COMP_WORDS=({' '.join(map(repr, words))}); "
+                f"COMP_CWORD={len(words) - 1}; _expkit_complete; echo \"${{COMPREPLY[@]}}\"")
+        out = subprocess.run(["bash", "-c", bash], capture_output=True, text=True, check=True)
+        return out.stdout.split()
+
+    assert complete("expkit re") == ["resume", "reproduce"]
+    assert complete("expkit run --experiment_id=") == ["fashion_cnn", "mnist"]
+    assert sorted(complete("expkit run --experiment_id=mnist --data")) == ["--data_dir", "--dataset"]
+    assert complete("expkit run --experiment_id=mnist --dataset=") == ["mnist", "fashion_mnist", "digits"]
+    assert complete("expkit run --experiment_id=mnist --use_cuda ") == ["true", "false"]
+    assert "--channels" in complete("expkit run --experiment_id=fashion_cnn --ch")
+
+
+def test_list_filters_runs(data_workspace: Workspace) -> None:
+    ws = data_workspace
+    assert ws.cli("--experiment_id=mnist", *TINY).returncode == 0
+    assert ws.cli("--experiment_id=fashion_cnn", *TINY).returncode == 0
+    everything = ws.cli("list", entry="expkit")
+    assert everything.returncode == 0
+    lines = everything.stdout.strip().splitlines()
+    assert lines[0].split() == ["experiment", "run", "started", "status", "epochs", "best"]
+    assert len(lines) == 3 and all("finished" in line and "val_acc" in line for line in lines[1:])
+    only = ws.cli("list", "--experiment_id=fashion_cnn", entry="expkit").stdout.strip().splitlines()
+    assert len(only) == 2 and only[1].startswith("fashion_cnn")
+    none = ws.cli("list", "--status=failed", entry="expkit")
+    assert none.stdout.strip() == "no runs found"

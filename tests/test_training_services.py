@@ -1,0 +1,189 @@
+"""Best/last checkpoints, load_run, init_from, early stopping, NaN stop, precision, accumulation."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import expkit
+from conftest import REPO, TINY, Workspace
+from expkit.training.checkpoint import load_checkpoint
+from expkit.training.early_stopping import decide
+
+
+def test_best_and_last_checkpoints_and_load_run(data_workspace: Workspace) -> None:
+    ws = data_workspace
+    result = ws.cli("--experiment_id=mnist", "--epochs=4", "--max_train_samples=300", "--seed=1",
+                    "--lr=0.05", "--optimizer=sgd")
+    assert result.returncode == 0, result.stderr
+    run = ws.last_run()
+    metrics = ws.metrics(run)
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert best["epoch"] == metrics["best_epoch"] and last["epoch"] == 4
+    assert best["metrics"]["val_acc"] == metrics["best"]["val_acc"]
+    loaded = expkit.load_run(run)
+    assert loaded.epoch == metrics["best_epoch"] and loaded.args.model.hidden_sizes == [128]
+    assert len(loaded.history) == 4 and not loaded.model.training
+    assert all(torch.equal(v, best["model"][k]) for k, v in loaded.model.state_dict().items())
+    assert expkit.load_run(run, checkpoint="last").epoch == 4
+
+
+def test_wild_west_evaluates_a_loaded_run(data_workspace: Workspace) -> None:
+    ws = data_workspace
+    assert ws.cli("--experiment_id=mnist", "--epochs=2", "--seed=0").returncode == 0
+    run = ws.last_run()
+    result = subprocess.run([sys.executable, str(REPO / "wild_west" / "evaluate_run.py"), str(run)],
+                            cwd=ws.root, env=ws.env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    accuracy = float(result.stdout.split("test accuracy")[1])
+    assert accuracy == pytest.approx(ws.metrics(run)["test"]["test_acc"], abs=1e-6)
+
+
+def test_init_from_fine_tunes_and_refuses_other_shapes(data_workspace: Workspace) -> None:
+    ws = data_workspace
+    assert ws.cli("--experiment_id=mnist", "--epochs=3", "--seed=0").returncode == 0
+    source = ws.last_run()
+    tuned = ws.cli("--experiment_id=mnist", f"--init_from={source}", *TINY)
+    assert tuned.returncode == 0, tuned.stderr
+    run = ws.last_run()
+    assert json.loads((run / "config.json").read_text())["trainer"]["init_from"] == str(source)
+    assert ws.metrics(run)["final"]["train_acc"] > 0.9  # starts from trained weights
+    wrong = ws.cli("--experiment_id=mnist", f"--init_from={source}", "--hidden_sizes=[7]", *TINY)
+    assert wrong.returncode == 1 and "do not fit this model" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
+
+
+@pytest.mark.parametrize(("values", "mode", "delta", "stops_at"), [
+    ([0.5, 0.6, 0.6, 0.6], "max", 0.0, 4),      # patience 2: two epochs without improvement
+    ([0.5, 0.6, 0.61, 0.62], "max", 0.05, 4),   # small gains do not count with min_delta
+    ([1.0, 0.9, 0.8, 0.7], "min", 0.0, None),   # keeps improving
+])
+def test_early_stopping_decision(values: list[float], mode: str, delta: float,
+                                 stops_at: int | None) -> None:
+    best, wait, stopped = None, 0, None
+    for epoch, value in enumerate(values, start=1):
+        best, wait, stop = decide(value, best, wait, patience=2, min_delta=delta, mode=mode)  # type: ignore[arg-type]
+        if stop and stopped is None:
+            stopped = epoch
+    assert stopped == stops_at
+
+
+def test_early_stopping_restores_best_and_resumes_to_the_same_stop(data_workspace: Workspace) -> None:
+    ws = data_workspace
+    common = ("--experiment_id=mnist", "--max_train_samples=300", "--seed=2", "--lr=0.3",
+              "--optimizer=sgd", "--early_stopping_patience=2", "--monitor=val_loss",
+              "--monitor_mode=min")
+    full = ws.cli(*common, "--epochs=30")
+    assert full.returncode == 0, full.stderr
+    reference = ws.last_run()
+    metrics = ws.metrics(reference)
+    assert metrics["epochs_run"] < 30 and metrics["stop_reason"].startswith("early stopping")
+    assert metrics["weights"] == "best" and metrics["weights_epoch"] == metrics["best_epoch"]
+    assert "early stopping: val_loss did not improve" in full.stdout
+    assert ws.cli(*common, f"--epochs={metrics['epochs_run'] - 1}").returncode == 0
+    partial = ws.last_run()
+    assert ws.cli("resume", str(partial), "--epochs=30", entry="expkit").returncode == 0
+    assert ws.metrics(partial)["epochs_run"] == metrics["epochs_run"]  # state was in last.pt
+    assert ws.metrics(partial)["test"] == metrics["test"]
+
+
+def test_non_finite_loss_stops_with_a_clear_reason(data_workspace: Workspace) -> None:
+    result = data_workspace.cli("--experiment_id=mnist", "--optimizer=sgd", "--lr=1e12",
+                                "--epochs=5", "--max_train_samples=200", "--restore_best=false")
+    assert result.returncode == 0, result.stderr
+    reason = data_workspace.metrics(data_workspace.last_run())["stop_reason"]
+    assert "train_loss became" in reason and "--grad_clip_norm" in reason
+
+
+def test_precision_accumulation_and_clipping(data_workspace: Workspace) -> None:
+    ws = data_workspace
+    bf16 = ws.cli("--experiment_id=mnist", "--precision=bf16", *TINY)
+    assert bf16.returncode == 0, bf16.stderr
+    if not torch.cuda.is_available():
+        fp16 = ws.cli("--experiment_id=mnist", "--precision=fp16", *TINY)
+        assert fp16.returncode == 2 and "needs CUDA" in fp16.stderr
+    # 180 training examples at batch 30 = 6 batches: 3 optimizer steps when accumulating 2
+    acc = ws.cli("--experiment_id=mnist", "--batch_size=30", "--accumulate_grad_batches=2", *TINY)
+    assert acc.returncode == 0, acc.stderr
+    state = load_checkpoint(ws.last_run() / "checkpoints" / "last.pt")["optimizer"]["state"]
+    assert {int(s["step"]) for s in state.values()} == {3}
+    frozen = ws.cli("--experiment_id=mnist", "--optimizer=sgd", "--lr=1", "--momentum=0",
+                    "--grad_clip_norm=1e-9", *TINY)
+    assert frozen.returncode == 0
+    assert ws.metrics(ws.last_run())["final"]["train_acc"] < 0.3  # clipped to almost no update
+
+
+def test_progress_bar_on_a_terminal_only(data_workspace: Workspace) -> None:
+    ws = data_workspace
+    plain = ws.cli("--experiment_id=mnist", "--epochs=2", "--max_train_samples=2000", "--seed=0")
+    assert plain.returncode == 0 and "\r" not in plain.stdout and "\r" not in plain.stderr
+    assert plain.stdout.count("epoch ") >= 2
+    pid, fd = pty.fork()
+    if pid == 0:  # child: run under a pseudo-terminal
+        os.chdir(ws.root)
+        os.execve(sys.executable, [sys.executable, str(REPO / "run.py"), "--experiment_id=mnist",
+                                   "--epochs=2", "--max_train_samples=2000", "--batch_size=8",
+                                   "--seed=0"], {**ws.env, "TERM": "xterm"})
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    _, status = os.waitpid(pid, 0)
+    out = b"".join(chunks).decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    assert "━" in out and "/68" in out  # rich's bar; 540 training examples / batch 8
+    assert "epoch 2/2" in out
+
+
+def test_secret_free_wandb_offline_run_with_resume(data_workspace: Workspace) -> None:
+    pytest.importorskip("wandb")
+    from wandb_reader import read_wandb_history
+
+    ws = data_workspace
+    key = "WANDBKEY" + "7" * 32
+    env = {"WANDB_MODE": "offline", "WANDB_API_KEY": key}
+    result = ws.cli("--experiment_id=mnist", "--use_wandb=true", "--epochs=2", "--seed=0",
+                    "--max_train_samples=200", env=env)
+    assert result.returncode == 0, result.stderr
+    run = ws.last_run()
+    more = ws.cli("resume", str(run), "--epochs=3", entry="expkit", env=env)
+    assert more.returncode == 0, more.stderr
+    offline = sorted((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(offline) == 2 and len({p.stem for p in offline}) == 1  # resumed the same run id
+    logged = [row for path in offline for row in read_wandb_history(path)]
+    expected = {int(r["epoch"]): float(r["val_acc"]) for r in expkit.load_run(run).history}
+    assert {int(row["epoch"]): row["val_acc"] for row in logged} == expected
+    assert sorted(int(row["_step"]) for row in logged if "epoch" in row) == [1, 2, 3]
+    leaked = [p for p in ws.root.rglob("*") if p.is_file() and key.encode() in p.read_bytes()]
+    assert leaked == [] and key not in result.stdout + result.stderr
+
+
+def test_wandb_missing_gives_install_hint(data_workspace: Workspace) -> None:
+    code = ("import sys; sys.modules['wandb'] = None; from expkit.cli import main; "
+            f"raise SystemExit(main(['--experiment_id=mnist', '--use_wandb', *{list(TINY)!r}], "
+            "registry='lab.registry', prog='run.py'))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=data_workspace.root,
+                            env=data_workspace.env, capture_output=True, text=True)
+    assert result.returncode == 1 and "pip install 'expkit[wandb]'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_online_wandb_without_key_warns_and_continues(data_workspace: Workspace, tmp_path: Path) -> None:
+    pytest.importorskip("wandb")
+    result = data_workspace.cli("--experiment_id=mnist", "--use_wandb=true", *TINY,
+                                env={"WANDB_MODE": "online", "NETRC": str(tmp_path / "none")})
+    assert result.returncode == 0, result.stderr
+    assert "no API key" in result.stdout and "offline instead" in result.stdout
