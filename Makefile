@@ -28,9 +28,11 @@ lint: setup
 	$(VENV)/bin/ruff check src tests bench wild_west run.py
 	$(VENV)/bin/mypy
 
-bench: setup
+bench: setup   # `pip install lightning` first to include it in the comparisons
 	$(PY) bench/epoch_overhead.py
 	$(PY) bench/checkpoint_overhead.py
+	$(PY) bench/whole_run.py
+	$(PY) bench/scaling.py
 
 clean:
 	rm -rf $(VENV) .cache build src/*.egg-info

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from expkit.args import build_parser, parse_argv
 from expkit.errors import ExpkitError, UsageError
-from expkit.mappings import read_mapping
 from expkit.registry import Registry
+
+# pydantic, yaml and torch are imported inside the commands that need them, so that
+# `--help` (the experiment list) and completion scripts answer in a fraction of a second.
 
 Command = Callable[[list[str], Registry, str], int]
 
@@ -65,6 +66,13 @@ def cmd_run(argv: list[str], registry: Registry, prog: str) -> int:
             rest = argv[:i] + argv[i + (1 if "=" in token else 2):]
             rest = [t for t in rest if not t.startswith("--experiment_id")]
             return cmd_resume([value, *rest], registry, prog)
+    if _find_experiment_id(argv) is None and _option(argv, "--config")[0] is None \
+            and _wants_help(argv):
+        print(overview(registry, prog))  # the fast path: no pydantic, no torch
+        return 0
+    from expkit.args import build_parser, parse_argv
+    from expkit.mappings import read_mapping
+
     config_file, rest = _option(argv, "--config")
     print_config, rest = _flag(rest, "--print_config")
     base: dict[str, Any] = {}

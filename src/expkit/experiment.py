@@ -40,6 +40,10 @@ class TrainerArgs(Args):
                                    "best.pt on improvement (needed to resume)")
     init_from: Path | None = Field(None, description="start from the weights of this checkpoint or "
                                    "run directory (fine-tuning); auto = fresh weights")
+    compile: bool = Field(False, description="compile the model with torch.compile (first epoch "
+                          "pays the compile time)")
+    channels_last: bool = Field(False, description="channels-last memory format for 4-D inputs "
+                                "(faster CNNs on recent GPUs)")
     use_wandb: bool = Field(False, description="also log to Weights & Biases (config.yaml: wandb)")
     progress: bool | None = Field(None, description="progress bar per epoch; auto = on a terminal")
 

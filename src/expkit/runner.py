@@ -146,7 +146,8 @@ def execute(experiment: BaseExperiment[Any], *, argv: list[str], run_dir: Path |
                       started=now(), ended=None, sources=sources, **(extra_record or {}),
                       seed={"value": args.seed, "generated": seed_generated,
                             "seeded": ["python", "numpy", "torch"]},
-                      data={"files": file_checksums(data.files, experiment.machine.cache_dir)},
+                      data={"files": file_checksums(data.files, experiment.machine.cache_dir),
+                            "streamed": data.streamed},
                       machine=experiment.machine.public(),
                       **write_start_record(run_dir, Path(inspect.getfile(type(experiment))).parent))
     else:
@@ -164,7 +165,7 @@ def execute(experiment: BaseExperiment[Any], *, argv: list[str], run_dir: Path |
             verb = "run" if fresh else "resume"
             console.print(f"{verb} {run_dir}  ({args.experiment_id}, {device}, seed {args.seed}, "
                           f"{len(data.train)} train / {len(data.val or [])} val / "
-                          f"{len(data.test or [])} test)")
+                          f"{len(data.test or [])} test{', streamed from disk' if data.streamed else ''})")
             model = experiment.build_model(data.info)
             if init_state is not None and args.trainer.init_from is not None:
                 load_weights(model, init_state, args.trainer.init_from)
@@ -254,7 +255,8 @@ def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, devic
                    eval_batch_size=args.eval_batch_size, device=device, seed=args.seed,
                    monitor=args.monitor, monitor_mode=args.monitor_mode, callbacks=callbacks,
                    precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
-                   grad_clip_norm=t.grad_clip_norm)
+                   grad_clip_norm=t.grad_clip_norm, compile=t.compile,
+                   channels_last=t.channels_last)
 
 
 def _restore_best(trainer: Trainer, run_dir: Path, args: ExperimentArgs) -> dict[str, Any]:

@@ -10,10 +10,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 import torch
 
 from expkit.args import Args
+
+if TYPE_CHECKING:
+    from expkit.data.stream import StreamSplit
 
 
 @dataclass
@@ -30,9 +34,12 @@ class Split:
     def __len__(self) -> int:
         return len(self.x)
 
-    def to(self, device: torch.device) -> Split:
-        """This split on `device` (a no-op when already there)."""
-        return Split(self.x.to(device), self.y.to(device))
+    def to(self, device: torch.device, memory_format: torch.memory_format | None = None) -> Split:
+        """This split on `device` (a no-op when already there), 4-D inputs in `memory_format`."""
+        x = self.x.to(device)
+        if memory_format is not None and x.dim() == 4:
+            x = x.contiguous(memory_format=memory_format)
+        return Split(x, self.y.to(device))
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None, skip: int = 0
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -55,6 +62,9 @@ class Split:
         return -(-len(self) // batch_size)
 
 
+AnySplit = Union[Split, "StreamSplit"]  # in memory, or streamed from disk
+
+
 @dataclass
 class DataInfo:
     """What a model needs to know about its data; stored in checkpoints to rebuild the model."""
@@ -75,10 +85,11 @@ class DataInfo:
 class DataSplits(DataInfo):
     """What a dataset gives the loop: train/val/test splits, plus its DataInfo."""
 
-    train: Split = field(kw_only=True)
-    val: Split | None = field(kw_only=True)
-    test: Split | None = field(kw_only=True)
+    train: AnySplit = field(kw_only=True)
+    val: AnySplit | None = field(kw_only=True)
+    test: AnySplit | None = field(kw_only=True)
     files: list[Path] = field(default_factory=list, kw_only=True)  # files read, for the record
+    streamed: bool = field(default=False, kw_only=True)  # read from disk per batch, not in memory
 
     @property
     def info(self) -> DataInfo:
@@ -102,11 +113,16 @@ class BaseDataset(ABC):
         """Read (or download) the data and return it split into train/val/test."""
 
 
+def split_indices(n: int, fraction: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept, split-off) indices: `fraction` of `n` by a seeded permutation (same every run)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_off = round(n * fraction)
+    return order[n_off:], order[:n_off]
+
+
 def split_off(split: Split, fraction: float, seed: int = 0) -> tuple[Split, Split | None]:
     """Split `fraction` of `split` off as a second split, by a seeded permutation (same every run)."""
-    n_off = round(len(split) * fraction)
-    if n_off == 0:
+    keep, off = split_indices(len(split), fraction, seed)
+    if len(off) == 0:
         return split, None
-    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
-    keep, off = order[n_off:], order[:n_off]
     return Split(split.x[keep], split.y[keep]), Split(split.x[off], split.y[off])

@@ -43,6 +43,28 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
 
 
+def idx_shape(path: Path) -> tuple[int, ...]:
+    """The array shape an IDX file declares, read from its header alone."""
+    path = Path(path)
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in _DTYPES:
+                raise ExpkitError(f"{path}: not an IDX file (bad magic number {head.hex() or 'empty'})")
+            return struct.unpack(f">{head[3]}I", f.read(4 * head[3]))
+    except (OSError, EOFError, struct.error) as e:
+        raise ExpkitError(f"{path}: cannot read IDX header: {e}") from None
+
+
+def open_idx_memmap(path: Path) -> np.ndarray:
+    """A read-only memory map of an uncompressed IDX file (for data larger than memory)."""
+    shape = idx_shape(path)
+    with open(path, "rb") as f:
+        dtype = _DTYPES[f.read(3)[2]]
+    return np.memmap(path, dtype=dtype, mode="r", offset=4 + 4 * len(shape), shape=shape)
+
+
 def write_idx(path: Path, array: np.ndarray) -> None:
     """Write `array` (uint8 or int8) as an IDX file, gzipped when `path` ends in .gz."""
     path = Path(path)

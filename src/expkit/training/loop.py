@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import torch
 
-from expkit.data.base import DataSplits, Split
+from expkit.data.base import AnySplit, DataSplits
 from expkit.errors import ExpkitError
 from expkit.models.base import BaseModel
 from expkit.training.callbacks import Callback
@@ -48,12 +48,19 @@ class Trainer:
                  eval_batch_size: int, device: torch.device, seed: int,
                  monitor: str, monitor_mode: Literal["min", "max"], callbacks: list[Callback],
                  precision: Literal["32", "bf16", "fp16"] = "32", accumulate_grad_batches: int = 1,
-                 grad_clip_norm: float | None = None) -> None:
+                 grad_clip_norm: float | None = None, compile: bool = False,
+                 channels_last: bool = False) -> None:
+        self.memory_format = torch.channels_last if channels_last else None
         self.model = model.to(device)
+        if self.memory_format is not None:
+            self.model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
+        if compile:
+            self.model.compile()  # in place: state_dict keys and checkpoints stay the same
         self.optimizer = optimizer
         self.schedule = schedule
-        self.train_split = data.train.to(device)
-        self.val_split = data.val.to(device) if data.val is not None else None
+        # moved to the device once (and to channels-last once): no per-batch host-to-device copy
+        self.train_split = data.train.to(device, self.memory_format)
+        self.val_split = data.val.to(device, self.memory_format) if data.val is not None else None
         self.epochs = epochs
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -192,10 +199,10 @@ class Trainer:
         return float(total) / self.epoch_seen if total is not None and self.epoch_seen else None
 
     @torch.inference_mode()
-    def evaluate(self, split: Split, prefix: str) -> dict[str, float]:
+    def evaluate(self, split: AnySplit, prefix: str) -> dict[str, float]:
         """Mean metrics of the model over `split`, named `<prefix>_<metric>`."""
         self.model.eval()
-        split = split.to(self.device)
+        split = split.to(self.device, self.memory_format)
         sums: dict[str, torch.Tensor] = {}
         for batch in split.batches(self.eval_batch_size):
             with self._autocast():

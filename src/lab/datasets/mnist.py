@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import gzip
+import shutil
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from expkit.args import Args
-from expkit.data.base import BaseDataset, DataSplits, Split, split_off
+from expkit.data.base import AnySplit, BaseDataset, DataSplits, Split, split_indices
 from expkit.data.download import download_verified
-from expkit.data.idx import read_idx
+from expkit.data.idx import idx_shape, open_idx_memmap, read_idx
+from expkit.data.stream import DataArgs, StreamSplit, fits_in_memory, subset
 from expkit.errors import ExpkitError
+from expkit.files import atomic_write
 
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -42,7 +45,7 @@ SOURCES: dict[str, tuple[list[str], dict[str, str]]] = {
 SYSTEM_DIRS = {"fashion_mnist": [Path("/usr/share/datasets/fashion-mnist")]}
 
 
-class ImageDataArgs(Args):
+class ImageDataArgs(DataArgs):
     """Image classification data: MNIST, Fashion-MNIST or digits."""
 
     name: Literal["mnist", "fashion_mnist", "digits"] = Field(
@@ -87,50 +90,116 @@ def _existing(folder: Path, name: str) -> Path | None:
     return None
 
 
-def _normalized(images: np.ndarray, scale: float) -> torch.Tensor:
-    x = torch.from_numpy(np.asarray(images, dtype=np.float32) / scale)
-    return x.unsqueeze(1) if x.dim() == 3 else x  # (N, 1, H, W)
-
-
 class ImageData(BaseDataset):
     """Loads the chosen dataset into one pre-normalized float tensor per split."""
 
     args: ImageDataArgs
 
     def load(self) -> DataSplits:
-        """Train (minus the validation fraction), validation and test splits, normalized."""
+        """Train (minus the validation fraction), validation and test splits, normalized.
+
+        The raw arrays are split first and each part becomes float32 once, normalized in
+        place, so the peak memory stays near the size of the float data itself.
+        """
         if self.args.name == "digits":
-            train, test, files = _digits()
+            arrays, scale, files = _digits(), 16.0, []
         else:
             files = _find_or_fetch(self.args, self.cache_dir)
-            arrays = [read_idx(p) for p in files]
+            shapes = [idx_shape(p) for p in files]
+            if not fits_in_memory(4 * (int(np.prod(shapes[0])) + int(np.prod(shapes[2]))), self.args):
+                return self._stream(files, shapes)
+            arrays, scale = [read_idx(p) for p in files], 255.0
             for images, labels, path in ((arrays[0], arrays[1], files[0]),
                                          (arrays[2], arrays[3], files[2])):
                 if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
                     raise ExpkitError(f"{path}: expected N images of HxW with N labels, got "
                                       f"images {images.shape} and labels {labels.shape}")
-            train = Split(_normalized(arrays[0], 255.0), torch.from_numpy(arrays[1].astype(np.int64)))
-            test = Split(_normalized(arrays[2], 255.0), torch.from_numpy(arrays[3].astype(np.int64)))
-        if self.args.max_train_samples:
-            n = self.args.max_train_samples
-            train = Split(train.x[:n], train.y[:n])
-        mean, std = train.x.mean(), train.x.std().clamp_min(1e-8)
-        for split in (train, test):
-            split.x.sub_(mean).div_(std)  # in place: no second copy of the data
-        train, val = split_off(train, self.args.val_fraction)
+        images, labels = arrays[0][:self.args.max_train_samples], arrays[1][:self.args.max_train_samples]
+        mean, std = _chunked_mean_std(images, scale)
+        keep, off = (i.numpy() for i in split_indices(len(images), self.args.val_fraction))
+
+        def part(x: np.ndarray, y: np.ndarray) -> Split:
+            tensor = torch.from_numpy(x.astype(np.float32))  # the one float copy of this part
+            tensor.div_(scale).sub_(mean).div_(std)
+            return Split(tensor.unsqueeze(1), torch.from_numpy(y.astype(np.int64)))
+
+        train = part(images[keep], labels[keep])
+        val = part(images[off], labels[off]) if len(off) else None
+        test = part(arrays[2], arrays[3])
         num_classes = int(max(train.y.max(), test.y.max())) + 1
         return DataSplits(num_classes, tuple(train.x.shape[1:]), train=train, val=val, test=test,
                           files=files)
 
+    def _stream(self, files: list[Path], shapes: list[tuple[int, ...]]) -> DataSplits:
+        """The same splits, read from memory-mapped, uncompressed IDX files item by item."""
+        raw = [_uncompressed(p, self.cache_dir / self.args.name / "raw") for p in files]
+        images = open_idx_memmap(raw[0])
+        limit = self.args.max_train_samples or len(images)
+        mean, std = _chunked_mean_std(images[:limit], 255.0)
+        workers = self.args.num_workers
+        train_all = StreamSplit(IdxItems(raw[0], raw[1], mean, std), workers)
+        test = StreamSplit(IdxItems(raw[2], raw[3], mean, std), workers)
+        keep, off = split_indices(min(limit, len(images)), self.args.val_fraction)
+        val: AnySplit | None = subset(train_all, off.tolist()) if len(off) else None
+        labels = open_idx_memmap(raw[1])
+        num_classes = int(max(labels.max(), open_idx_memmap(raw[3]).max())) + 1
+        return DataSplits(num_classes, (1, *shapes[0][1:]), train=subset(train_all, keep.tolist()),
+                          val=val, test=test, files=files, streamed=True)
 
-def _digits() -> tuple[Split, Split, list[Path]]:
+
+class IdxItems(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """(image, label) items of uncompressed IDX files, normalized on the fly (memory-mapped)."""
+
+    def __init__(self, images: Path, labels: Path, mean: float, std: float) -> None:
+        self.paths, self.mean, self.std = (images, labels), np.float32(mean), np.float32(std)
+        self.length = idx_shape(images)[0]
+        self._maps: tuple[np.ndarray, np.ndarray] | None = None  # opened lazily, per worker
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._maps is None:
+            self._maps = (open_idx_memmap(self.paths[0]), open_idx_memmap(self.paths[1]))
+        image = (self._maps[0][i].astype(np.float32) / 255 - self.mean) / self.std
+        return torch.from_numpy(image).unsqueeze(0), torch.tensor(int(self._maps[1][i]))
+
+
+def _uncompressed(path: Path, folder: Path) -> Path:
+    """`path` itself if not gzipped, else a decompressed copy in `folder` (made once, atomically)."""
+    if path.suffix != ".gz":
+        return path
+    target = folder / path.name.removesuffix(".gz")
+    if not target.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+
+        def copy(out: Any) -> None:
+            with gzip.open(path, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 20)
+
+        atomic_write(target, copy)
+    return target
+
+
+def _chunked_mean_std(images: np.ndarray, scale: float, chunk: int = 4096) -> tuple[float, float]:
+    """Mean and std of the pixels divided by `scale`, one chunk in memory at a time."""
+    total = total_sq = 0.0
+    for start in range(0, len(images), chunk):
+        block = images[start:start + chunk].astype(np.float64) / scale
+        total += block.sum()
+        total_sq += np.square(block).sum()
+    count = images.size
+    mean = total / count
+    return mean, max((total_sq / count - mean**2) ** 0.5, 1e-8)
+
+
+def _digits() -> list[np.ndarray]:
+    """scikit-learn's 8x8 digits as [train images, train labels, test images, test labels]."""
     try:
         from sklearn.datasets import load_digits
     except ImportError:
         raise ExpkitError("--dataset=digits needs scikit-learn: pip install 'expkit[digits]'") \
             from None
     bunch = load_digits()
-    everything = Split(_normalized(bunch.images, 16.0), torch.from_numpy(bunch.target.astype(np.int64)))
-    train, test = split_off(everything, 0.2, seed=0)
-    assert test is not None
-    return train, test, []
+    train, test = split_indices(len(bunch.images), 0.2, seed=0)
+    return [bunch.images[train], bunch.target[train], bunch.images[test], bunch.target[test]]

@@ -1,0 +1,107 @@
+"""Data that does not fit the memory budget: read item by item through a DataLoader.
+
+Same interface as an in-memory Split (len, batches, num_batches, to), so the loop does not
+care. The epoch's order still comes from the trainer's generator (one randperm per epoch),
+so resume and determinism work as in memory; workers, pinned memory and persistent workers
+keep the reading off the training thread.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+import torch
+from pydantic import Field
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from expkit.args import Args
+
+
+class DataArgs(Args):
+    """Where a dataset lives while training: in memory, or streamed from disk."""
+
+    in_memory: bool | None = Field(None, description="hold the data in memory (fastest); false = "
+                                   "stream from disk; auto = in memory if it fits the budget")
+    memory_budget_mb: int | None = Field(None, ge=1, description="memory the data may take; "
+                                         "auto = half of the memory available now")
+    num_workers: int = Field(2, ge=0, description="DataLoader workers when streaming")
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (MemAvailable), or 4 GiB when it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def fits_in_memory(estimated_bytes: int, args: DataArgs) -> bool:
+    """Whether to hold data of `estimated_bytes` in memory under `--in_memory`/`--memory_budget_mb`."""
+    if args.in_memory is not None:
+        return args.in_memory
+    budget = args.memory_budget_mb * (1 << 20) if args.memory_budget_mb else available_memory() // 2
+    return estimated_bytes <= budget
+
+
+class _EpochBatches(torch.utils.data.Sampler[list[int]]):
+    """Batches of indices in an order set before each epoch (the loader is reused across epochs)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class StreamSplit:
+    """A split read from a map-style Dataset of (input, target) items through a DataLoader."""
+
+    def __init__(self, dataset: Dataset[tuple[torch.Tensor, torch.Tensor]], num_workers: int = 2,
+                 device: torch.device | None = None) -> None:
+        self.dataset, self.num_workers = dataset, num_workers
+        self.device = device or torch.device("cpu")
+        self._sampler = _EpochBatches()
+        workers = min(self.num_workers, os.cpu_count() or 1)
+        self._loader = DataLoader(self.dataset, batch_sampler=self._sampler, num_workers=workers,
+                                  pin_memory=self.device.type == "cuda",
+                                  persistent_workers=workers > 0)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def to(self, device: torch.device, memory_format: torch.memory_format | None = None
+           ) -> StreamSplit:
+        """The same stream, delivering batches on `device` (copied per batch, non-blocking)."""
+        if torch.device(device) == self.device:
+            return self
+        return StreamSplit(self.dataset, self.num_workers, torch.device(device))
+
+    def num_batches(self, batch_size: int) -> int:
+        """How many batches one pass yields."""
+        return -(-len(self) // batch_size)
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, skip: int = 0
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Like Split.batches: in order, or shuffled by `generator`; `skip` leading batches."""
+        n = len(self)
+        order: Sequence[int] = (torch.randperm(n, generator=generator).tolist() if generator
+                                else range(n))
+        self._sampler.batches = [list(order[i:i + batch_size])
+                                 for i in range(skip * batch_size, n, batch_size)]
+        if not self._sampler.batches:
+            return
+        for x, y in self._loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+def subset(split: StreamSplit, indices: Sequence[int]) -> StreamSplit:
+    """The examples at `indices` of a stream, as a stream."""
+    return StreamSplit(Subset(split.dataset, list(indices)), split.num_workers, split.device)
