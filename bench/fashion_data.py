@@ -3,6 +3,7 @@
 Split like expkit does: 6,000 validation examples by a seeded permutation.
 """
 
+import argparse
 import gzip
 from pathlib import Path
 
@@ -30,3 +31,12 @@ def load(folder: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     return {"train": (x[order[6000:]], y[order[6000:]]), "val": (x[order[:6000]], y[order[:6000]]),
             "test": (xt, yt)}
+
+
+def parse_args(doc: str) -> argparse.Namespace:
+    """The baseline scripts' flags: --epochs, --batch_size, --data (the IDX folder)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    return parser.parse_args()

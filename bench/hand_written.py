@@ -3,18 +3,13 @@
     python bench/hand_written.py [--epochs 5] [--batch_size 64]
 """
 
-import argparse
 
 import fashion_data
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--epochs", type=int, default=5)
-parser.add_argument("--batch_size", type=int, default=64)
-parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
-ns = parser.parse_args()
+ns = fashion_data.parse_args(__doc__)
 
 torch.manual_seed(0)
 data = fashion_data.load(ns.data)

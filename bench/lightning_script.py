@@ -4,7 +4,6 @@
     python bench/lightning_script.py [--epochs 5] [--batch_size 64]
 """
 
-import argparse
 import tempfile
 
 import fashion_data
@@ -14,11 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--epochs", type=int, default=5)
-parser.add_argument("--batch_size", type=int, default=64)
-parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
-ns = parser.parse_args()
+ns = fashion_data.parse_args(__doc__)
 
 
 def loader(ds: TensorDataset, batch: int, shuffle: bool) -> DataLoader:
