@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from expkit.data.download import sha256_of
 from expkit.files import atomic_write_json, atomic_write_text
 
 SHA_CACHE = ".expkit-sha256.json"
@@ -98,8 +99,6 @@ def file_checksums(files: list[Path], cache_dir: Path) -> dict[str, str]:
         stat = path.stat()
         key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
         if key not in cache:
-            from expkit.data.download import sha256_of
-
             cache[key], changed = sha256_of(path), True
         sums[str(path)] = cache[key]
     if changed:

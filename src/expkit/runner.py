@@ -153,7 +153,8 @@ def execute(experiment: BaseExperiment[Any], *, argv: list[str], run_dir: Path |
     else:
         resumes = [*record.read().get("resumes", []), {"at": now(), "argv": list(argv)}]
         record.update(status="running", ended=None, resumes=resumes)
-    trackers: list[Tracker] = [LocalFiles(run_dir, title=f"{args.experiment_id}  {run_dir.name}")]
+    trackers: list[Tracker] = [LocalFiles(run_dir, title=f"{args.experiment_id}  {run_dir.name}",
+                                          warn=console.print)]
     status, exit_code = "failed", 1
     signals = StopSignals(console.print)
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,11 @@ _FIRST_PLOT_GUESS = 1.0  # seconds, matplotlib import included
 class LocalFiles:
     """The Tracker that writes the run directory's human-readable files."""
 
-    def __init__(self, run_dir: Path, title: str = "") -> None:
+    def __init__(self, run_dir: Path, title: str = "",
+                 warn: Callable[[str], None] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.title = title
+        self.warn = warn or (lambda message: None)
         self.plot_seconds = 0.0
         self.last_plot_cost = _FIRST_PLOT_GUESS
         self.plotted_rows = 0
@@ -65,7 +68,10 @@ class LocalFiles:
         try:
             plot_history(self.rows, self.run_dir / "history.png", self.title)
             self.plotted_rows = len(self.rows)
-        except Exception as e:  # a plot must never fail a run; the reason is kept
+        except Exception as e:  # a plot must never fail a run, but it must not fail silently
+            if self.plot_error is None:
+                self.warn(f"warning: history.png could not be drawn ({type(e).__name__}: {e}); "
+                          "history.csv is complete")
             self.plot_error = f"{type(e).__name__}: {e}"
         self.last_plot_cost = time.perf_counter() - started
         self.plot_seconds += self.last_plot_cost
