@@ -33,6 +33,7 @@ bench: setup   # `pip install lightning` first to include it in the comparisons
 	$(PY) bench/checkpoint_overhead.py
 	$(PY) bench/whole_run.py
 	$(PY) bench/scaling.py
+	$(PY) bench/scale_out.py
 
 clean:
 	rm -rf $(VENV) .cache build src/*.egg-info

@@ -19,6 +19,7 @@ from expkit.registry import Registry
 # `--help` (the experiment list) and completion scripts answer in a fraction of a second.
 
 Command = Callable[[list[str], Registry, str], int]
+REGISTRY_MODULE: list[str | None] = [None]  # the module main() was given, for sweep worker processes
 
 
 def _find_experiment_id(argv: list[str]) -> str | None:
@@ -183,6 +184,24 @@ def cmd_completion(argv: list[str], registry: Registry, prog: str) -> int:
     return 0
 
 
+def cmd_sweep(argv: list[str], registry: Registry, prog: str) -> int:
+    """Search hyperparameters with Optuna: each trial a normal run (see expkit.sweep)."""
+    if _wants_help(argv):
+        from expkit.sweep import __doc__ as doc
+
+        print(f"usage: {prog} sweep --experiment_id=ID --space FLAG=KIND:SPEC [...] [--trials N] "
+              "[--direction max|min] [--sampler tpe|random|grid] [--pruner none|median] "
+              "[--storage URL] [--workers K] [--name NAME] [--seed S] [--sweep FILE.yaml] "
+              "[experiment flags]\n"
+              f"       {prog} sweep --status NAME [--storage URL]\n\n"
+              "KIND:SPEC is loguniform:LO:HI, uniform:LO:HI, int:LO:HI[:STEP], logint:LO:HI or "
+              "choice:A,B,...\n" + (doc or ""))
+        return 0
+    from expkit.sweep import run_sweep
+
+    return run_sweep(argv, registry, prog, REGISTRY_MODULE[0])
+
+
 def cmd_resume(argv: list[str], registry: Registry, prog: str) -> int:
     """Continue a stopped or crashed run from its last checkpoint: resume RUN_DIR [--epochs=N]."""
     if not argv or not argv[0] or argv[0].startswith("-"):
@@ -196,6 +215,8 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "run": (cmd_run, "train an experiment (the default command); --config FILE, --print_config"),
     "resume": (cmd_resume, "continue a run from checkpoints/last.pt: resume RUN_DIR [--epochs=N]"),
     "reproduce": (cmd_reproduce, "re-run a run's config and compare: reproduce RUN_DIR [--tolerance=X]"),
+    "sweep": (cmd_sweep, "Optuna search: sweep --experiment_id=ID --space lr=loguniform:1e-4:1e-2 "
+                         "--trials N [--workers K]"),
     "list": (cmd_list, "table of runs: list [--experiment_id=ID] [--status=finished|...]"),
     "schema": (cmd_schema, "JSON Schema of an experiment's arguments: schema --experiment_id=ID"),
     "completion": (cmd_completion, "shell completion script: completion bash|zsh"),
@@ -213,6 +234,7 @@ def main(argv: list[str] | None = None, *, registry: str | None = None,
     prog = prog or os.path.basename(sys.argv[0]) or "expkit"
     if prog == "__main__.py":
         prog = "python -m expkit"
+    REGISTRY_MODULE[0] = registry
     try:
         reg = Registry.from_module(registry) if registry else Registry.from_entry_points()
         name = argv[0] if argv and not argv[0].startswith("-") else "run"
@@ -221,8 +243,11 @@ def main(argv: list[str] | None = None, *, registry: str | None = None,
         rest = argv[1:] if argv and argv[0] == name else argv
         return COMMANDS[name][0](rest, reg, prog)
     except ExpkitError as e:
+        rank = os.environ.get("RANK", "0")
+        if rank != "0" and e.exit_code == 2:
+            return e.exit_code  # under torchrun, every rank parses the same flags: rank 0 tells
         for line in e.lines:
-            print(f"{prog}: error: {line}", file=sys.stderr)
+            print(f"{prog}: error: {'' if rank == '0' else f'[rank {rank}] '}{line}", file=sys.stderr)
         if e.hint:
             print(f"{prog}: {e.hint}", file=sys.stderr)
         return e.exit_code

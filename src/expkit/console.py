@@ -13,6 +13,7 @@ class Console:
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
         self.log: TextIO | None = None
+        self.quiet = False  # set on ranks other than 0 under torchrun: one rank speaks
 
     def attach(self, log_path: Path) -> None:
         """Also append every later line to `log_path`."""
@@ -20,6 +21,8 @@ class Console:
 
     def print(self, line: str = "") -> None:
         """Show `line` and log it."""
+        if self.quiet:
+            return
         print(line, file=self.stream, flush=True)
         if self.log:
             self.log.write(line + "\n")

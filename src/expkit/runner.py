@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from expkit.data.base import DataInfo
+from expkit.distributed import SINGLE, Dist, setup, teardown
 from expkit.errors import ExpkitError, UsageError
 from expkit.experiment import BaseExperiment, ExperimentArgs
 from expkit.models.base import BaseModel
@@ -115,16 +116,36 @@ def make_deterministic() -> None:
 
 def execute(experiment: BaseExperiment[Any], *, argv: list[str], run_dir: Path | None = None,
             resume: dict[str, Any] | None = None, sources: dict[str, str] | None = None,
-            extra_record: dict[str, Any] | None = None) -> int:
-    """Run (or, with `run_dir` and `resume`, continue) an experiment; returns the exit code."""
+            extra_record: dict[str, Any] | None = None,
+            callbacks: list[Callback] | None = None) -> int:
+    """Run (or, with `run_dir` and `resume`, continue) an experiment; returns the exit code.
+
+    `callbacks` join the experiment's own (a sweep's trial reporting, for one).
+    """
+    device = resolve_device(experiment.args.use_cuda)
+    dist = setup(device.type == "cuda")
+    try:
+        code = _execute(experiment, dist, device, argv=argv, run_dir=run_dir, resume=resume,
+                        sources=sources, extra_record=extra_record, callbacks=callbacks or [])
+        dist.barrier()  # ranks leave together, after rank 0 has written run.json
+        return code
+    finally:
+        teardown()
+
+
+def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, *, argv: list[str],
+             run_dir: Path | None, resume: dict[str, Any] | None, sources: dict[str, str] | None,
+             extra_record: dict[str, Any] | None, callbacks: list[Callback]) -> int:
     args: ExperimentArgs = experiment.args
     console = experiment.console
-    device = resolve_device(args.use_cuda)
+    console.quiet = console.quiet or not dist.is_main
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
     if args.trainer.precision == "fp16" and device.type != "cuda":
         raise UsageError("--precision: got 'fp16', which needs CUDA; use --precision=bf16 on CPU")
     seed_generated = args.seed is None
     if args.seed is None:
-        args.seed = secrets.randbelow(2**31)
+        args.seed = int(dist.from_main(secrets.randbelow(2**31)))  # one seed for all ranks
     if args.deterministic:
         make_deterministic()
     seed_everything(args.seed)
@@ -132,13 +153,22 @@ def execute(experiment: BaseExperiment[Any], *, argv: list[str], run_dir: Path |
     if args.trainer.init_from and resume is None:
         init_path = checkpoint_file(args.trainer.init_from)
         init_state = load_checkpoint(init_path)
+    if not dist.is_main:
+        dist.barrier()  # rank 0 downloads and caches the data first
     data = experiment.build_data()
+    if dist.is_main:
+        dist.barrier()
     fresh = run_dir is None
-    run_dir = run_dir or create_run_dir(experiment.machine.results_dir, args.experiment_id)
+    if run_dir is None:
+        made = create_run_dir(experiment.machine.results_dir, args.experiment_id) if dist.is_main else None
+        run_dir = Path(dist.from_main(made))
     experiment.run_dir = run_dir
-    console.attach(run_dir / "log.txt")
-    record = RunRecord(run_dir)
-    if fresh:
+    record = RunRecord(run_dir, write=dist.is_main)
+    if dist.is_main:
+        console.attach(run_dir / "log.txt")
+    if dist.enabled:
+        extra_record = {**(extra_record or {}), "distributed": dist.record()}
+    if fresh and dist.is_main:
         sources = dict(sources or {})
         if seed_generated:
             sources["seed"] = "generated"
@@ -150,31 +180,36 @@ def execute(experiment: BaseExperiment[Any], *, argv: list[str], run_dir: Path |
                             "streamed": data.streamed},
                       machine=experiment.machine.public(),
                       **write_start_record(run_dir, Path(inspect.getfile(type(experiment))).parent))
-    else:
-        resumes = [*record.read().get("resumes", []), {"at": now(), "argv": list(argv)}]
+    elif dist.is_main:
+        resumes = [*record.read().get("resumes", []),
+                   {"at": now(), "argv": list(argv), **(extra_record or {})}]
         record.update(status="running", ended=None, resumes=resumes)
     trackers: list[Tracker] = [LocalFiles(run_dir, title=f"{args.experiment_id}  {run_dir.name}",
-                                          warn=console.print)]
+                                          warn=console.print)] if dist.is_main else []
     status, exit_code = "failed", 1
     signals = StopSignals(console.print)
     try:
         with stop_on_signals(signals):
-            trackers += _wandb(experiment, run_dir, resume) + experiment.build_trackers(run_dir)
+            if dist.is_main:  # one rank writes files and talks to trackers
+                trackers += _wandb(experiment, run_dir, resume) + experiment.build_trackers(run_dir)
             config = args.model_dump(mode="json")
             for tracker in trackers:
                 tracker.log_config(config)
             verb = "run" if fresh else "resume"
-            console.print(f"{verb} {run_dir}  ({args.experiment_id}, {device}, seed {args.seed}, "
+            ranks = f", {dist.world_size} ranks ({dist.backend})" if dist.enabled else ""
+            console.print(f"{verb} {run_dir}  ({args.experiment_id}, {device}{ranks}, seed {args.seed}, "
                           f"{len(data.train)} train / {len(data.val or [])} val / "
                           f"{len(data.test or [])} test{', streamed from disk' if data.streamed else ''})")
             model = experiment.build_model(data.info)
             if init_state is not None and args.trainer.init_from is not None:
                 load_weights(model, init_state, args.trainer.init_from)
-            trainer = _trainer(experiment, model, data, device, run_dir, trackers, config)
+            trainer = _trainer(experiment, model, data, device, run_dir, trackers, config, dist,
+                               callbacks)
             if resume is not None:
                 trainer.load_state_dict(resume)
             signals.trainer = trainer
             trainer.fit()
+            dist.barrier()  # rank 0's checkpoints are on disk before any rank reads best.pt
             if trainer.interrupted:
                 status, exit_code = "stopped", EXIT_CODES.get(trainer.stop_requested or "", 1)
                 where = (f"in epoch {trainer.epoch + 1}" if trainer.partial
@@ -226,16 +261,19 @@ def _wandb(experiment: BaseExperiment[Any], run_dir: Path,
 
 
 def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, device: torch.device,
-             run_dir: Path, trackers: list[Tracker], config: dict[str, Any]) -> Trainer:
+             run_dir: Path, trackers: list[Tracker], config: dict[str, Any],
+             dist: Dist = SINGLE, extra_callbacks: tuple[Callback, ...] | list[Callback] = ()
+             ) -> Trainer:
     args: ExperimentArgs = experiment.args
     t = args.trainer
     optimizer = experiment.build_optimizer(model)
     schedule = build_scheduler(args.scheduler, optimizer, args.epochs,
                                data.train.num_batches(args.batch_size), args.monitor_mode)
     callbacks: list[Callback] = []
-    if t.progress or (t.progress is None and experiment.console.stream.isatty()):
+    if dist.is_main and (t.progress or (t.progress is None and experiment.console.stream.isatty())):
         callbacks.append(ProgressBar())
-    callbacks.append(ConsoleLine(experiment.console))
+    if dist.is_main:
+        callbacks.append(ConsoleLine(experiment.console))
     if t.early_stopping_patience:
         callbacks.append(EarlyStopping(args.monitor, args.monitor_mode, t.early_stopping_patience,
                                        t.early_stopping_min_delta))
@@ -247,9 +285,9 @@ def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, devic
                 "data_info": {"num_classes": info.num_classes, "input_shape": list(info.input_shape)},
                 "trackers": ids}
 
-    if t.save_checkpoints:
+    if t.save_checkpoints and dist.is_main:
         callbacks.append(Checkpointing(run_dir / "checkpoints", extra))
-    callbacks += experiment.build_callbacks(run_dir)
+    callbacks += [*experiment.build_callbacks(run_dir), *extra_callbacks]
     callbacks.append(Tracking(trackers))
     assert args.seed is not None
     return Trainer(model, optimizer, schedule, data, epochs=args.epochs, batch_size=args.batch_size,
@@ -257,7 +295,7 @@ def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, devic
                    monitor=args.monitor, monitor_mode=args.monitor_mode, callbacks=callbacks,
                    precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
                    grad_clip_norm=t.grad_clip_norm, compile=t.compile,
-                   channels_last=t.channels_last)
+                   channels_last=t.channels_last, dist=dist)
 
 
 def _restore_best(trainer: Trainer, run_dir: Path, args: ExperimentArgs) -> dict[str, Any]:

@@ -45,8 +45,9 @@ def create_run_dir(results_dir: Path, experiment_id: str) -> Path:
 class RunRecord:
     """run.json: what ran and how it ended (status running/finished/failed/stopped), updated in place."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, write: bool = True) -> None:
         self.path = Path(run_dir) / "run.json"
+        self.write = write  # False on ranks other than 0: they read, rank 0 writes
 
     def read(self) -> dict[str, Any]:
         """The record so far ({} if none)."""
@@ -58,7 +59,8 @@ class RunRecord:
 
     def update(self, **fields: Any) -> None:
         """Merge `fields` into run.json (written atomically)."""
-        atomic_write_json(self.path, {**self.read(), **fields})
+        if self.write:
+            atomic_write_json(self.path, {**self.read(), **fields})
 
 
 def now() -> str:

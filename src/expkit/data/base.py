@@ -41,25 +41,40 @@ class Split:
             x = x.contiguous(memory_format=memory_format)
         return Split(x, self.y.to(device))
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None, skip: int = 0
-                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, skip: int = 0,
+                shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches in order (views, no copy), or shuffled by `generator` (one randperm per epoch).
 
         `skip` leaves out the first batches of the pass (a resume in the middle of an epoch).
+        `shard=(rank, world_size)`: this rank's slice of every batch (see `shard_of`).
         """
         n = len(self)
-        if generator is None:
+        rank, world = shard
+        if generator is None and world == 1:
             for start in range(skip * batch_size, n, batch_size):
                 yield self.x[start:start + batch_size], self.y[start:start + batch_size]
             return
-        order = torch.randperm(n, generator=generator).to(self.x.device)
+        order = (torch.randperm(n, generator=generator) if generator is not None
+                 else torch.arange(n)).to(self.x.device)
         for start in range(skip * batch_size, n, batch_size):
-            index = order[start:start + batch_size]
-            yield self.x[index], self.y[index]
+            index = shard_of(order[start:start + batch_size], rank, world)
+            if index is not None:
+                yield self.x[index], self.y[index]
 
     def num_batches(self, batch_size: int) -> int:
         """How many batches one pass yields."""
         return -(-len(self) // batch_size)
+
+
+def shard_of(batch: torch.Tensor, rank: int, world: int) -> torch.Tensor | None:
+    """Rank `rank`'s share of one global batch of indices: every `world`-th, from `rank` on.
+
+    None (on every rank alike) when the batch has fewer items than there are ranks: under
+    DDP every rank must step together, so such a short last batch is left out.
+    """
+    if world == 1:
+        return batch
+    return batch[rank::world] if len(batch) >= world else None
 
 
 AnySplit = Union[Split, "StreamSplit"]  # in memory, or streamed from disk

@@ -16,6 +16,7 @@ from pydantic import Field
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from expkit.args import Args
+from expkit.data.base import shard_of
 
 
 class DataArgs(Args):
@@ -88,14 +89,15 @@ class StreamSplit:
         """How many batches one pass yields."""
         return -(-len(self) // batch_size)
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None, skip: int = 0
-                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Like Split.batches: in order, or shuffled by `generator`; `skip` leading batches."""
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, skip: int = 0,
+                shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Like Split.batches: in order, or shuffled by `generator`; `skip` leading batches;
+        `shard=(rank, world_size)` reads only this rank's slice of each batch."""
         n = len(self)
-        order: Sequence[int] = (torch.randperm(n, generator=generator).tolist() if generator
-                                else range(n))
-        self._sampler.batches = [list(order[i:i + batch_size])
-                                 for i in range(skip * batch_size, n, batch_size)]
+        order = torch.randperm(n, generator=generator) if generator else torch.arange(n)
+        shards = (shard_of(order[i:i + batch_size], *shard)
+                  for i in range(skip * batch_size, n, batch_size))
+        self._sampler.batches = [index.tolist() for index in shards if index is not None]
         if not self._sampler.batches:
             return
         for x, y in self._loader:

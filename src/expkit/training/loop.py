@@ -28,8 +28,10 @@ import time
 from typing import Any, Literal
 
 import torch
+from torch import nn
 
 from expkit.data.base import AnySplit, DataSplits
+from expkit.distributed import SINGLE, Dist
 from expkit.errors import ExpkitError
 from expkit.models.base import BaseModel
 from expkit.training.callbacks import Callback
@@ -38,6 +40,19 @@ from expkit.training.optim import Schedule
 
 _BETTER = {"min": lambda a, b: a < b, "max": lambda a, b: a > b}
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_SIGNALS = ["", "SIGINT", "SIGTERM"]  # a stop request as a number every rank can all-reduce
+
+
+class _Steps(nn.Module):
+    """`model.step` as a forward pass, so DistributedDataParallel sees (and syncs) every step."""
+
+    def __init__(self, model: BaseModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: tuple[torch.Tensor, torch.Tensor]
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.model.step(batch)
 
 
 class Trainer:
@@ -49,13 +64,19 @@ class Trainer:
                  monitor: str, monitor_mode: Literal["min", "max"], callbacks: list[Callback],
                  precision: Literal["32", "bf16", "fp16"] = "32", accumulate_grad_batches: int = 1,
                  grad_clip_norm: float | None = None, compile: bool = False,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, dist: Dist = SINGLE) -> None:
         self.memory_format = torch.channels_last if channels_last else None
         self.model = model.to(device)
         if self.memory_format is not None:
             self.model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
         if compile:
             self.model.compile()  # in place: state_dict keys and checkpoints stay the same
+        self.dist = dist
+        # under torchrun, steps go through DDP (which averages the gradients over ranks);
+        # self.model stays the plain model, so checkpoints load without DDP
+        self.ddp = (nn.parallel.DistributedDataParallel(
+            _Steps(self.model), device_ids=[dist.local_rank] if device.type == "cuda" else None)
+            if dist.enabled else None)
         self.optimizer = optimizer
         self.schedule = schedule
         # moved to the device once (and to channels-last once): no per-batch host-to-device copy
@@ -150,13 +171,17 @@ class Trainer:
         batch_hooks = [cb for cb in self.callbacks
                        if type(cb).on_train_batch_end is not Callback.on_train_batch_end]
         last = self.train_split.num_batches(self.batch_size) - 1
-        for i, batch in enumerate(self.train_split.batches(self.batch_size, self.generator, skip),
-                                  start=skip):
-            with self._autocast():
-                loss, batch_sums = self.model.step(batch)
-            if self.accumulate > 1:
-                loss = loss / self.accumulate
-            (self.scaler.scale(loss) if self.scaler else loss).backward()  # type: ignore[no-untyped-call]
+        n, world = len(self.train_split), self.dist.world_size
+        batches = self.train_split.batches(self.batch_size, self.generator, skip, self.dist.shard())
+        for i, batch in enumerate(batches, start=skip):
+            steps = (i + 1) % self.accumulate == 0 or i == last
+            with self._sync(steps), self._autocast():
+                loss, batch_sums = self.ddp(batch) if self.ddp else self.model.step(batch)
+                if world > 1:  # DDP averages over ranks; weigh by this rank's share of the batch
+                    loss = loss * (len(batch[1]) * world / min(self.batch_size, n - i * self.batch_size))
+                if self.accumulate > 1:
+                    loss = loss / self.accumulate
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
             if sums:
                 for name, value in batch_sums.items():
                     sums[name] += value
@@ -167,16 +192,34 @@ class Trainer:
             seen += len(batch[1])
             self.epoch_seen = seen
             self.global_step += 1
-            if (i + 1) % self.accumulate and i != last:
+            if not steps:
                 continue
             self._optimizer_step()
             for cb in batch_hooks:
                 cb.on_train_batch_end(self, i)
+            if world > 1:  # a signal to any rank stops them all at the same step
+                code = self.dist.any_flag(_SIGNALS.index(self.stop_requested or ""))
+                self.stop_requested = self.stop_requested or _SIGNALS[code] or None
             if self.stop_requested and i != last:
+                sums, seen = self._reduce(sums, seen)
                 self.partial = {"generator": epoch_rng, "batches": i + 1, "sums": sums,
                                 "seen": seen, "lr": lr, "seconds": time.perf_counter() - started}
                 return None
-        return self._means(sums, seen, "train")
+        return self._means(*self._reduce(sums, seen), "train")
+
+    def _sync(self, steps: bool) -> contextlib.AbstractContextManager[Any]:
+        """DDP's gradient all-reduce only on batches that end in an optimizer step."""
+        return self.ddp.no_sync() if self.ddp is not None and not steps else contextlib.nullcontext()
+
+    def _reduce(self, sums: dict[str, torch.Tensor], seen: int
+                ) -> tuple[dict[str, torch.Tensor], int]:
+        """Metric sums and example count over all ranks (one all-reduce); as is in one process."""
+        if not self.dist.enabled:
+            return sums, seen
+        total = self.dist.all_sum(torch.stack([*(v.double() for v in sums.values()),
+                                               torch.tensor(float(seen), device=self.device,
+                                                            dtype=torch.float64)]))
+        return dict(zip(sums, total[:-1], strict=True)), int(total[-1].item())
 
     def _optimizer_step(self) -> None:
         if self.scaler is not None:
@@ -204,12 +247,14 @@ class Trainer:
         self.model.eval()
         split = split.to(self.device, self.memory_format)
         sums: dict[str, torch.Tensor] = {}
-        for batch in split.batches(self.eval_batch_size):
+        seen = 0
+        for batch in split.batches(self.eval_batch_size, shard=self.dist.shard()):
             with self._autocast():
                 _, batch_sums = self.model.step(batch)
             for name, value in batch_sums.items():
                 sums[name] = sums[name] + value if name in sums else value.double()
-        return self._means(sums, len(split), prefix)
+            seen += len(batch[1])
+        return self._means(*self._reduce(sums, seen), prefix)
 
     @staticmethod
     def _means(sums: dict[str, torch.Tensor], count: int, prefix: str) -> dict[str, float]:
@@ -261,6 +306,10 @@ class Trainer:
         self.best_epoch, self.best_value = state["best_epoch"], state["best_value"]
         self.generator.set_state(state["generator"])
         self.partial = state["partial"]
+        if self.partial is not None and not self.dist.is_main:
+            # the saved sums are over all ranks: count them once, on rank 0
+            self.partial = {**self.partial, "seen": 0,
+                            "sums": {k: torch.zeros_like(v) for k, v in self.partial["sums"].items()}}
         for cb in self.callbacks:
             if cb.key in state["callbacks"]:
                 cb.load_state_dict(state["callbacks"][cb.key])

@@ -1,0 +1,641 @@
+"""Hyperparameter sweeps with Optuna: each trial a normal run, one study in SQLite or PostgreSQL.
+
+    expkit sweep --experiment_id=mnist --trials 20 --space lr=loguniform:1e-4:1e-2 \\
+        --space hidden_sizes=choice:[64],[128,64] --direction max --workers 2
+
+The study is created once, before any worker starts (Optuna workers racing to create a fresh
+storage crash on both backends). Workers (local processes, or the same command on other
+machines with `--storage postgresql+psycopg://...`) ask the study for parameters, train a run
+with them, report the monitored metric each epoch (so `--pruner median` can stop bad trials
+early) and tell the best value. Re-running the command resumes the sweep: finished trials
+stay, failed or interrupted ones are retried once, and the total stays `--trials`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import json
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+
+from expkit.args import Args, flag_table, parse_argv
+from expkit.errors import ExpkitError, UsageError
+from expkit.files import atomic_write
+from expkit.registry import Registry
+from expkit.runs import safe_name
+from expkit.training.callbacks import Callback
+
+if TYPE_CHECKING:
+    import optuna
+
+    from expkit.training.loop import Trainer
+
+KINDS = ("loguniform", "uniform", "int", "logint", "choice")
+SWEEP_OPTIONS = ("name", "trials", "space", "direction", "sampler", "pruner", "storage", "workers",
+                 "seed", "sweep", "status")
+MAX_FAILS_IN_A_ROW = 3  # a worker gives up after this many failed trials in a row (a bug, not bad luck)
+
+
+class Space(Args):
+    """One parameter's search space, parsed from `kind:spec` (see `parse_space`)."""
+
+    kind: Literal["loguniform", "uniform", "int", "logint", "choice"]
+    low: float | None = None
+    high: float | None = None
+    step: int | None = None
+    choices: list[str] = Field(default_factory=list)
+
+
+class SweepSpec(Args):
+    """A sweep: which experiment, how many trials, what to search, and where the study lives."""
+
+    experiment_id: str = Field(description="the registered experiment every trial runs")
+    name: str | None = Field(None, description="the study's name; auto = the experiment id")
+    trials: int = Field(20, ge=1, description="how many finished (complete or pruned) trials in all")
+    space: dict[str, str] = Field(description="flag -> loguniform:LO:HI | uniform:LO:HI | "
+                                  "int:LO:HI[:STEP] | logint:LO:HI | choice:A,B,...")
+    direction: Literal["max", "min"] | None = Field(
+        None, description="maximize or minimize --monitor; auto = the experiment's --monitor_mode")
+    sampler: Literal["tpe", "random", "grid"] = Field("tpe", description="Optuna sampler")
+    pruner: Literal["none", "median"] = Field("none", description="stop bad trials early")
+    storage: str | None = Field(None, description="Optuna storage URL; auto = SQLite at "
+                                "results/sweeps/<name>/study.db")
+    workers: int = Field(1, ge=1, description="local worker processes")
+    seed: int | None = Field(None, ge=0, description="sampler seed (worker k uses seed + k)")
+    args: list[str] = Field(default_factory=list, description="fixed flags for every trial")
+
+    @field_validator("direction", mode="before")
+    @classmethod
+    def _long_direction(cls, value: Any) -> Any:
+        return {"maximize": "max", "minimize": "min"}.get(value, value)
+
+    @property
+    def study_name(self) -> str:
+        """The study's name (also its folder under results/sweeps)."""
+        return self.name or self.experiment_id
+
+
+def split_choices(text: str) -> list[str]:
+    """`[64],[128,64],relu` -> ['[64]', '[128,64]', 'relu']: commas inside brackets stay."""
+    out, depth, current = [], 0, ""
+    for char in text:
+        depth += (char in "[{(" and 1) or 0
+        depth -= (char in "]})" and 1) or 0
+        if char == "," and depth == 0:
+            out.append(current)
+            current = ""
+        else:
+            current += char
+    out.append(current)
+    return [item.strip() for item in out]
+
+
+def parse_space(flag: str, text: str) -> Space:
+    """One `--space flag=kind:spec` value as a Space, or a UsageError saying what is wrong."""
+    kind, _, spec = text.partition(":")
+    if kind not in KINDS:
+        raise UsageError(f"--space {flag}={text}: unknown kind {kind!r}; use one of "
+                         f"{', '.join(KINDS)}, e.g. lr=loguniform:1e-4:1e-2")
+    if kind == "choice":
+        choices = split_choices(spec)
+        if not spec or any(c == "" for c in choices):
+            raise UsageError(f"--space {flag}={text}: choice needs values, e.g. choice:[64],[128,64]")
+        return Space(kind="choice", choices=choices)
+    parts = spec.split(":")
+    try:
+        numbers = [float(p) for p in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (2, 3) or (len(numbers) == 3 and kind != "int") \
+            or not all(math.isfinite(n) for n in numbers) or numbers[0] >= numbers[1]:
+        raise UsageError(f"--space {flag}={text}: expected {kind}:LOW:HIGH"
+                         f"{'[:STEP]' if kind == 'int' else ''} with LOW < HIGH, e.g. "
+                         + ("lr=loguniform:1e-4:1e-2" if "uniform" in kind else "epochs=int:2:10"))
+    if kind.startswith("log") and numbers[0] <= 0:
+        raise UsageError(f"--space {flag}={text}: a log scale needs LOW > 0")
+    if "int" in kind and not all(n == int(n) for n in numbers):
+        raise UsageError(f"--space {flag}={text}: int bounds must be whole numbers")
+    return Space(kind=kind, low=numbers[0], high=numbers[1],
+                 step=int(numbers[2]) if len(numbers) == 3 else None)
+
+
+def grid_values(space: Space) -> list[Any]:
+    """Every value of a space the grid sampler can walk (choices, or each int in range)."""
+    if space.kind == "choice":
+        return list(space.choices)
+    if space.kind == "int" and space.low is not None and space.high is not None:
+        return list(range(int(space.low), int(space.high) + 1, space.step or 1))
+    raise UsageError(f"--sampler grid: a {space.kind} range has no grid; use choice:... or "
+                     "int:LO:HI, or --sampler tpe|random")
+
+
+def suggest(trial: optuna.Trial, name: str, space: Space) -> Any:
+    """Ask the trial for a value of `name` in `space` (as the flag's text for choices)."""
+    if space.kind == "choice":
+        return trial.suggest_categorical(name, space.choices)
+    assert space.low is not None and space.high is not None
+    if space.kind in ("int", "logint"):
+        return trial.suggest_int(name, int(space.low), int(space.high), step=space.step or 1,
+                                 log=space.kind == "logint")
+    return trial.suggest_float(name, space.low, space.high, log=space.kind == "loguniform")
+
+
+def redact(url: str) -> str:
+    """A storage URL without its password (for files, logs and the console)."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+# ---- the command line --------------------------------------------------------------------
+
+
+def parse_sweep_argv(argv: list[str]) -> tuple[SweepSpec | None, str | None, dict[str, Any]]:
+    """(spec, --status name, machine-independent options) from `expkit sweep ...` argv."""
+    from expkit.mappings import read_mapping
+
+    values: dict[str, Any] = {}
+    spaces: dict[str, str] = {}
+    fixed: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        name, eq, value = token[2:].partition("=") if token.startswith("--") else ("", "", "")
+        if name in SWEEP_OPTIONS:
+            if not eq:
+                if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                    raise UsageError(f"--{name}: needs a value, e.g. --{name}=..."
+                                     if name != "space" else
+                                     "--space: needs FLAG=KIND:SPEC, e.g. --space lr=loguniform:1e-4:1e-2")
+                value, i = argv[i + 1], i + 1
+            if name == "space":
+                flag, sep, spec = value.partition("=")
+                if not sep or not flag:
+                    raise UsageError(f"--space {value}: expected FLAG=KIND:SPEC, e.g. "
+                                     "--space lr=loguniform:1e-4:1e-2")
+                spaces[flag.lstrip("-")] = spec
+            elif name in values:
+                raise UsageError(f"--{name}: given 2 times; give it once")
+            else:
+                values[name] = value
+        else:
+            fixed.append(token)
+        i += 1
+    status = values.pop("status", None)
+    base: dict[str, Any] = {}
+    if "sweep" in values:
+        base, _ = read_mapping(Path(values.pop("sweep")), "a sweep (--sweep)")
+    for token in fixed:
+        if token.startswith("--experiment_id"):
+            values["experiment_id"] = token.partition("=")[2]
+    fixed = [t for t in fixed if not t.startswith("--experiment_id")]
+    merged = {**base, **values}
+    merged["space"] = {**(base.get("space") or {}), **spaces}
+    merged["args"] = [*(base.get("args") or []), *fixed]
+    if status is not None:
+        return None, status, merged
+    try:
+        return SweepSpec.model_validate(merged), None, merged
+    except ValidationError as e:
+        from expkit.args import describe_validation_error
+
+        raise UsageError(*describe_validation_error(e, None, where="sweep ")) from None
+
+
+def prepare(spec: SweepSpec, registry: Registry, prog: str) -> tuple[dict[str, Space], Any]:
+    """Check the space and the fixed flags against the experiment; (spaces, experiment class)."""
+    if safe_name(spec.study_name) != spec.study_name:
+        raise UsageError(f"--name: got {spec.study_name!r}; use letters, digits, '-', '_', '.' "
+                         "(it names a folder)")
+    if not spec.space:
+        raise UsageError("sweep needs at least one --space FLAG=KIND:SPEC, e.g. "
+                         "--space lr=loguniform:1e-4:1e-2")
+    experiment_cls = registry.load(spec.experiment_id)
+    args_cls = experiment_cls.args_class
+    table = flag_table(args_cls)
+    spaces = {}
+    for flag, text in spec.space.items():
+        if flag not in table:
+            import difflib
+
+            near = difflib.get_close_matches(flag, list(table), n=1)
+            raise UsageError(f"--space {flag}=...: {spec.experiment_id} has no flag --{flag}"
+                             + (f"; did you mean --{near[0]}?" if near else ""))
+        spaces[flag] = parse_space(flag, text)
+    for flag in spaces:
+        if any(t == f"--{flag}" or t.startswith(f"--{flag}=") for t in spec.args):
+            raise UsageError(f"--{flag}: both fixed and in --space; give it once")
+    samples = [spaces[f].choices if spaces[f].kind == "choice" else [spaces[f].low, spaces[f].high]
+               for f in spaces]
+    for flag, values in zip(spaces, samples, strict=True):  # every bound/choice must be a valid flag
+        for value in values:
+            if spaces[flag].kind in ("int", "logint") and value is not None:
+                value = int(value)
+            try:
+                parse_argv(args_cls, [f"--experiment_id={spec.experiment_id}", *spec.args,
+                                      f"--{flag}={value}"], prog)
+            except UsageError as e:
+                if not any(f"--{flag}" in line for line in e.lines):
+                    raise  # a fixed flag is wrong
+                raise UsageError(*(f"--space {flag}={spec.space[flag]}: {line}" for line in e.lines),
+                                 hint=e.hint) from None
+    args = parse_argv(args_cls, [f"--experiment_id={spec.experiment_id}", *spec.args], prog)
+    mode = getattr(args, "monitor_mode", "max")
+    if spec.direction is not None and spec.direction != mode:
+        raise UsageError(f"--direction {spec.direction}: but --monitor {args.monitor} has "  # type: ignore[attr-defined]
+                         f"--monitor_mode={mode}; pass --monitor_mode={spec.direction} too, or "
+                         "drop --direction")
+    spec.direction = spec.direction or mode  # type: ignore[assignment]  # optimize what runs monitor
+    if spec.sampler == "grid":
+        for space in spaces.values():
+            grid_values(space)
+    return spaces, experiment_cls
+
+
+def sweep_dir(results_dir: Path, spec_name: str) -> Path:
+    """Where a sweep keeps its study (SQLite), spec, lock and sweep.png."""
+    return Path(results_dir) / "sweeps" / safe_name(spec_name)
+
+
+def storage_url(spec: SweepSpec, folder: Path) -> str:
+    """The study's storage: --storage, or SQLite in the sweep's folder."""
+    return spec.storage or f"sqlite:///{(folder / 'study.db').absolute()}"
+
+
+def _import_optuna() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        raise ExpkitError("sweeps need Optuna, which is not installed; install it with "
+                          "pip install 'expkit[sweep]'") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+def open_storage(url: str) -> Any:
+    """An Optuna RDB storage for `url` (SQLite waits for locks instead of failing)."""
+    optuna = _import_optuna()
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs = {"connect_args": {"timeout": 60}}
+    elif url.startswith("postgresql"):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise ExpkitError("a PostgreSQL storage needs psycopg; install it with "
+                              "pip install 'expkit[sweep]' 'psycopg[binary]'") from None
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except Exception as e:  # sqlalchemy's errors: a bad URL, a server that does not answer
+        raise ExpkitError(f"--storage {redact(url)}: cannot open it ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:200]})") from None
+
+
+def _sampler(spec: SweepSpec, spaces: dict[str, Space], worker: int) -> Any:
+    optuna = _import_optuna()
+    seed = None if spec.seed is None else spec.seed + worker
+    if spec.sampler == "grid":
+
+        class Grid(optuna.samplers.GridSampler):  # type: ignore[misc,name-defined]
+            def after_trial(self, *args: Any, **kwargs: Any) -> None:
+                """Nothing: GridSampler would call study.stop(), which only works in optimize();
+                the worker loop stops at the grid's size itself (`target_trials`)."""
+
+        return Grid({f: grid_values(s) for f, s in spaces.items()}, seed=seed)
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _pruner(spec: SweepSpec) -> Any:
+    optuna = _import_optuna()
+    if spec.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    return optuna.pruners.NopPruner()
+
+
+def target_trials(spec: SweepSpec, spaces: dict[str, Space]) -> int:
+    """--trials, or fewer when a grid has fewer points."""
+    if spec.sampler != "grid":
+        return spec.trials
+    size = math.prod(len(grid_values(s)) for s in spaces.values())
+    return min(spec.trials, size)
+
+
+def load_study(spec: SweepSpec, spaces: dict[str, Space], url: str, worker: int = 0) -> Any:
+    """The study (created if new), with this worker's sampler and the sweep's pruner."""
+    optuna = _import_optuna()
+    direction = "maximize" if spec.direction == "max" else "minimize"
+    return optuna.create_study(storage=open_storage(url), study_name=spec.study_name,
+                               direction=direction, load_if_exists=True,
+                               sampler=_sampler(spec, spaces, worker), pruner=_pruner(spec))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover(study: Any) -> list[int]:
+    """Before workers start: fail this machine's trials whose worker died, re-queue failed ones.
+
+    Returns the numbers of the trials queued again (each failed trial is retried once).
+    """
+    optuna = _import_optuna()
+    state = optuna.trial.TrialState
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(state.RUNNING,)):
+        attrs = trial.user_attrs
+        if attrs.get("host") == host and not _alive(int(attrs.get("pid", 0))):
+            study.tell(trial.number, state=state.FAIL)
+    retried = set(study.user_attrs.get("retried", []))
+    queued = []
+    for trial in study.get_trials(deepcopy=False, states=(state.FAIL,)):
+        if trial.number not in retried and "retry_of" not in trial.user_attrs:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            queued.append(trial.number)
+    if queued:
+        study.set_user_attr("retried", sorted(retried | set(queued)))
+    return queued
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One local worker at a time in the block (count trials, then ask for one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class Report(Callback):
+    """Report --monitor to the trial each epoch; stop the run when the pruner says so."""
+
+    def __init__(self, trial: Any, monitor: str) -> None:
+        self.trial, self.monitor = trial, monitor
+        self.pruned = False
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        """Report this epoch's value; ask the pruner whether to go on."""
+        value = metrics.get(self.monitor)
+        if value is None or not math.isfinite(value):
+            return
+        self.trial.report(value, trainer.epoch)
+        if self.trial.should_prune():
+            self.pruned = True
+            trainer.should_stop = True
+            trainer.stop_reason = f"pruned by the median pruner after epoch {trainer.epoch}"
+
+
+def run_worker(spec: SweepSpec, registry: Registry, prog: str, worker: int = 0) -> int:
+    """Run trials until the study holds `--trials` finished ones; returns an exit code."""
+    from expkit.config import load_machine_config
+    from expkit.console import Console
+    from expkit.runner import execute
+
+    optuna = _import_optuna()
+    state = optuna.trial.TrialState
+    spaces, experiment_cls = prepare(spec, registry, prog)
+    machine = load_machine_config(announce=lambda _: None)
+    folder = sweep_dir(machine.results_dir, spec.study_name)
+    url = storage_url(spec, folder)
+    study = load_study(spec, spaces, url, worker)
+    target = target_trials(spec, spaces)
+    fails_in_a_row = 0
+    tag = f"[worker {worker}] " if spec.workers > 1 else ""
+    while True:
+        with _locked(folder / ".lock"):
+            trials = study.get_trials(deepcopy=False)
+            counted = sum(t.state in (state.COMPLETE, state.PRUNED, state.RUNNING) for t in trials)
+            if counted >= target:
+                return 0
+            trial = study.ask()
+            trial.set_user_attr("host", socket.gethostname())
+            trial.set_user_attr("pid", os.getpid())
+        values = {name: suggest(trial, name, space) for name, space in spaces.items()}
+        argv = [f"--experiment_id={spec.experiment_id}", *spec.args,
+                *(f"--{name}={value}" for name, value in values.items())]
+        args = parse_argv(experiment_cls.args_class, argv, prog)
+        console = Console()
+        console.quiet = True  # one line per trial on the console; each run's log.txt has the rest
+        experiment = experiment_cls(args, machine, console)
+        report = Report(trial, args.monitor)  # type: ignore[attr-defined]
+        shown = "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in values.items())
+        try:
+            code = execute(experiment, argv=argv, callbacks=[report],
+                           extra_record={"sweep": {"name": spec.study_name, "trial": trial.number,
+                                                   "storage": redact(url)}})
+        except ExpkitError as e:
+            code, error = 1, str(e)
+        else:
+            error = ""
+        run_dir = str(experiment.run_dir) if experiment.run_dir else None
+        if run_dir:
+            trial.set_user_attr("run_dir", run_dir)
+        best = _best_value(run_dir)
+        if code == 0 and report.pruned:
+            study.tell(trial, state=state.PRUNED)
+            outcome = "pruned"
+        elif code == 0 and best is not None:
+            study.tell(trial, best)
+            outcome = f"{args.monitor} {best:.4f}"  # type: ignore[attr-defined]
+        else:
+            study.tell(trial, state=state.FAIL)
+            outcome = f"failed ({error or f'exit code {code}'})"
+        print(f"{tag}trial {trial.number}: {shown}  ->  {outcome}  {run_dir or ''}", flush=True)
+        if code in (130, 143):  # the worker itself was asked to stop
+            return code
+        fails_in_a_row = fails_in_a_row + 1 if outcome.startswith("failed") else 0
+        if fails_in_a_row >= MAX_FAILS_IN_A_ROW:
+            raise ExpkitError(f"{MAX_FAILS_IN_A_ROW} trials in a row failed; the last: "
+                              f"{error or f'exit code {code}'} (see the run directories)")
+
+
+def _best_value(run_dir: str | None) -> float | None:
+    if not run_dir:
+        return None
+    try:
+        summary = json.loads((Path(run_dir) / "metrics.json").read_text())
+        return float(summary["best"][summary["monitor"]])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def run_sweep(argv: list[str], registry: Registry, prog: str, registry_module: str | None) -> int:
+    """`expkit sweep ...`: create (or reopen) the study, run the workers, print the summary."""
+    spec, status_name, options = parse_sweep_argv(argv)
+    from expkit.config import load_machine_config
+
+    if status_name is not None:
+        machine = load_machine_config(announce=print)
+        return show_status(status_name, options.get("storage"), machine.results_dir)
+    assert spec is not None
+    spaces, _ = prepare(spec, registry, prog)  # before anything is written
+    machine = load_machine_config(announce=print)
+    folder = sweep_dir(machine.results_dir, spec.study_name)
+    folder.mkdir(parents=True, exist_ok=True)
+    url = storage_url(spec, folder)
+    study = load_study(spec, spaces, url)  # created here, once, before any worker starts
+    (folder / "sweep.json").write_text(json.dumps(
+        {**spec.model_dump(mode="json"), "storage": redact(url)}, indent=2) + "\n")
+    retried = recover(study)
+    done = _finished(study)
+    print(f"sweep {spec.study_name}: {done}/{target_trials(spec, spaces)} trials done, "
+          f"{spec.workers} worker{'s' if spec.workers > 1 else ''}, storage {redact(url)}"
+          + (f"; retrying failed trials {retried}" if retried else ""), flush=True)
+    if spec.workers == 1:
+        code = run_worker(spec, registry, prog)
+    else:
+        code = _run_workers(spec, registry_module, prog)
+    summarize(study, folder)
+    return code
+
+
+def _finished(study: Any) -> int:
+    optuna = _import_optuna()
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                        optuna.trial.TrialState.PRUNED)))
+
+
+def _run_workers(spec: SweepSpec, registry_module: str | None, prog: str) -> int:
+    """Start `spec.workers` local worker processes and wait for them all."""
+    payload = json.dumps({"spec": spec.model_dump(mode="json"), "registry": registry_module,
+                          "prog": prog})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    procs = [subprocess.Popen([sys.executable, "-m", "expkit.sweep", payload, str(k)], env=env)
+             for k in range(spec.workers)]
+    codes = []
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:  # the workers got the same SIGINT: let them stop their trials
+        codes = [p.wait() for p in procs]
+    return next((c for c in codes if c), 0)
+
+
+def worker_main(payload: str, worker: str) -> int:
+    """Entry point of a local worker process started by `_run_workers`."""
+    data = json.loads(payload)
+    registry = (Registry.from_module(data["registry"]) if data["registry"]
+                else Registry.from_entry_points())
+    prog = data["prog"]
+    try:
+        return run_worker(SweepSpec.model_validate(data["spec"]), registry, prog, int(worker))
+    except ExpkitError as e:
+        for line in e.lines:
+            print(f"{prog}: error: [worker {worker}] {line}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def show_status(name: str, storage: str | None, results_dir: Path) -> int:
+    """`expkit sweep --status NAME`: the table, the best trial and sweep.png of an existing sweep."""
+    optuna = _import_optuna()
+    folder = sweep_dir(results_dir, name)
+    url = storage or f"sqlite:///{(folder / 'study.db').absolute()}"
+    if storage is None and not (folder / "study.db").is_file():
+        raise UsageError(f"no sweep {name!r} under {results_dir / 'sweeps'} (no study.db); "
+                         "start one with: expkit sweep --experiment_id=ID --space ...")
+    try:
+        study = optuna.load_study(study_name=name, storage=open_storage(url))
+    except KeyError:
+        raise UsageError(f"--status {name}: no such study in {redact(url)}") from None
+    folder.mkdir(parents=True, exist_ok=True)
+    summarize(study, folder)
+    return 0
+
+
+def summarize(study: Any, folder: Path) -> None:
+    """Print the trials table and the best trial; draw sweep.png in `folder`."""
+    print(trials_table(study))
+    best = _best_trial(study)
+    if best is not None:
+        print(f"best: trial {best.number}  value {best.value:.4f}  "
+              + "  ".join(f"{k}={v}" for k, v in best.params.items())
+              + f"  {best.user_attrs.get('run_dir', '')}")
+    path = plot_sweep(study, folder / "sweep.png")
+    if path is not None:
+        print(f"plot: {path}")
+
+
+def _best_trial(study: Any) -> Any:
+    try:
+        return study.best_trial
+    except ValueError:  # no complete trial yet
+        return None
+
+
+def trials_table(study: Any) -> str:
+    """One row per trial: number, state, value, params, run directory."""
+    trials = study.get_trials(deepcopy=False)
+    names = sorted({k for t in trials for k in t.params})
+    header = ["trial", "state", "value", *names, "run_dir"]
+    rows = [[str(t.number), t.state.name.lower(),
+             "" if t.value is None else f"{t.value:.4f}",
+             *(str(t.params.get(n, "")) for n in names), str(t.user_attrs.get("run_dir", ""))]
+            for t in trials]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in [header, *rows])
+
+
+def plot_sweep(study: Any, path: Path) -> Path | None:
+    """sweep.png: Optuna's optimization history and parameter importances, side by side."""
+    optuna = _import_optuna()
+    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    panels = []
+    for draw in (ovm.plot_optimization_history, ovm.plot_param_importances):
+        try:
+            ax = draw(study)
+        except (ValueError, RuntimeError) as e:  # e.g. importances need 2+ complete trials
+            fig, ax = plt.subplots()
+            ax.text(0.5, 0.5, f"{draw.__name__}: {e}", ha="center", va="center", wrap=True)
+            ax.set_axis_off()
+        figure = plt.gcf()
+        figure.set_size_inches(6.4, 4.8)
+        figure.tight_layout()
+        figure.canvas.draw()
+        panels.append(figure.canvas.buffer_rgba())  # type: ignore[attr-defined]
+        plt.close(figure)
+    fig, axes = plt.subplots(1, 2, figsize=(12.8, 4.8))
+    for ax, image in zip(axes, panels, strict=True):
+        ax.imshow(image)
+        ax.set_axis_off()
+    fig.suptitle(f"sweep {study.study_name}")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1], sys.argv[2]))

@@ -1,0 +1,132 @@
+"""torchrun: 2 ranks with gloo on CPU train like one process, write one run directory, stop and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, Workspace, write_idx_set
+from expkit.loading import load_run
+
+# 1200 examples -> 1080 train (val_fraction 0.1); batch 60 -> 18 full batches of 30 per rank
+FLAGS = ("--experiment_id=mnist", "--seed=0", "--hidden_sizes=[32]")
+
+
+def torchrun(ws: Workspace, *args: str, nproc: int = 2, **popen: object) -> subprocess.Popen[str]:
+    """`torchrun --standalone --nproc_per_node=N run.py ARGS` in the workspace (1 thread per rank)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", str(REPO / "run.py"), *args]
+    return subprocess.Popen(cmd, cwd=ws.root, env={**ws.env, "OMP_NUM_THREADS": "1"}, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)  # type: ignore[call-overload]
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
+
+
+@pytest.fixture
+def ddp_workspace(workspace: Workspace) -> Workspace:
+    write_idx_set(workspace.cache / "mnist", n_train=1200, n_test=200)
+    return workspace
+
+
+def history(run_dir: Path) -> list[dict[str, float]]:
+    return load_run(run_dir, "last", registry="lab.registry").history
+
+
+def test_two_ranks_write_one_run_that_matches_one_process(ddp_workspace: Workspace) -> None:
+    ws = ddp_workspace
+    code, out = finish(torchrun(ws, *FLAGS, "--batch_size=60", "--epochs=3"))
+    assert code == 0, out
+    runs = ws.run_dirs()
+    assert len(runs) == 1, f"expected one run directory, got {runs}"
+    ddp_run = runs[0]
+    record = json.loads((ddp_run / "run.json").read_text())
+    assert record["status"] == "finished"
+    assert record["distributed"] == {"world_size": 2, "backend": "gloo"}
+    assert out.count("run directory:") == 1, "only rank 0 prints"
+
+    single = ws.cli(*FLAGS, "--batch_size=60", "--epochs=3")
+    assert single.returncode == 0, single.stderr
+    one_run = next(r for r in ws.run_dirs() if r != ddp_run)
+
+    # Same global batch, same permutation: the ranks' gradients averaged by DDP equal the
+    # one-process batch gradient up to float summation order (~1e-7 relative per step), so
+    # after 54 steps every metric agrees far inside 1e-4.
+    ddp_hist, one_hist = history(ddp_run), history(one_run)
+    assert len(ddp_hist) == len(one_hist) == 3
+    for a, b in zip(ddp_hist, one_hist, strict=True):
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+            assert a[key] == pytest.approx(b[key], abs=1e-4), key
+    ddp_test, one_test = ws.metrics(ddp_run)["test"], ws.metrics(one_run)["test"]
+    assert ddp_test["test_acc"] == pytest.approx(one_test["test_acc"], abs=1e-4)
+
+    # the checkpoint holds the plain model: a single process loads it without DDP
+    loaded = load_run(ddp_run, registry="lab.registry")
+    state = torch.load(ddp_run / "checkpoints" / "last.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in state["model"])
+    assert loaded.model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+
+
+def _rank_pids(launcher: int) -> dict[int, int]:
+    """RANK -> pid of the worker processes torchrun started."""
+    ranks = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        rank = [e for e in env if e.startswith(b"RANK=")]
+        if ppid == launcher and rank:
+            ranks[int(rank[0][5:])] = int(proc.name)
+    return ranks
+
+
+def test_sigterm_to_one_rank_stops_the_job_with_a_resumable_checkpoint(
+        ddp_workspace: Workspace) -> None:
+    ws = ddp_workspace
+    proc = torchrun(ws, *FLAGS, "--batch_size=8", "--epochs=200")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait for a finished epoch (a checkpoint exists)
+        runs = ws.run_dirs()
+        if runs and (runs[0] / "checkpoints" / "last.pt").is_file():
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("no epoch finished in 120 s:\n" + finish(proc)[1])
+    ranks = _rank_pids(proc.pid)
+    assert sorted(ranks) == [0, 1], ranks
+    os.kill(ranks[1], signal.SIGTERM)
+    code, out = finish(proc)
+    assert code != 0
+    run_dir = ws.run_dirs()[0]
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "stopped", out
+    assert record["exit_code"] == 143
+    assert "stopped by SIGTERM" in out
+    assert str(REPO / "src") not in out, "a rank printed a traceback"
+    stopped_at = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert stopped_at["epoch"] < 200
+
+    # resume under torchrun, with a shorter goal so the test ends quickly
+    goal = stopped_at["epoch"] + 2
+    code, out = finish(torchrun(ws, "--resume=" + str(run_dir), f"--epochs={goal}"))
+    assert code == 0, out
+    assert len(ws.run_dirs()) == 1
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "finished"
+    assert record["resumes"][-1]["distributed"]["world_size"] == 2
+    assert [row["epoch"] for row in history(run_dir)] == list(range(1, goal + 1))

@@ -1,0 +1,219 @@
+"""`expkit sweep`: Optuna studies over normal runs, local workers, resume, pruning, PostgreSQL."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+
+from conftest import REPO, Workspace
+
+SPACE = ("--space", "lr=loguniform:1e-4:1e-1", "--space", "hidden_sizes=choice:[16],[32,16]")
+TRIAL_FLAGS = ("--epochs=2", "--max_train_samples=200", "--eval_batch_size=256")
+
+
+def sweep(ws: Workspace, *args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+    return ws.cli("sweep", "--experiment_id=mnist", *args, timeout=timeout)
+
+
+def study(ws: Workspace, name: str = "mnist", storage: str | None = None) -> optuna.Study:
+    url = storage or f"sqlite:///{ws.results / 'sweeps' / name / 'study.db'}"
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def check_trials(ws: Workspace, trials: list[optuna.trial.FrozenTrial], name: str = "mnist") -> None:
+    """Every finished trial is a normal run directory that names its trial, all params distinct."""
+    numbers = [t.number for t in trials]
+    assert len(set(numbers)) == len(numbers)
+    params = [json.dumps(t.params, sort_keys=True) for t in trials]
+    assert len(set(params)) == len(params), params
+    for t in trials:
+        run_dir = Path(t.user_attrs["run_dir"])
+        record = json.loads((run_dir / "run.json").read_text())
+        assert record["status"] == "finished"
+        assert record["sweep"]["name"] == name and record["sweep"]["trial"] == t.number
+        config = json.loads((run_dir / "config.json").read_text())
+        assert config["optimizer"]["lr"] == pytest.approx(t.params["lr"])
+        assert config["model"]["hidden_sizes"] == json.loads(t.params["hidden_sizes"])
+        assert len(t.intermediate_values) == 2, "one report per epoch"
+
+
+def test_sqlite_sweep_with_two_workers(data_workspace: Workspace) -> None:
+    ws = data_workspace
+    result = sweep(ws, "--trials", "6", "--workers", "2", *SPACE, "--direction", "max",
+                   "--seed", "0", *TRIAL_FLAGS)
+    assert result.returncode == 0, result.stderr
+    assert (ws.results / "sweeps" / "mnist" / "study.db").is_file()
+    trials = study(ws).get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 6
+    check_trials(ws, trials)
+    assert {t.user_attrs["pid"] for t in trials}.__len__() == 2, "both workers ran trials"
+    assert len(ws.run_dirs()) == 6
+    best = max(trials, key=lambda t: t.value or 0)
+    assert f"best: trial {best.number}  value {best.value:.4f}" in result.stdout
+    assert str(best.user_attrs["run_dir"]) in result.stdout
+    png = ws.results / "sweeps" / "mnist" / "sweep.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+    status = ws.cli("sweep", "--status", "mnist")
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.count("complete") == 6
+
+
+def test_rerun_keeps_finished_trials_and_retries_an_interrupted_one(data_workspace: Workspace) -> None:
+    ws = data_workspace
+    first = sweep(ws, "--trials", "2", *SPACE, "--seed", "1", *TRIAL_FLAGS)
+    assert first.returncode == 0, first.stderr
+    kept = {t.number: t.params for t in study(ws).get_trials()}
+
+    # kill -9 the sweep in the middle of its next trial: that trial stays "running" in the study
+    cmd = [sys.executable, str(REPO / "run.py"), "sweep", "--experiment_id=mnist", "--trials", "3",
+           *SPACE, "--seed", "1", "--epochs=2", "--max_train_samples=200", "--eval_batch_size=256",
+           "--batch_size=1"]
+    proc = subprocess.Popen(cmd, cwd=ws.root, env=ws.env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(ws.run_dirs()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    states = [t.state for t in study(ws).get_trials()]
+    assert states.count(optuna.trial.TrialState.RUNNING) == 1, states
+
+    again = sweep(ws, "--trials", "3", *SPACE, "--seed", "1", *TRIAL_FLAGS, "--batch_size=1")
+    assert again.returncode == 0, again.stderr
+    assert "retrying failed trials [2]" in again.stdout
+    trials = study(ws).get_trials()
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 3, "the total stays --trials"
+    assert {t.number: t.params for t in done if t.number in kept} == kept
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert [t.number for t in failed] == [2]
+    retry = [t for t in done if t.user_attrs.get("retry_of") == 2]
+    assert len(retry) == 1 and retry[0].params == failed[0].params
+
+
+def test_median_pruner_stops_bad_trials_early(data_workspace: Workspace) -> None:
+    ws = data_workspace
+    # lr 1e-9 cannot learn: once two trials are in, the median pruner stops such trials at epoch 1
+    result = sweep(ws, "--trials", "6", "--space", "lr=choice:3e-3,1e-9", "--sampler", "grid",
+                   "--space", "hidden_sizes=choice:[16],[32],[24]", "--pruner", "median",
+                   "--seed", "3", "--epochs=3", "--max_train_samples=200", "--eval_batch_size=256")
+    assert result.returncode == 0, result.stderr
+    trials = study(ws).get_trials()
+    assert len(trials) == 6
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, result.stdout
+    for t in pruned:
+        assert t.params["lr"] == "1e-9"
+        assert len(t.intermediate_values) < 3
+        metrics = json.loads((Path(t.user_attrs["run_dir"]) / "metrics.json").read_text())
+        assert metrics["stop_reason"].startswith("pruned by the median pruner")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--space", "lr=gauss:1:2"), "unknown kind 'gauss'"),
+    (("--space", "lrr=loguniform:1e-4:1e-2"), "did you mean --lr?"),
+    (("--space", "lr=loguniform:1e-2:1e-4"), "LOW < HIGH"),
+    (("--space", "lr=uniform:0.1:1", "--sampler", "grid"), "has no grid"),
+    (("--space", "lr=uniform:0:1"), "--space lr=uniform:0:1: --lr: got '0.0'"),
+    (("--space", "hidden_sizes=choice:[64],[-1]"), "hidden_sizes"),
+    (("--space", "lr=loguniform:1e-4:1e-2", "--trials", "0"), "trials"),
+    (("--space", "lr=loguniform:1e-4:1e-2", "--direction", "min"), "--monitor_mode=max"),
+    (("--space", "lr=loguniform:1e-4:1e-2", "--name", "../evil"), "--name"),
+    ((), "at least one --space"),
+])
+def test_bad_sweeps_are_one_clear_error(workspace: Workspace, args: tuple[str, ...],
+                                        message: str) -> None:
+    result = sweep(workspace, *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (workspace.results / "sweeps").exists()
+
+
+def test_without_optuna_the_error_says_how_to_install_it(workspace: Workspace, tmp_path: Path) -> None:
+    shim = tmp_path / "shim"
+    (shim / "optuna").mkdir(parents=True)
+    (shim / "optuna" / "__init__.py").write_text("raise ImportError('No module named optuna')\n")
+    result = workspace.cli("sweep", "--experiment_id=mnist", "--space", "lr=uniform:0.1:0.2",
+                           env={"PYTHONPATH": str(shim)})
+    assert result.returncode == 1
+    assert "pip install 'expkit[sweep]'" in result.stderr and "Traceback" not in result.stderr
+
+
+# ---- PostgreSQL: a throwaway cluster on 127.0.0.1, two workers sharing one study ----------------
+
+
+def _pg_bin() -> Path | None:
+    for pattern in ("/usr/lib/postgresql/*/bin/pg_ctl", "/usr/local/bin/pg_ctl"):
+        found = sorted(glob.glob(pattern))
+        if found:
+            return Path(found[-1]).parent
+    on_path = shutil.which("pg_ctl")
+    return Path(on_path).parent if on_path else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def postgres() -> Iterator[str]:
+    """A PostgreSQL server on 127.0.0.1 with an `optuna` database; its URL. Run as non-root."""
+    bindir = _pg_bin()
+    if bindir is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the PostgreSQL test: .ci/run installs Debian's postgresql")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/run does)")
+    # outside pytest's tmp folder, which only root may enter: the server runs as another user
+    folder = Path(tempfile.mkdtemp(prefix="expkit-pg-"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(folder, "postgres")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    data = folder / "data"
+
+    def pg(*cmd: str) -> None:
+        done = subprocess.run([*prefix, *cmd], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{cmd[0]} failed: {done.stdout}{done.stderr}"
+
+    pg(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
+    pg(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(folder / "server.log"), "-o",
+       f"-c listen_addresses=127.0.0.1 -p {port} -k {folder}", "start")
+    try:
+        pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "optuna")
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/optuna"
+    finally:
+        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_postgresql_study_shared_by_two_workers(data_workspace: Workspace, postgres: str) -> None:
+    ws = data_workspace
+    result = sweep(ws, "--trials", "4", "--workers", "2", *SPACE, "--storage", postgres,
+                   "--name", "pg", "--seed", "0", *TRIAL_FLAGS)
+    assert result.returncode == 0, result.stderr
+    assert not (ws.results / "sweeps" / "pg" / "study.db").exists()
+    trials = study(ws, "pg", postgres).get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    check_trials(ws, trials, "pg")
+    assert len({t.user_attrs["pid"] for t in trials}) == 2, "both workers ran trials"
+
+
