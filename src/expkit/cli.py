@@ -142,16 +142,14 @@ def cmd_schema(argv: list[str], registry: Registry, prog: str) -> int:
 
 def cmd_list(argv: list[str], registry: Registry, prog: str) -> int:
     """Print a table of the runs in the results folder (filters: --experiment_id, --status)."""
-    from expkit.config import load_machine_config
     from expkit.runs import list_runs, runs_table
 
     exp_id, rest = _option(argv, "--experiment_id")
     status, rest = _option(rest, "--status")
-    results, rest = _option(rest, "--results_dir")
+    folder, rest = _results_dir(rest)
     if rest:
         raise UsageError(f"list: unexpected {' '.join(rest)!r}; use --experiment_id, --status, "
                          "--results_dir")
-    folder = Path(results) if results else load_machine_config(announce=lambda _: None).results_dir
     print(runs_table(list_runs(folder, exp_id, status)))
     return 0
 
@@ -202,6 +200,55 @@ def cmd_sweep(argv: list[str], registry: Registry, prog: str) -> int:
     return run_sweep(argv, registry, prog, REGISTRY_MODULE[0])
 
 
+def _results_dir(argv: list[str]) -> tuple[Path, list[str]]:
+    """--results_dir from argv, else the machine config's (without writing a config.yaml)."""
+    results, rest = _option(argv, "--results_dir")
+    if results:
+        return Path(results), rest
+    from expkit.config import load_machine_config
+
+    return load_machine_config(announce=lambda _: None).results_dir, rest
+
+
+def cmd_compare(argv: list[str], registry: Registry, prog: str) -> int:
+    """Compare runs: differing arguments, final/best/test metrics, and compare.png."""
+    exp_id, rest = _option(argv, "--experiment_id")
+    last, rest = _option(rest, "--last")
+    out, rest = _option(rest, "--out")
+    results_dir, rest = _results_dir(rest)
+    unknown = [t for t in rest if t.startswith("-")]
+    if unknown:
+        raise UsageError(f"compare: unknown option {unknown[0]!r}; use RUN_DIR/glob ..., "
+                         "--experiment_id=ID, --last=N, --out=FILE.png, --results_dir=DIR")
+    if last is not None and (not last.isdigit() or int(last) < 1):
+        raise UsageError(f"--last: got {last!r}; expected a whole number >= 1, e.g. --last 5")
+    from expkit.compare import compare_table, differing, plot_compare, select_runs
+
+    selected = select_runs(rest, results_dir, exp_id, int(last) if last else None)
+    keys = differing(selected)
+    print(compare_table(selected, keys))
+    path = plot_compare(selected, keys, Path(out or "compare.png"))
+    print(f"plot: {path}")
+    return 0
+
+
+def cmd_report(argv: list[str], registry: Registry, prog: str) -> int:
+    """Write a run's self-contained report.html, or results/index.html with --index."""
+    index, rest = _flag(argv, "--index")
+    results_dir, rest = _results_dir(rest)
+    from expkit.report import write_index, write_report
+
+    if index:
+        if rest:
+            raise UsageError(f"report --index: unexpected {' '.join(rest)!r}")
+        print(f"wrote {write_index(results_dir)}")
+        return 0
+    if len(rest) != 1 or rest[0].startswith("-"):
+        raise UsageError("report needs one run directory: report RUN_DIR (or report --index)")
+    print(f"wrote {write_report(Path(rest[0]))}")
+    return 0
+
+
 def cmd_resume(argv: list[str], registry: Registry, prog: str) -> int:
     """Continue a stopped or crashed run from its last checkpoint: resume RUN_DIR [--epochs=N]."""
     if not argv or not argv[0] or argv[0].startswith("-"):
@@ -217,6 +264,9 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "reproduce": (cmd_reproduce, "re-run a run's config and compare: reproduce RUN_DIR [--tolerance=X]"),
     "sweep": (cmd_sweep, "Optuna search: sweep --experiment_id=ID --space lr=loguniform:1e-4:1e-2 "
                          "--trials N [--workers K]"),
+    "compare": (cmd_compare, "runs side by side + compare.png: compare RUN_DIR ... | "
+                             "--experiment_id=ID --last N"),
+    "report": (cmd_report, "self-contained report.html: report RUN_DIR | report --index"),
     "list": (cmd_list, "table of runs: list [--experiment_id=ID] [--status=finished|...]"),
     "schema": (cmd_schema, "JSON Schema of an experiment's arguments: schema --experiment_id=ID"),
     "completion": (cmd_completion, "shell completion script: completion bash|zsh"),

@@ -45,6 +45,8 @@ class TrainerArgs(Args):
     channels_last: bool = Field(False, description="channels-last memory format for 4-D inputs "
                                 "(faster CNNs on recent GPUs)")
     use_wandb: bool = Field(False, description="also log to Weights & Biases (config.yaml: wandb)")
+    use_tensorboard: bool = Field(False, description="also write TensorBoard event files to "
+                                  "RUN_DIR/tensorboard (needs the tensorboard package)")
     progress: bool | None = Field(None, description="progress bar per epoch; auto = on a terminal")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +13,7 @@ from expkit.errors import ExpkitError
 from expkit.experiment import ExperimentArgs
 from expkit.models.base import BaseModel
 from expkit.registry import Registry
+from expkit.results import read_history
 from expkit.resume import read_run_config
 from expkit.training.checkpoint import BEST, LAST, load_checkpoint, load_weights
 
@@ -55,8 +55,4 @@ def load_run(run_dir: str | Path, checkpoint: Literal["best", "last"] = "best",
 
 
 def _history(run_dir: Path, state: dict[str, Any]) -> list[dict[str, float]]:
-    csv_file = run_dir / "history.csv"
-    if csv_file.is_file():
-        with csv_file.open() as f:
-            return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
-    return list(state.get("history", []))
+    return read_history(run_dir) or list(state.get("history", []))

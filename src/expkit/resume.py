@@ -17,6 +17,7 @@ from expkit.training.checkpoint import LAST, load_checkpoint
 
 #: arguments that may change on resume without changing what was trained so far
 SAFE_CHANGES = {("epochs",), ("eval_batch_size",), ("trainer", "use_wandb"), ("trainer", "progress"),
+                ("trainer", "use_tensorboard"),
                 ("trainer", "early_stopping_patience"), ("trainer", "early_stopping_min_delta")}
 
 
@@ -65,8 +66,9 @@ def resume_run(run_dir: Path, overrides: list[str], registry: Registry, prog: st
     changed = unsafe_changes(config, args.model_dump(mode="json"), names)
     if changed:
         raise UsageError(*[f"cannot change on resume: {line}" for line in changed],
-                         hint="only --epochs, --eval_batch_size, --use_wandb, --progress and the "
-                              "early-stopping flags may change; start a new run for the rest")
+                         hint="only --epochs, --eval_batch_size, --use_wandb, --use_tensorboard, "
+                              "--progress and the early-stopping flags may change; start a new run "
+                              "for the rest")
     last = run_dir / "checkpoints" / LAST
     if not last.is_file():
         raise ExpkitError(f"{run_dir}: no checkpoints/{LAST} to resume from (the run stopped "

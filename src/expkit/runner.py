@@ -191,7 +191,8 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
     try:
         with stop_on_signals(signals):
             if dist.is_main:  # one rank writes files and talks to trackers
-                trackers += _wandb(experiment, run_dir, resume) + experiment.build_trackers(run_dir)
+                trackers += (_wandb(experiment, run_dir, resume) + _tensorboard(experiment, run_dir)
+                             + experiment.build_trackers(run_dir))
             config = args.model_dump(mode="json")
             for tracker in trackers:
                 tracker.log_config(config)
@@ -246,7 +247,19 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
         record.update(status=status, ended=now(), exit_code=exit_code)
         for tracker in trackers:
             tracker.close(status)
+        if dist.is_main:
+            _report(run_dir, console)
         console.close()
+
+
+def _report(run_dir: Path, console: Any) -> None:
+    """report.html at the end of every run; a failure to write it is said, never fatal."""
+    from expkit.report import write_report
+
+    try:
+        write_report(run_dir)
+    except Exception as e:  # the run's own files are complete; the report is a view of them
+        console.print(f"warning: report.html not written: {type(e).__name__}: {e}")
 
 
 def _wandb(experiment: BaseExperiment[Any], run_dir: Path,
@@ -258,6 +271,14 @@ def _wandb(experiment: BaseExperiment[Any], run_dir: Path,
     run_id = ((resume or {}).get("trackers") or {}).get("wandb")
     return [WandbTracker(run_dir, experiment.machine.wandb, experiment.args.experiment_id,
                          run_id, say=experiment.console.print)]
+
+
+def _tensorboard(experiment: BaseExperiment[Any], run_dir: Path) -> list[Tracker]:
+    if not experiment.args.trainer.use_tensorboard:
+        return []
+    from expkit.tracking.tensorboard import TensorBoardTracker
+
+    return [TensorBoardTracker(run_dir / "tensorboard")]
 
 
 def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, device: torch.device,

@@ -1,0 +1,60 @@
+"""TensorBoard: per-epoch scalars and, at the end, the run's hparams with its final metrics.
+
+    tensorboard --logdir results/        # every run with --use_tensorboard=true
+
+Needs the `tensorboard` package (`pip install 'expkit[tensorboard]'`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from expkit.errors import ExpkitError
+from expkit.results import flatten
+
+
+class TensorBoardTracker:
+    """Writes event files under `folder`: one scalar per metric per epoch (step = epoch)."""
+
+    def __init__(self, folder: Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ExpkitError("--use_tensorboard needs the tensorboard package: "
+                              "pip install 'expkit[tensorboard]'") from None
+        self.folder = Path(folder)
+        self._writer_class = SummaryWriter
+        self.writer: Any = None
+        self.hparams: dict[str, Any] = {}
+
+    def log_config(self, config: dict[str, Any]) -> None:
+        """Keep the arguments for the hparams record (TensorBoard takes numbers, strings, bools)."""
+        self.hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                        for k, v in flatten(config).items()}
+
+    def log_epoch(self, rows: list[dict[str, float]]) -> None:
+        """Write the newest epoch's metrics as scalars at step = epoch."""
+        row = rows[-1]
+        step = int(row.get("epoch", len(rows)))
+        if self.writer is None:  # after a resume, drop events past the epoch we continue from
+            self.writer = self._writer_class(str(self.folder), purge_step=step)
+        for key, value in row.items():
+            if key != "epoch":
+                self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def log_summary(self, summary: dict[str, Any]) -> None:
+        """The hparams record: the arguments with the best, final and test metrics."""
+        metrics = {f"hparam/{prefix}_{k}": float(v)
+                   for prefix, values in (("best", summary.get("best")), ("final", summary.get("final")))
+                   for k, v in (values or {}).items() if k != "epoch" and isinstance(v, (int, float))}
+        metrics |= {f"hparam/{k}": float(v) for k, v in (summary.get("test") or {}).items()}
+        if self.writer is None:
+            self.writer = self._writer_class(str(self.folder))
+        self.writer.add_hparams(self.hparams, metrics, run_name="hparams")
+
+    def close(self, status: str) -> None:
+        """Flush and close the event files."""
+        if self.writer is not None:
+            self.writer.close()

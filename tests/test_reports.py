@@ -1,0 +1,189 @@
+"""Seeing runs: compare (table + compare.png), expkit.runs(), report.html and index.html in a
+real headless Chromium, and TensorBoard event files read back with TensorBoard's own reader."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+import expkit
+from browser import Browser, find_chromium
+from conftest import Workspace
+
+RUN3 = ("--epochs=3", "--max_train_samples=200", "--seed=0")
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, list[Path]]:
+    """A workspace with two finished tiny runs that differ in --lr and --hidden_sizes."""
+    from conftest import _clean_env, write_idx_set
+
+    tmp = tmp_path_factory.mktemp("reports")
+    ws = Workspace(tmp / "ws", _clean_env(tmp))
+    ws.root.mkdir()
+    write_idx_set(ws.cache / "mnist")
+    for flags in (("--lr=0.003", "--hidden_sizes=[32]"), ("--lr=0.0005", "--hidden_sizes=[16]")):
+        result = ws.cli("--experiment_id=mnist", *RUN3, *flags)
+        assert result.returncode == 0, result.stderr
+    return ws, ws.run_dirs()
+
+
+def test_every_run_writes_a_report(two_runs: tuple[Workspace, list[Path]]) -> None:
+    _, runs = two_runs
+    for run_dir in runs:
+        html = (run_dir / "report.html").read_text()
+        assert "data:image/png;base64," in html
+        assert "http://" not in html and "https://" not in html, "the page loads nothing"
+        record = json.loads((run_dir / "run.json").read_text())
+        assert record["code"]["commit"] in html and record["environment"]["torch"] in html
+        assert "--lr=0.003" in html or "--lr=0.0005" in html  # the command that made it
+
+
+def test_compare_shows_what_differs_and_the_metrics(two_runs: tuple[Workspace, list[Path]]) -> None:
+    ws, runs = two_runs
+    result = ws.cli("compare", *map(str, runs), "--out", str(ws.root / "cmp.png"))
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()[:3]
+    columns = header.split()
+    assert {"lr", "hidden_sizes", "seed"} - {"seed"} <= set(columns)
+    assert "batch_size" not in columns and "epochs" not in columns, "only arguments that differ"
+    for run_dir, row in zip(runs, rows, strict=True):
+        cells = dict(zip(columns, row.split(), strict=False))
+        metrics = ws.metrics(run_dir)
+        assert cells["run"] == run_dir.name
+        assert float(cells["test_acc"]) == pytest.approx(metrics["test"]["test_acc"], abs=1e-4)
+        assert float(cells["best_val_acc"]) == pytest.approx(metrics["best"]["val_acc"], abs=1e-4)
+    width, height = png_size(ws.root / "cmp.png")
+    assert width > 600 and height > 300
+
+    by_glob = ws.cli("compare", str(ws.results / "mnist" / "*"), "--out", str(ws.root / "g.png"))
+    assert by_glob.returncode == 0 and by_glob.stdout.splitlines()[1:3] == rows
+    last = ws.cli("compare", "--experiment_id=mnist", "--last", "1", "--out", str(ws.root / "l.png"))
+    assert last.returncode == 0 and runs[-1].name in last.stdout and runs[0].name not in last.stdout
+
+
+@pytest.mark.parametrize(("target", "message"), [
+    ("nowhere", "nowhere: no such folder"),
+    ("cache", "not a run directory"),
+    ("results/mnist/zzz*", "matches no folder"),
+])
+def test_compare_rejects_what_is_not_a_run(two_runs: tuple[Workspace, list[Path]], target: str,
+                                           message: str) -> None:
+    ws, _ = two_runs
+    result = ws.cli("compare", target)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_runs_api_for_notebooks(two_runs: tuple[Workspace, list[Path]]) -> None:
+    ws, runs = two_runs
+    found = expkit.runs(ws.results)
+    assert [r.path for r in found] == runs
+    assert len(found.filter(lr=0.003)) == 1 and found.filter(lr=0.003)[0].path == runs[0]
+    assert found.filter(**{"model.hidden_sizes": [16]})[0].path == runs[1]
+    assert len(found.filter(status="finished", experiment_id="mnist")) == 2
+    assert found.filter(status="failed") == []
+    run = found[0]
+    assert run.history[-1]["epoch"] == 3 and run.config["optimizer"]["lr"] == 0.003
+    assert run.summary()["test_acc"] == ws.metrics(runs[0])["test"]["test_acc"]
+    pandas = pytest.importorskip("pandas")
+    frame = found.to_pandas()
+    assert isinstance(frame, pandas.DataFrame)
+    assert list(frame["optimizer.lr"]) == [0.003, 0.0005]
+    assert list(frame["test_acc"]) == [ws.metrics(r)["test"]["test_acc"] for r in runs]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Browser:
+    executable = find_chromium()
+    if executable is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser test: .ci/run installs Debian's chromium")
+        pytest.skip("Chromium is not installed (apt-get install chromium; .ci/run does)")
+    chromium = Browser(executable)
+    yield chromium  # type: ignore[misc]
+    chromium.close()
+
+
+def test_report_renders_in_chromium_without_network(two_runs: tuple[Workspace, list[Path]],
+                                                    browser: Browser, tmp_path: Path) -> None:
+    ws, runs = two_runs
+    run_dir = runs[0]
+    url = (run_dir / "report.html").absolute().as_uri()
+    requests = browser.open(url)
+    assert requests, "the browser saw the page load"
+    assert all(r == url or r.startswith("data:") for r in requests), requests
+    images = browser.evaluate("[...document.images].map(i => [i.complete, i.naturalWidth, "
+                              "i.naturalHeight])")
+    assert images and all(ok and w > 300 and h > 200 for ok, w, h in images), images
+    shown = browser.evaluate("Object.fromEntries([...document.querySelectorAll('[id^=metric-]')]"
+                             ".map(e => [e.id.slice(7), [e.dataset.value, e.textContent]]))")
+    metrics = ws.metrics(run_dir)
+    expected = {"test_acc": metrics["test"]["test_acc"], "test_loss": metrics["test"]["test_loss"],
+                "best_val_acc": metrics["best"]["val_acc"],
+                "final_val_loss": metrics["final"]["val_loss"]}
+    for name, value in expected.items():
+        data_value, text = shown[name]
+        assert float(data_value) == pytest.approx(value, abs=1e-12)
+        assert text == f"{value:.4f}"
+    assert browser.evaluate("document.getElementById('status').textContent") == "finished"
+    shot = browser.screenshot(tmp_path / "report.png")
+    width, height = png_size(shot)
+    assert width >= 1000 and height > 1000
+    print(f"report screenshot: {shot}")
+
+
+def test_index_lists_sorts_and_compares_runs(two_runs: tuple[Workspace, list[Path]],
+                                             browser: Browser, tmp_path: Path) -> None:
+    ws, runs = two_runs
+    result = ws.cli("report", "--index")
+    assert result.returncode == 0, result.stderr
+    index = ws.results / "index.html"
+    requests = browser.open(index.absolute().as_uri())
+    assert all(r == index.absolute().as_uri() or r.startswith("data:") for r in requests), requests
+    links = browser.evaluate("[...document.querySelectorAll('#runs a')].map(a => a.href)")
+    assert sorted(links) == sorted((r / "report.html").absolute().as_uri() for r in runs)
+    column = browser.evaluate("[...document.querySelectorAll('#runs th')].findIndex("
+                              "th => th.textContent === 'test_acc')")
+    values = []
+    for _ in range(2):  # click the header: ascending, then descending
+        browser.evaluate(f"document.querySelectorAll('#runs th')[{column}].click()")
+        values.append(browser.evaluate(f"[...document.querySelectorAll('#runs tbody tr')].map("
+                                       f"r => +r.cells[{column}].dataset.value)"))
+    assert values[0] == sorted(values[0]) and values[1] == sorted(values[1], reverse=True)
+    lines = browser.evaluate("document.querySelectorAll('input.pick').forEach(c => { c.checked = "
+                             "true; c.dispatchEvent(new Event('change')); }); "
+                             "document.querySelectorAll('#compare-chart polyline').length")
+    assert lines == 2
+    compared = browser.evaluate("document.querySelector('#compare table').textContent")
+    assert "optimizer.lr" in compared and "batch_size" not in compared
+    browser.screenshot(tmp_path / "index.png")
+
+
+def test_tensorboard_events_equal_history(data_workspace: Workspace) -> None:
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    ws = data_workspace
+    result = ws.cli("--experiment_id=mnist", *RUN3, "--use_tensorboard=true")
+    assert result.returncode == 0, result.stderr
+    run_dir = ws.last_run()
+    history = expkit.runs(ws.results)[0].history
+    acc = event_accumulator.EventAccumulator(str(run_dir / "tensorboard"))
+    acc.Reload()
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+        events = acc.Scalars(key)
+        assert [e.step for e in events] == [1, 2, 3]
+        assert [e.value for e in events] == pytest.approx([row[key] for row in history], rel=1e-6)
+    hparams = event_accumulator.EventAccumulator(str(run_dir / "tensorboard" / "hparams"))
+    hparams.Reload()
+    test_acc = hparams.Scalars("hparam/test_acc")[0].value
+    assert test_acc == pytest.approx(ws.metrics(run_dir)["test"]["test_acc"], rel=1e-6)
