@@ -65,7 +65,7 @@ def test_flag_forms(data_workspace: Workspace, argv: list[str], expected: dict) 
 BAD_INPUT = [
     (["--experiment_id=mnist", "--epochs=0"], ["--epochs: got '0'", "greater than or equal to 1"]),
     (["--experiment_id=mnist", "--hiden_sizes=[64]"],
-     ["unknown flag --hiden_sizes", "did you mean 'hidden_sizes'"]),
+     ["unknown flag --hiden_sizes", "did you mean --hidden_sizes?"]),
     (["--experiment_id=mnist", "--lr=abc"], ["--lr: got 'abc'", "valid number"]),
     (["--experiment_id=mnist", "--hidden_sizes=[64"], ["--hidden_sizes", "JSON list"]),
     (["--experiment_id=mnist", "--hidden_sizes=a,b"], ["--hidden_sizes: got 'a,b' (item 1)"]),

@@ -98,9 +98,13 @@ def test_early_stopping_restores_best_and_resumes_to_the_same_stop(data_workspac
 def test_non_finite_loss_stops_with_a_clear_reason(data_workspace: Workspace) -> None:
     result = data_workspace.cli("--experiment_id=mnist", "--optimizer=sgd", "--lr=1e12",
                                 "--epochs=5", "--max_train_samples=200", "--restore_best=false")
-    assert result.returncode == 0, result.stderr
-    reason = data_workspace.metrics(data_workspace.last_run())["stop_reason"]
+    assert result.returncode == 1, result.stderr
+    assert "training diverged: train_loss became" in result.stderr and "Traceback" not in result.stderr
+    run_dir = data_workspace.last_run()
+    reason = data_workspace.metrics(run_dir)["stop_reason"]
     assert "train_loss became" in reason and "--grad_clip_norm" in reason
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "failed" and "diverged" in record["error"]
 
 
 def test_precision_accumulation_and_clipping(data_workspace: Workspace) -> None:

@@ -195,9 +195,11 @@ def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     tree[path[-1]] = value
 
 
-def _suggest(word: str, options: typing.Iterable[str]) -> str:
+def _suggest(word: str, options: typing.Iterable[str], prefix: str = "") -> str:
     match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" (did you mean '{match[0]}'?)" if match else ""
+    if not match:
+        return ""
+    return f" (did you mean {prefix}{match[0]}?)" if prefix else f" (did you mean '{match[0]}'?)"
 
 
 def describe_validation_error(error: ValidationError, table: dict[str, Flag] | None,
@@ -224,6 +226,8 @@ def describe_validation_error(error: ValidationError, table: dict[str, Flag] | N
         raw = (given or {}).get(flag.path)
         value = raw if raw is not None else err.get("input")
         hint = _suggest(str(err.get("input")), flag.choices) if flag.choices else ""
+        if flag.kind == "bool" and err["type"].startswith("bool"):
+            hint = f"; use --{flag.name}=true or --{flag.name}=false"
         lines.append(f"{where}--{flag.name}: got {value!r}{item}: {msg}{hint}")
     return lines
 
@@ -244,7 +248,7 @@ def parse_argv(cls: type[BaseModel], argv: list[str], prog: str,
     for token in extras:
         if token.startswith("-") and len(token) > 1:
             name = token.lstrip("-").split("=", 1)[0]
-            problems.append(f"unknown flag --{name}{_suggest(name, table)}")
+            problems.append(f"unknown flag --{name}{_suggest(name, table, '--')}")
             skip_value = "=" not in token
         elif not skip_value:
             problems.append(f"unexpected argument {token!r} (flags look like --name=value)")

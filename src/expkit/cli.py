@@ -142,7 +142,7 @@ def cmd_schema(argv: list[str], registry: Registry, prog: str) -> int:
 
 def cmd_list(argv: list[str], registry: Registry, prog: str) -> int:
     """Print a table of the runs in the results folder (filters: --experiment_id, --status)."""
-    from expkit.runs import list_runs, runs_table
+    from expkit.rundirs import list_runs, runs_table
 
     exp_id, rest = _option(argv, "--experiment_id")
     status, rest = _option(rest, "--status")

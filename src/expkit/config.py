@@ -109,14 +109,19 @@ def load_machine_config(path: Path | None = None, announce: Any = print) -> Mach
             for part in key[:-1]:
                 node = node.setdefault(part, {}) if isinstance(node.get(part), dict | None) else {}
             node[key[-1]] = os.environ[env]
+    lines = []
     try:
         config = MachineConfig.model_validate(data)
     except ValidationError as e:
-        lines = []
         for err, line in zip(e.errors(), describe_validation_error(e, None), strict=True):
             at = key_line(text, tuple(str(p) for p in err["loc"]))
             lines.append(f"{path}{f':{at}' if at else ''}: {line}")
-        raise UsageError(*lines) from None
+    # the paths have defaults, but a file without them was not written by expkit: say so
+    lines += [f"{path}: missing key {key!r}; add `{key}: {key.split('_')[0]}` (the default)"
+              for key in ("cache_dir", "results_dir") if key not in data]
+    if lines:
+        raise UsageError(*lines, hint=f"fix {path}, or delete it to have the commented default "
+                         "written again")
     base = path.parent
     return config.model_copy(update={
         "cache_dir": (base / config.cache_dir).resolve(),

@@ -14,8 +14,8 @@ from expkit.errors import ExpkitError
 from expkit.record import environment, git_state
 from expkit.registry import Registry
 from expkit.resume import read_run_config
+from expkit.rundirs import RunRecord
 from expkit.runner import execute
-from expkit.runs import RunRecord
 
 _NOT_COMPARED = {"epoch_time", "train_seconds"}
 

@@ -11,8 +11,8 @@ from expkit.config import load_machine_config
 from expkit.console import Console
 from expkit.errors import ExpkitError, UsageError
 from expkit.registry import Registry
+from expkit.rundirs import RunRecord
 from expkit.runner import execute
-from expkit.runs import RunRecord
 from expkit.training.checkpoint import LAST, load_checkpoint
 
 #: arguments that may change on resume without changing what was trained so far

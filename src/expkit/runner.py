@@ -7,6 +7,7 @@ directory exists; from then on, every exit (finished, failed, stopped) is record
 from __future__ import annotations
 
 import contextlib
+import errno
 import inspect
 import os
 import random
@@ -28,7 +29,7 @@ from expkit.errors import ExpkitError, UsageError
 from expkit.experiment import BaseExperiment, ExperimentArgs
 from expkit.models.base import BaseModel
 from expkit.record import file_checksums, write_start_record
-from expkit.runs import RunRecord, create_run_dir, now
+from expkit.rundirs import RunRecord, create_run_dir, now
 from expkit.tracking.base import Tracker, Tracking
 from expkit.tracking.local import LocalFiles
 from expkit.training.callbacks import Callback, ConsoleLine
@@ -208,6 +209,9 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
                                callbacks)
             if resume is not None:
                 trainer.load_state_dict(resume)
+                for tracker in trackers:
+                    if isinstance(tracker, LocalFiles):
+                        tracker.restore(trainer.history)
             signals.trainer = trainer
             trainer.fit()
             dist.barrier()  # rank 0's checkpoints are on disk before any rank reads best.pt
@@ -224,6 +228,8 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
             for tracker in trackers:
                 tracker.log_summary(summary)
             _print_summary(console, trainer, test, weights, run_dir)
+            if trainer.diverged:  # files are complete, but the run did not train: a failure
+                raise ExpkitError(f"training diverged: {trainer.stop_reason}")
             status, exit_code = "finished", 0
             return 0
     except ExpkitError as e:
@@ -238,11 +244,17 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
         console.print(f"aborted by a second SIGINT; the last checkpoint is from the end of an epoch. "
                       f"Resume with: expkit resume {run_dir}")
         return exit_code
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise _failure(e, record, console, run_dir) from e
+        last = run_dir / "checkpoints" / LAST
+        kept = (f"the last good checkpoint is {last}; free some space, then: expkit resume {run_dir}"
+                if last.is_file() else "no checkpoint was written yet")
+        message = f"disk full: {e.strerror} writing {e.filename or 'a file'}; {kept}"
+        record.update(error=message)
+        raise ExpkitError(message) from None
     except Exception as e:
-        console.write_log(traceback.format_exc())
-        record.update(error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
-        raise ExpkitError(f"run failed: {type(e).__name__}: {e} (traceback in "
-                          f"{run_dir / 'log.txt'})") from e
+        raise _failure(e, record, console, run_dir) from e
     finally:
         record.update(status=status, ended=now(), exit_code=exit_code)
         for tracker in trackers:
@@ -250,6 +262,14 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
         if dist.is_main:
             _report(run_dir, console)
         console.close()
+
+
+def _failure(error: BaseException, record: RunRecord, console: Any, run_dir: Path) -> ExpkitError:
+    """A crash inside a run: the traceback to log.txt and run.json, one line for the console."""
+    console.write_log(traceback.format_exc())
+    record.update(error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
+    return ExpkitError(f"run failed: {type(error).__name__}: {error} (traceback in "
+                       f"{run_dir / 'log.txt'})")
 
 
 def _report(run_dir: Path, console: Any) -> None:

@@ -34,7 +34,7 @@ from expkit.args import Args, flag_table, parse_argv
 from expkit.errors import ExpkitError, UsageError
 from expkit.files import atomic_write
 from expkit.registry import Registry
-from expkit.runs import safe_name
+from expkit.rundirs import safe_name
 from expkit.training.callbacks import Callback
 
 if TYPE_CHECKING:

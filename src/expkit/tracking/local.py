@@ -41,18 +41,28 @@ class LocalFiles:
         """config.json: the full validated arguments, loadable by the experiment's Args."""
         atomic_write_json(self.run_dir / "config.json", config)
 
+    def restore(self, rows: list[dict[str, float]]) -> None:
+        """On resume: history.csv from the checkpoint's history (a kill may have come between
+        the checkpoint and the csv of the same epoch)."""
+        self.rows = rows
+        if rows:
+            self._write_csv(rows)
+
     def log_epoch(self, rows: list[dict[str, float]]) -> None:
         """Rewrite history.csv (atomically); redraw history.png when it fits the budget."""
         self.rows = rows
+        self._write_csv(rows)
+        trained = sum(row.get("epoch_time", 0.0) for row in rows)
+        if self.plot_seconds + self.last_plot_cost <= PLOT_BUDGET * trained:
+            self._plot()
+
+    def _write_csv(self, rows: list[dict[str, float]]) -> None:
         columns = list(dict.fromkeys(key for row in rows for key in row))
         out = io.StringIO()
         writer = csv.DictWriter(out, columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(self.run_dir / "history.csv", out.getvalue())
-        trained = sum(row.get("epoch_time", 0.0) for row in rows)
-        if self.plot_seconds + self.last_plot_cost <= PLOT_BUDGET * trained:
-            self._plot()
 
     def log_summary(self, summary: dict[str, Any]) -> None:
         """metrics.json: final, best and test values."""

@@ -89,6 +89,8 @@ class Checkpointing(Callback):
     def __init__(self, folder: Path, extra: Callable[[], dict[str, Any]]) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(exist_ok=True)
+        for stale in self.folder.glob(".*.tmp"):  # left by a process killed mid-write
+            stale.unlink(missing_ok=True)
         self.extra = extra  # experiment-level facts: config, data info, tracker ids
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:

@@ -99,6 +99,7 @@ class Trainer:
         self.best_epoch: int | None = None
         self.best_value: float | None = None
         self.should_stop = False
+        self.diverged = False  # the training loss became NaN or infinite
         self.stop_reason = "completed all epochs"
         self.stop_requested: str | None = None  # set by a signal handler: stop after this step
         self.interrupted = False
@@ -121,7 +122,7 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_start(self)
         while self.epoch < self.epochs and not self.should_stop:
-            if self.stop_requested:
+            if self._agreed_stop():
                 return self._interrupt()
             for cb in self.callbacks:
                 cb.on_epoch_start(self)
@@ -142,7 +143,7 @@ class Trainer:
             self.history.append(metrics)
             loss = metrics.get("train_loss", 0.0)
             if not math.isfinite(loss):
-                self.should_stop = True
+                self.should_stop = self.diverged = True
                 self.stop_reason = (f"train_loss became {loss} in epoch {self.epoch}; lower --lr "
                                     "or set --grad_clip_norm")
             for cb in self.callbacks:
@@ -197,15 +198,25 @@ class Trainer:
             self._optimizer_step()
             for cb in batch_hooks:
                 cb.on_train_batch_end(self, i)
-            if world > 1:  # a signal to any rank stops them all at the same step
-                code = self.dist.any_flag(_SIGNALS.index(self.stop_requested or ""))
-                self.stop_requested = self.stop_requested or _SIGNALS[code] or None
-            if self.stop_requested and i != last:
+            if self._agreed_stop() and i != last:
                 sums, seen = self._reduce(sums, seen)
                 self.partial = {"generator": epoch_rng, "batches": i + 1, "sums": sums,
                                 "seen": seen, "lr": lr, "seconds": time.perf_counter() - started}
                 return None
         return self._means(*self._reduce(sums, seen), "train")
+
+    def _agreed_stop(self) -> str | None:
+        """The stop request every rank acts on (under DDP: any rank's, agreed by an all-reduce).
+
+        Ranks decide on the reduced value only: a signal that lands after the all-reduce waits
+        for the next check, so no rank leaves a collective the others are still in.
+        """
+        if not self.dist.enabled:
+            return self.stop_requested
+        agreed = _SIGNALS[self.dist.any_flag(_SIGNALS.index(self.stop_requested or ""))] or None
+        if agreed:
+            self.stop_requested = agreed
+        return agreed
 
     def _sync(self, steps: bool) -> contextlib.AbstractContextManager[Any]:
         """DDP's gradient all-reduce only on batches that end in an optimizer step."""
