@@ -19,12 +19,12 @@ from typing import Any
 from expkit.errors import ExpkitError, UsageError
 
 
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config -> {"optimizer.lr": 0.001, ...} (lists stay values)."""
+def flatten(config: dict[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """Nested config -> {"optimizer.lr": 0.001, ...} (lists stay values; `sep` joins the keys)."""
     out: dict[str, Any] = {}
     for key, value in config.items():
         if isinstance(value, dict):
-            out |= flatten(value, f"{prefix}{key}.")
+            out |= flatten(value, f"{prefix}{key}{sep}", sep)
         else:
             out[f"{prefix}{key}"] = value
     return out

@@ -14,16 +14,7 @@ from typing import Any
 
 from expkit.config import WandbSettings
 from expkit.errors import ExpkitError
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}/")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+from expkit.results import flatten
 
 
 class WandbTracker:
@@ -69,7 +60,7 @@ class WandbTracker:
 
     def log_summary(self, summary: dict[str, Any]) -> None:
         """Best/final/test values into the run summary, and history.png as an image."""
-        self.run.summary.update(_flatten(summary))
+        self.run.summary.update(flatten(summary, sep="/"))
         plot = self.run_dir / "history.png"
         if plot.is_file():
             self.run.log({"history": self.wandb.Image(str(plot))}, commit=False)
