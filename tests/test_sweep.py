@@ -108,20 +108,35 @@ def test_rerun_keeps_finished_trials_and_retries_an_interrupted_one(data_workspa
 
 def test_median_pruner_stops_bad_trials_early(data_workspace: Workspace) -> None:
     ws = data_workspace
-    # lr 1e-9 cannot learn: once two trials are in, the median pruner stops such trials at epoch 1
-    result = sweep(ws, "--trials", "6", "--space", "lr=choice:3e-3,1e-9", "--sampler", "grid",
-                   "--space", "hidden_sizes=choice:[16],[32],[24]", "--pruner", "median",
-                   "--seed", "3", "--epochs=3", "--max_train_samples=200", "--eval_batch_size=256")
-    assert result.returncode == 0, result.stderr
+    flags = ("--pruner", "median", "--seed", "3", "--epochs=3", "--max_train_samples=200",
+             "--eval_batch_size=256")
+    # two good trials complete first (lr ~3e-3 reaches high val_acc in one epoch) ...
+    good = sweep(ws, "--trials", "2", "--sampler", "random", "--space", "lr=uniform:0.003:0.004",
+                 "--space", "hidden_sizes=choice:[16],[32]", *flags)
+    assert good.returncode == 0, good.stderr
+    # ... then the same study goes on with lr ~1e-9, which cannot learn: the median pruner
+    # stops each such trial after its first epoch, below both good trials' epoch-1 value
+    bad = sweep(ws, "--trials", "4", "--sampler", "random", "--space", "lr=uniform:1e-9:2e-9",
+                "--space", "hidden_sizes=choice:[16],[32]", *flags)
+    assert bad.returncode == 0, bad.stderr
     trials = study(ws).get_trials()
-    assert len(trials) == 6
-    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
-    assert pruned, result.stdout
-    for t in pruned:
-        assert t.params["lr"] == "1e-9"
-        assert len(t.intermediate_values) < 3
+    states = [t.state for t in trials]
+    assert states == [optuna.trial.TrialState.COMPLETE] * 2 + [optuna.trial.TrialState.PRUNED] * 2
+    for t in trials[2:]:
+        assert t.params["lr"] < 1e-8 and list(t.intermediate_values) == [1]
         metrics = json.loads((Path(t.user_attrs["run_dir"]) / "metrics.json").read_text())
-        assert metrics["stop_reason"].startswith("pruned by the median pruner")
+        assert metrics["stop_reason"] == "pruned by the median pruner after epoch 1"
+        assert metrics["epochs_run"] == 1
+    assert "pruned" in bad.stdout
+
+
+def test_a_changed_choice_space_is_a_clear_error(data_workspace: Workspace) -> None:
+    ws = data_workspace
+    first = sweep(ws, "--trials", "1", "--space", "hidden_sizes=choice:[16]", *TRIAL_FLAGS)
+    assert first.returncode == 0, first.stderr
+    again = sweep(ws, "--trials", "2", "--space", "hidden_sizes=choice:[16],[32]", *TRIAL_FLAGS)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert "--space hidden_sizes" in again.stderr and "--name" in again.stderr
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -304,3 +304,9 @@ def main(argv: list[str] | None = None, *, registry: str | None = None,
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug: one line (the traceback with EXPKIT_DEBUG=1), never a dump
+        if os.environ.get("EXPKIT_DEBUG"):
+            raise
+        print(f"{prog}: error: unexpected {type(e).__name__}: {e} (a bug in expkit or the "
+              "experiment; EXPKIT_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1

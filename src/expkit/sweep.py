@@ -431,7 +431,14 @@ def run_worker(spec: SweepSpec, registry: Registry, prog: str, worker: int = 0) 
             trial = study.ask()
             trial.set_user_attr("host", socket.gethostname())
             trial.set_user_attr("pid", os.getpid())
-        values = {name: suggest(trial, name, space) for name, space in spaces.items()}
+        try:
+            values = {name: suggest(trial, name, space) for name, space in spaces.items()}
+        except ValueError as e:  # e.g. a choice list that differs from the study's
+            study.tell(trial, state=state.FAIL)
+            name = next((n for n in spaces if n in str(e)), next(iter(spaces)))
+            raise UsageError(f"--space {name}: does not fit study {spec.study_name!r} ({e}); a "
+                             "choice list cannot change within a study: start a new one with "
+                             "--name") from None
         argv = [f"--experiment_id={spec.experiment_id}", *spec.args,
                 *(f"--{name}={value}" for name, value in values.items())]
         args = parse_argv(experiment_cls.args_class, argv, prog)
