@@ -23,7 +23,7 @@ ARGS = ("--experiment_id=mnist", "--epochs=4", "--seed=3", "--hidden_sizes=[256]
 
 @pytest.fixture
 def big_workspace(workspace: Workspace) -> Workspace:
-    write_idx_set(workspace.cache / "mnist", n_train=30000, n_test=500)
+    write_idx_set(workspace.cache / "mnist", n_train=16000, n_test=500)
     return workspace
 
 
