@@ -22,6 +22,9 @@ def env_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+_CPU = torch.device("cpu")
+
+
 @dataclass(frozen=True)
 class Dist:
     """Where this process stands: rank, number of processes, and the backend joining them."""
@@ -30,6 +33,7 @@ class Dist:
     world_size: int = 1
     local_rank: int = 0
     backend: str | None = None
+    device: torch.device = _CPU  # where collectives' tensors live (nccl: this rank's GPU)
 
     @property
     def enabled(self) -> bool:
@@ -64,7 +68,7 @@ class Dist:
         """The largest of every rank's `value` (e.g. "did any rank get a stop signal")."""
         if not self.enabled:
             return value
-        flag = torch.tensor([value], dtype=torch.int64)
+        flag = torch.tensor([value], dtype=torch.int64, device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return int(flag.item())
 
@@ -91,7 +95,8 @@ def setup(use_cuda: bool) -> Dist:
         if use_cuda:
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
-    return Dist(dist.get_rank(), dist.get_world_size(), local_rank, backend)
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    return Dist(dist.get_rank(), dist.get_world_size(), local_rank, backend, device)
 
 
 def teardown() -> None:
