@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import json
 import math
 import os
-import re
 import socket
 import subprocess
 import sys
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -32,30 +29,18 @@ from pydantic import Field, ValidationError, field_validator
 
 from expkit.args import Args, flag_table, parse_argv
 from expkit.errors import ExpkitError, UsageError
-from expkit.files import atomic_write
 from expkit.registry import Registry
 from expkit.rundirs import safe_name
+from expkit.sweep_space import Space, grid_values, import_optuna, parse_space, redact, suggest
+from expkit.sweep_summary import summarize
 from expkit.training.callbacks import Callback
 
 if TYPE_CHECKING:
-    import optuna
-
     from expkit.training.loop import Trainer
 
-KINDS = ("loguniform", "uniform", "int", "logint", "choice")
 SWEEP_OPTIONS = ("name", "trials", "space", "direction", "sampler", "pruner", "storage", "workers",
                  "seed", "sweep", "status")
 MAX_FAILS_IN_A_ROW = 3  # a worker gives up after this many failed trials in a row (a bug, not bad luck)
-
-
-class Space(Args):
-    """One parameter's search space, parsed from `kind:spec` (see `parse_space`)."""
-
-    kind: Literal["loguniform", "uniform", "int", "logint", "choice"]
-    low: float | None = None
-    high: float | None = None
-    step: int | None = None
-    choices: list[str] = Field(default_factory=list)
 
 
 class SweepSpec(Args):
@@ -85,76 +70,6 @@ class SweepSpec(Args):
     def study_name(self) -> str:
         """The study's name (also its folder under results/sweeps)."""
         return self.name or self.experiment_id
-
-
-def split_choices(text: str) -> list[str]:
-    """`[64],[128,64],relu` -> ['[64]', '[128,64]', 'relu']: commas inside brackets stay."""
-    out, depth, current = [], 0, ""
-    for char in text:
-        depth += (char in "[{(" and 1) or 0
-        depth -= (char in "]})" and 1) or 0
-        if char == "," and depth == 0:
-            out.append(current)
-            current = ""
-        else:
-            current += char
-    out.append(current)
-    return [item.strip() for item in out]
-
-
-def parse_space(flag: str, text: str) -> Space:
-    """One `--space flag=kind:spec` value as a Space, or a UsageError saying what is wrong."""
-    kind, _, spec = text.partition(":")
-    if kind not in KINDS:
-        raise UsageError(f"--space {flag}={text}: unknown kind {kind!r}; use one of "
-                         f"{', '.join(KINDS)}, e.g. lr=loguniform:1e-4:1e-2")
-    if kind == "choice":
-        choices = split_choices(spec)
-        if not spec or any(c == "" for c in choices):
-            raise UsageError(f"--space {flag}={text}: choice needs values, e.g. choice:[64],[128,64]")
-        return Space(kind="choice", choices=choices)
-    parts = spec.split(":")
-    try:
-        numbers = [float(p) for p in parts]
-    except ValueError:
-        numbers = []
-    if len(numbers) not in (2, 3) or (len(numbers) == 3 and kind != "int") \
-            or not all(math.isfinite(n) for n in numbers) or numbers[0] >= numbers[1]:
-        raise UsageError(f"--space {flag}={text}: expected {kind}:LOW:HIGH"
-                         f"{'[:STEP]' if kind == 'int' else ''} with LOW < HIGH, e.g. "
-                         + ("lr=loguniform:1e-4:1e-2" if "uniform" in kind else "epochs=int:2:10"))
-    if kind.startswith("log") and numbers[0] <= 0:
-        raise UsageError(f"--space {flag}={text}: a log scale needs LOW > 0")
-    if "int" in kind and not all(n == int(n) for n in numbers):
-        raise UsageError(f"--space {flag}={text}: int bounds must be whole numbers")
-    return Space(kind=kind, low=numbers[0], high=numbers[1],
-                 step=int(numbers[2]) if len(numbers) == 3 else None)
-
-
-def grid_values(space: Space) -> list[Any]:
-    """Every value of a space the grid sampler can walk (choices, or each int in range)."""
-    if space.kind == "choice":
-        return list(space.choices)
-    if space.kind == "int" and space.low is not None and space.high is not None:
-        return list(range(int(space.low), int(space.high) + 1, space.step or 1))
-    raise UsageError(f"--sampler grid: a {space.kind} range has no grid; use choice:... or "
-                     "int:LO:HI, or --sampler tpe|random")
-
-
-def suggest(trial: optuna.Trial, name: str, space: Space) -> Any:
-    """Ask the trial for a value of `name` in `space` (as the flag's text for choices)."""
-    if space.kind == "choice":
-        return trial.suggest_categorical(name, space.choices)
-    assert space.low is not None and space.high is not None
-    if space.kind in ("int", "logint"):
-        return trial.suggest_int(name, int(space.low), int(space.high), step=space.step or 1,
-                                 log=space.kind == "logint")
-    return trial.suggest_float(name, space.low, space.high, log=space.kind == "loguniform")
-
-
-def redact(url: str) -> str:
-    """A storage URL without its password (for files, logs and the console)."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 # ---- the command line --------------------------------------------------------------------
@@ -272,20 +187,9 @@ def storage_url(spec: SweepSpec, folder: Path) -> str:
     return spec.storage or f"sqlite:///{(folder / 'study.db').absolute()}"
 
 
-def _import_optuna() -> Any:
-    try:
-        import optuna
-    except ImportError:
-        raise ExpkitError("sweeps need Optuna, which is not installed; install it with "
-                          "pip install 'expkit[sweep]'") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    return optuna
-
-
 def open_storage(url: str) -> Any:
     """An Optuna RDB storage for `url` (SQLite waits for locks instead of failing)."""
-    optuna = _import_optuna()
+    optuna = import_optuna()
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs = {"connect_args": {"timeout": 60}}
@@ -303,7 +207,7 @@ def open_storage(url: str) -> Any:
 
 
 def _sampler(spec: SweepSpec, spaces: dict[str, Space], worker: int) -> Any:
-    optuna = _import_optuna()
+    optuna = import_optuna()
     seed = None if spec.seed is None else spec.seed + worker
     if spec.sampler == "grid":
 
@@ -319,7 +223,7 @@ def _sampler(spec: SweepSpec, spaces: dict[str, Space], worker: int) -> Any:
 
 
 def _pruner(spec: SweepSpec) -> Any:
-    optuna = _import_optuna()
+    optuna = import_optuna()
     if spec.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
     return optuna.pruners.NopPruner()
@@ -335,7 +239,7 @@ def target_trials(spec: SweepSpec, spaces: dict[str, Space]) -> int:
 
 def load_study(spec: SweepSpec, spaces: dict[str, Space], url: str, worker: int = 0) -> Any:
     """The study (created if new), with this worker's sampler and the sweep's pruner."""
-    optuna = _import_optuna()
+    optuna = import_optuna()
     direction = "maximize" if spec.direction == "max" else "minimize"
     return optuna.create_study(storage=open_storage(url), study_name=spec.study_name,
                                direction=direction, load_if_exists=True,
@@ -357,7 +261,7 @@ def recover(study: Any) -> list[int]:
 
     Returns the numbers of the trials queued again (each failed trial is retried once).
     """
-    optuna = _import_optuna()
+    optuna = import_optuna()
     state = optuna.trial.TrialState
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(state.RUNNING,)):
@@ -412,7 +316,7 @@ def run_worker(spec: SweepSpec, registry: Registry, prog: str, worker: int = 0) 
     from expkit.console import Console
     from expkit.runner import execute
 
-    optuna = _import_optuna()
+    optuna = import_optuna()
     state = optuna.trial.TrialState
     spaces, experiment_cls = prepare(spec, registry, prog)
     machine = load_machine_config(announce=lambda _: None)
@@ -519,7 +423,7 @@ def run_sweep(argv: list[str], registry: Registry, prog: str, registry_module: s
 
 
 def _finished(study: Any) -> int:
-    optuna = _import_optuna()
+    optuna = import_optuna()
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
                                                         optuna.trial.TrialState.PRUNED)))
 
@@ -557,7 +461,7 @@ def worker_main(payload: str, worker: str) -> int:
 
 def show_status(name: str, storage: str | None, results_dir: Path) -> int:
     """`expkit sweep --status NAME`: the table, the best trial and sweep.png of an existing sweep."""
-    optuna = _import_optuna()
+    optuna = import_optuna()
     folder = sweep_dir(results_dir, name)
     url = storage or f"sqlite:///{(folder / 'study.db').absolute()}"
     if storage is None and not (folder / "study.db").is_file():
@@ -570,78 +474,6 @@ def show_status(name: str, storage: str | None, results_dir: Path) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     summarize(study, folder)
     return 0
-
-
-def summarize(study: Any, folder: Path) -> None:
-    """Print the trials table and the best trial; draw sweep.png in `folder`."""
-    print(trials_table(study))
-    best = _best_trial(study)
-    if best is not None:
-        print(f"best: trial {best.number}  value {best.value:.4f}  "
-              + "  ".join(f"{k}={v}" for k, v in best.params.items())
-              + f"  {best.user_attrs.get('run_dir', '')}")
-    path = plot_sweep(study, folder / "sweep.png")
-    if path is not None:
-        print(f"plot: {path}")
-
-
-def _best_trial(study: Any) -> Any:
-    try:
-        return study.best_trial
-    except ValueError:  # no complete trial yet
-        return None
-
-
-def trials_table(study: Any) -> str:
-    """One row per trial: number, state, value, params, run directory."""
-    trials = study.get_trials(deepcopy=False)
-    names = sorted({k for t in trials for k in t.params})
-    header = ["trial", "state", "value", *names, "run_dir"]
-    rows = [[str(t.number), t.state.name.lower(),
-             "" if t.value is None else f"{t.value:.4f}",
-             *(str(t.params.get(n, "")) for n in names), str(t.user_attrs.get("run_dir", ""))]
-            for t in trials]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in [header, *rows])
-
-
-def plot_sweep(study: Any, path: Path) -> Path | None:
-    """sweep.png: Optuna's optimization history and parameter importances, side by side."""
-    optuna = _import_optuna()
-    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
-
-    panels = []
-    for draw in (ovm.plot_optimization_history, ovm.plot_param_importances):
-        try:
-            ax = draw(study)
-        except (ValueError, RuntimeError) as e:  # e.g. importances need 2+ complete trials
-            fig, ax = plt.subplots()
-            ax.text(0.5, 0.5, f"{draw.__name__}: {e}", ha="center", va="center", wrap=True)
-            ax.set_axis_off()
-        figure = plt.gcf()
-        figure.set_size_inches(6.4, 4.8)
-        figure.tight_layout()
-        figure.canvas.draw()
-        panels.append(figure.canvas.buffer_rgba())  # type: ignore[attr-defined]
-        plt.close(figure)
-    fig, axes = plt.subplots(1, 2, figsize=(12.8, 4.8))
-    for ax, image in zip(axes, panels, strict=True):
-        ax.imshow(image)
-        ax.set_axis_off()
-    fig.suptitle(f"sweep {study.study_name}")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write(path, lambda f: f.write(buffer.getvalue()))
-    return path
 
 
 if __name__ == "__main__":
