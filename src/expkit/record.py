@@ -24,12 +24,33 @@ SHA_CACHE = ".expkit-sha256.json"
 
 
 def _git(folder: Path, *args: str) -> str | None:
-    try:
-        done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True,
-                              timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout if done.returncode == 0 else None
+    return _git_many(folder, [list(args)])[0]
+
+
+def _git_many(folder: Path, commands: list[list[str]]) -> list[str | None]:
+    """The stdout of each `git -C folder ...` command (None where it failed); run side by side,
+    so the record costs one git start-up, not one per question."""
+    procs: list[subprocess.Popen[str] | None] = []
+    for args in commands:
+        try:
+            procs.append(subprocess.Popen(["git", "-C", str(folder), *args], text=True,
+                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
+        except OSError:
+            procs.append(None)
+    outputs: list[str | None] = []
+    for proc in procs:
+        if proc is None:
+            outputs.append(None)
+            continue
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            outputs.append(None)
+            continue
+        outputs.append(out if proc.returncode == 0 else None)
+    return outputs
 
 
 def git_state(folder: Path) -> tuple[dict[str, Any], str]:
@@ -39,12 +60,15 @@ def git_state(folder: Path) -> tuple[dict[str, Any], str]:
         return {"repository": None, "note": f"{folder} is not in a git repository (or git is "
                 "missing): the code is not recorded"}, ""
     root = Path(top.strip())
-    commit = (_git(root, "rev-parse", "HEAD") or "").strip() or None
-    diff = _git(root, "diff", "HEAD", "--binary") if commit else _git(root, "diff", "--binary")
-    untracked = [line for line in (_git(root, "ls-files", "--others", "--exclude-standard") or "")
-                 .splitlines() if line]
+    commit, branch, diff, others = _git_many(root, [
+        ["rev-parse", "--verify", "-q", "HEAD"], ["rev-parse", "--abbrev-ref", "HEAD"],
+        ["diff", "HEAD", "--binary"], ["ls-files", "--others", "--exclude-standard"]])
+    commit = (commit or "").strip() or None
+    if commit is None:  # no commit yet: the diff of the index
+        diff = _git(root, "diff", "--binary")
+    untracked = [line for line in (others or "").splitlines() if line]
     return {"repository": str(root), "commit": commit,
-            "branch": (_git(root, "rev-parse", "--abbrev-ref", "HEAD") or "").strip() or None,
+            "branch": (branch or "").strip() or None,
             "dirty": bool(diff) or bool(untracked), "untracked": untracked,
             "diff_sha256": hashlib.sha256((diff or "").encode()).hexdigest() if diff else None}, \
         diff or ""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib
-import importlib.metadata
 import importlib.util
 from collections.abc import Mapping
 from typing import Any
@@ -33,6 +32,8 @@ class Registry:
     @classmethod
     def from_entry_points(cls) -> Registry:
         """Every registry installed under the `expkit.registries` entry-point group, merged."""
+        import importlib.metadata  # ~0.05 s: only the `expkit` command pays it, not run.py --help
+
         entries: dict[str, str] = {}
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             for exp_id, target in ep.load().items():
