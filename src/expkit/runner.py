@@ -222,8 +222,11 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
                 console.print(f"stopped by {trainer.stop_requested} {where}; checkpoint saved. "
                               f"Resume with: expkit resume {run_dir}")
                 return exit_code
+            test_split = data.test
+            del data  # with the trainer's release: the training data is freed before testing
+            trainer.release_data()
             weights = _restore_best(trainer, run_dir, args)
-            test = trainer.evaluate(data.test, "test") if data.test is not None else {}
+            test = trainer.evaluate(test_split, "test") if test_split is not None else {}
             summary = _summary(trainer, test, weights)
             for tracker in trackers:
                 tracker.log_summary(summary)

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from expkit.data.base import AnySplit, DataSplits
+from expkit.data.base import AnySplit, DataSplits, Split
 from expkit.distributed import SINGLE, Dist
 from expkit.errors import ExpkitError
 from expkit.models.base import BaseModel
@@ -82,6 +82,7 @@ class Trainer:
         # moved to the device once (and to channels-last once): no per-batch host-to-device copy
         self.train_split = data.train.to(device, self.memory_format)
         self.val_split = data.val.to(device, self.memory_format) if data.val is not None else None
+        self.released = False  # release_data() was called: no more training
         self.epochs = epochs
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -118,6 +119,8 @@ class Trainer:
 
     def fit(self) -> list[dict[str, float]]:
         """Run the epochs that remain; returns the history, one dict of metrics per epoch."""
+        if self.released:
+            raise RuntimeError("fit() after release_data(): the training data is gone")
         self.interrupted = False
         for cb in self.callbacks:
             cb.on_fit_start(self)
@@ -151,6 +154,14 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_end(self)
         return self.history
+
+    def release_data(self) -> None:
+        """Let go of the train and val splits once training is over, so that testing and the
+        final plot do not add to the run's peak memory (streaming workers exit too)."""
+        empty = Split(torch.empty(0), torch.empty(0, dtype=torch.long))
+        self.train_split = empty
+        self.val_split = None if self.val_split is None else empty
+        self.released = True
 
     def _interrupt(self) -> list[dict[str, float]]:
         self.interrupted = True
