@@ -1,14 +1,17 @@
 """Local files, always on: config.json, history.csv, history.png, metrics.json in the run dir.
 
-history.png costs ~0.3 s a draw (plus ~0.7 s to import matplotlib once). It is redrawn after
-an epoch whenever plotting stays within PLOT_BUDGET of the training time so far (the sum of
-the epochs' times; so every epoch once epochs take more than a few seconds), and always at
-the end. A background thread was
-tried: it fights the training loop for the GIL and the cores, and doubled a 1.2 s epoch.
+history.png costs ~0.3 s a draw (plus ~0.75 s to import matplotlib once). A child process
+draws it (expkit.plotting.PlotWorker), so the import and the draws run beside the training,
+not in it; still, a draw takes CPU time from a machine that trains on all its cores, so after
+an epoch it is redrawn only while plotting stays within PLOT_BUDGET of the training time so
+far (the sum of the epochs' times; so every epoch once epochs take more than a few seconds),
+and always at the end. (A thread was tried: it fights the training loop for the GIL and
+doubled a 1.2 s epoch.) Without a worker the plot is drawn in the run itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import time
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from expkit.files import atomic_write_json, atomic_write_text
-from expkit.plotting import plot_history
+from expkit.plotting import PlotWorker, plot_history
 
 PLOT_BUDGET = 0.03  # fraction of the training time that history.png may take
 _FIRST_PLOT_GUESS = 1.0  # seconds, matplotlib import included
@@ -27,8 +30,12 @@ class LocalFiles:
     """The Tracker that writes the run directory's human-readable files."""
 
     def __init__(self, run_dir: Path, title: str = "",
-                 warn: Callable[[str], None] | None = None) -> None:
+                 warn: Callable[[str], None] | None = None, plot_worker: bool = True) -> None:
         self.run_dir = Path(run_dir)
+        self.worker: PlotWorker | None = None
+        if plot_worker:  # started now: matplotlib's import overlaps the run's own start-up
+            with contextlib.suppress(OSError):  # else drawn in this process
+                self.worker = PlotWorker()
         self.title = title
         self.warn = warn or (lambda message: None)
         self.plot_seconds = 0.0
@@ -69,19 +76,51 @@ class LocalFiles:
         atomic_write_json(self.run_dir / "metrics.json", summary)
 
     def close(self, status: str) -> None:
-        """Draw the final history.png if the last epochs are not on it yet."""
+        """Draw the final history.png if the last epochs are not on it yet; end the worker."""
         if self.rows and self.plotted_rows != len(self.rows):
             self._plot()
+        if self.worker is not None:
+            done = self._collect()
+            self.worker.close()
+            self.worker = None
+            if not done:  # it died before drawing the last rows: draw them here
+                self._plot()
 
     def _plot(self) -> None:
+        path = self.run_dir / "history.png"
+        if self.worker is not None:
+            if self._collect() and self.worker.submit(self.rows, path, self.title):
+                self.plotted_rows = len(self.rows)
+                return
+            self.worker.close()  # it died: from now on, plots are drawn here
+            self.worker = None
         started = time.perf_counter()
         try:
-            plot_history(self.rows, self.run_dir / "history.png", self.title)
+            plot_history(self.rows, path, self.title)
             self.plotted_rows = len(self.rows)
         except Exception as e:  # a plot must never fail a run, but it must not fail silently
-            if self.plot_error is None:
-                self.warn(f"warning: history.png could not be drawn ({type(e).__name__}: {e}); "
-                          "history.csv is complete")
-            self.plot_error = f"{type(e).__name__}: {e}"
-        self.last_plot_cost = time.perf_counter() - started
-        self.plot_seconds += self.last_plot_cost
+            self._failed(f"{type(e).__name__}: {e}")
+        self._charge(time.perf_counter() - started)
+
+    def _collect(self) -> bool:
+        """Wait for the worker's answer to the last request; False if it died instead."""
+        assert self.worker is not None
+        if not self.worker.pending:
+            return True
+        reply = self.worker.collect()
+        if reply is None:
+            return False
+        seconds, error = reply
+        if error is not None:
+            self._failed(error)
+        self._charge(seconds)
+        return True
+
+    def _charge(self, seconds: float) -> None:
+        self.last_plot_cost = seconds
+        self.plot_seconds += seconds
+
+    def _failed(self, error: str) -> None:
+        if self.plot_error is None:
+            self.warn(f"warning: history.png could not be drawn ({error}); history.csv is complete")
+        self.plot_error = error
