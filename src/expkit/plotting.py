@@ -100,7 +100,8 @@ class PlotWorker:
 
     def __init__(self) -> None:
         src = str(Path(__file__).resolve().parents[1])
-        code = f"import sys; sys.path.insert(0, {src!r}); from expkit.plotting import serve; serve()"
+        code = (f"import sys, os; sys.path.insert(0, {src!r}); from expkit.plotting import serve; "
+                "serve(); os._exit(0)")  # everything is written: skip the interpreter's teardown
         self.proc = subprocess.Popen([sys.executable, "-c", code, WORKER_TAG, str(os.getpid())],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True)

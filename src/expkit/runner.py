@@ -186,7 +186,8 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
                    {"at": now(), "argv": list(argv), **(extra_record or {})}]
         record.update(status="running", ended=None, resumes=resumes)
     trackers: list[Tracker] = [LocalFiles(run_dir, title=f"{args.experiment_id}  {run_dir.name}",
-                                          warn=console.print)] if dist.is_main else []
+                                          warn=console.print, epochs=args.epochs)
+                               ] if dist.is_main else []
     status, exit_code = "failed", 1
     signals = StopSignals(console.print)
     try:

@@ -5,7 +5,7 @@ draws it (expkit.plotting.PlotWorker), so the import and the draws run beside th
 not in it; still, a draw takes CPU time from a machine that trains on all its cores, so after
 an epoch it is redrawn only while plotting stays within PLOT_BUDGET of the training time so
 far (the sum of the epochs' times; so every epoch once epochs take more than a few seconds),
-and always at the end. (A thread was tried: it fights the training loop for the GIL and
+and always after the last epoch. (A thread was tried: it fights the training loop for the GIL and
 doubled a 1.2 s epoch.) Without a worker the plot is drawn in the run itself.
 """
 
@@ -30,8 +30,10 @@ class LocalFiles:
     """The Tracker that writes the run directory's human-readable files."""
 
     def __init__(self, run_dir: Path, title: str = "",
-                 warn: Callable[[str], None] | None = None, plot_worker: bool = True) -> None:
+                 warn: Callable[[str], None] | None = None, plot_worker: bool = True,
+                 epochs: int | None = None) -> None:
         self.run_dir = Path(run_dir)
+        self.epochs = epochs  # the last epoch is drawn at once: the draw overlaps the test
         self.worker: PlotWorker | None = None
         if plot_worker:  # started now: matplotlib's import overlaps the run's own start-up
             with contextlib.suppress(OSError):  # else drawn in this process
@@ -60,7 +62,8 @@ class LocalFiles:
         self.rows = rows
         self._write_csv(rows)
         trained = sum(row.get("epoch_time", 0.0) for row in rows)
-        if self.plot_seconds + self.last_plot_cost <= PLOT_BUDGET * trained:
+        last = self.epochs is not None and rows[-1].get("epoch", 0) >= self.epochs
+        if last or self.plot_seconds + self.last_plot_cost <= PLOT_BUDGET * trained:
             self._plot()
 
     def _write_csv(self, rows: list[dict[str, float]]) -> None:
