@@ -191,3 +191,19 @@ def test_online_wandb_without_key_warns_and_continues(data_workspace: Workspace,
                                 env={"WANDB_MODE": "online", "NETRC": str(tmp_path / "none")})
     assert result.returncode == 0, result.stderr
     assert "no API key" in result.stdout and "offline instead" in result.stdout
+
+
+def test_adam_is_fused_by_default_and_learns_as_the_per_parameter_loop(
+        data_workspace: Workspace) -> None:
+    ws = data_workspace
+    args = ("--experiment_id=mnist", "--epochs=2", "--max_train_samples=300", "--seed=3")
+    found = {}
+    for flags in ((), ("--fused=false",)):
+        result = ws.cli(*args, *flags)
+        assert result.returncode == 0, result.stderr
+        run = ws.last_run()
+        groups = load_checkpoint(run / "checkpoints" / "last.pt")["optimizer"]["param_groups"]
+        found[flags] = (bool(groups[0]["fused"]), ws.metrics(run)["final"]["train_loss"])
+    (fused, loss), (loop, loop_loss) = found[()], found[("--fused=false",)]
+    assert fused and not loop
+    assert loss == pytest.approx(loop_loss, rel=1e-3)  # the same update, other rounding
