@@ -145,11 +145,14 @@ def main() -> None:
         if lightning is not None:
             sides["lightning"] = lightning
         times = interleave(sides, ns.rounds)
-        row = {name: summarize(times, name, "hand") for name in sides if name != "hand"}
-        results[f"batch_{batch}"] = {"hand": summarize(times, "expkit", "hand")["hand"], **row}
-        print(f"batch {batch:>4}: {fmt('hand-written', results[f'batch_{batch}']['hand'])}")
-        for name, stats in row.items():
-            print(f"            {fmt(name, stats[name])}  x{stats['ratio_median']:.3f} of "
+        summary = {name: summarize(times, name, "hand") for name in sides if name != "hand"}
+        row = {"hand": summary["expkit"]["hand"]}
+        row.update({name: {**stats[name], "ratio_to_hand": stats["ratio_median"]}
+                    for name, stats in summary.items()})
+        results[f"batch_{batch}"] = row
+        print(f"batch {batch:>4}: {fmt('hand-written', row['hand'])}")
+        for name in summary:
+            print(f"            {fmt(name, row[name])}  x{row[name]['ratio_to_hand']:.3f} of "
                   "hand-written (median of rounds)")
         if "lightning" not in sides:
             print("            lightning: not installed (pip install lightning), skipped")

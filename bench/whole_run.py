@@ -1,6 +1,6 @@
 """Whole processes, interleaved: `run.py` (5 epochs) vs the hand-written script vs Lightning.
 
-    python bench/whole_run.py [--rounds 5] [--epochs 5] [--no-lightning]
+    python bench/whole_run.py [--rounds 5] [--epochs 5] [--no-lightning] [--expkit-arg=--fused=false]
 
 Each command runs --rounds times in turn (A B C, A B C, ...); we report the median wall time,
 min-max, the ratio to the hand-written script (the median of each round's own ratio, which
@@ -42,6 +42,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--no-lightning", action="store_true",
                         help="leave Lightning out (more rounds of the other two in the same time)")
+    parser.add_argument("--expkit-arg", action="append", default=[], metavar="FLAG",
+                        help="one more flag for run.py, e.g. --expkit-arg=--fused=false "
+                             "(the same per-parameter Adam as the hand-written script)")
     parser.add_argument("--out", type=Path, default=REPO / "bench/out/whole_run.json")
     ns = parser.parse_args()
     work = tempfile.mkdtemp()
@@ -52,7 +55,7 @@ def main() -> None:
         "hand-written": [sys.executable, str(REPO / "bench/hand_written.py"), "--epochs", str(ns.epochs)],
         "expkit run.py": [sys.executable, str(REPO / "run.py"), "--experiment_id=mnist",
                           "--dataset=fashion_mnist", "--hidden_sizes=[64]", "--use_cuda=false",
-                          "--seed=0", epochs],
+                          "--seed=0", epochs, *ns.expkit_arg],
     }
     if ns.no_lightning:
         print("lightning left out (--no-lightning)")

@@ -132,6 +132,32 @@ def test_experiment_help_groups_arguments_by_part(workspace: Workspace) -> None:
     assert list(workspace.root.iterdir()) == []
 
 
+@pytest.mark.parametrize("entry", ["run.py", "expkit", "python -m expkit"])
+def test_help_and_usage_errors_reach_a_pipe_whole(workspace: Workspace, entry: str) -> None:
+    # these paths exit without the interpreter's teardown: buffered output must still arrive
+    buffered = {k: v for k, v in workspace.env.items() if k != "PYTHONUNBUFFERED"}
+    workspace.env = buffered
+    full = workspace.cli("--experiment_id=mnist", "--help", entry=entry)
+    assert full.returncode == 0, full.stderr
+    assert full.stdout.startswith("usage: ") and "--progress [bool]" in full.stdout  # the last flag too
+    assert full.stdout.endswith("\n") and full.stderr == ""
+    bad = workspace.cli("--experiment_id=mnist", "--epochs=x", "--lr=-1", entry=entry)
+    assert bad.returncode == 2
+    lines = bad.stderr.splitlines()
+    assert len(lines) == 2 and "--epochs: got 'x'" in lines[0] and "--lr: got '-1'" in lines[1]
+    shown = workspace.cli("--experiment_id=mnist", "--print_config", entry=entry)
+    assert shown.returncode == 0 and shown.stdout.rstrip().splitlines()[-1].startswith("  ")
+    assert list(workspace.root.iterdir()) == []
+
+
+def test_help_into_a_closed_pipe_is_quiet(workspace: Workspace) -> None:
+    head = subprocess.run(f"{sys.executable} {REPO / 'run.py'} --experiment_id=mnist --help | head -1",
+                          shell=True, cwd=workspace.root, capture_output=True, text=True,
+                          env={k: v for k, v in workspace.env.items() if k != "PYTHONUNBUFFERED"})
+    assert head.stdout.startswith("usage: ") and len(head.stdout.splitlines()) == 1
+    assert head.stderr == ""
+
+
 @pytest.mark.parametrize("entry", ["expkit", "python -m expkit"])
 def test_expkit_command_and_module_run_experiments(data_workspace: Workspace, entry: str) -> None:
     listing = data_workspace.cli("--help", entry=entry)

@@ -1,7 +1,5 @@
 """`python -m expkit ...`: the same as the `expkit` command."""
 
-import sys
+from expkit.cli import run_cli
 
-from expkit.cli import main
-
-sys.exit(main())
+run_cli()
