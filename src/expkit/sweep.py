@@ -13,15 +13,12 @@ stay, failed or interrupted ones are retried once, and the total stays `--trials
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import math
 import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,6 +29,16 @@ from expkit.errors import ExpkitError, UsageError
 from expkit.registry import Registry
 from expkit.rundirs import safe_name
 from expkit.sweep_space import Space, grid_values, import_optuna, parse_space, redact, suggest
+from expkit.sweep_study import (
+    finished_count,
+    load_study,
+    locked,
+    open_storage,
+    recover,
+    storage_url,
+    sweep_dir,
+    target_trials,
+)
 from expkit.sweep_summary import summarize
 from expkit.training.callbacks import Callback
 
@@ -177,120 +184,6 @@ def prepare(spec: SweepSpec, registry: Registry, prog: str) -> tuple[dict[str, S
     return spaces, experiment_cls
 
 
-def sweep_dir(results_dir: Path, spec_name: str) -> Path:
-    """Where a sweep keeps its study (SQLite), spec, lock and sweep.png."""
-    return Path(results_dir) / "sweeps" / safe_name(spec_name)
-
-
-def storage_url(spec: SweepSpec, folder: Path) -> str:
-    """The study's storage: --storage, or SQLite in the sweep's folder."""
-    return spec.storage or f"sqlite:///{(folder / 'study.db').absolute()}"
-
-
-def open_storage(url: str) -> Any:
-    """An Optuna RDB storage for `url` (SQLite waits for locks instead of failing)."""
-    optuna = import_optuna()
-    kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        kwargs = {"connect_args": {"timeout": 60}}
-    elif url.startswith("postgresql"):
-        try:
-            import psycopg  # noqa: F401
-        except ImportError:
-            raise ExpkitError("a PostgreSQL storage needs psycopg; install it with "
-                              "pip install 'expkit[sweep]' 'psycopg[binary]'") from None
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    except Exception as e:  # sqlalchemy's errors: a bad URL, a server that does not answer
-        raise ExpkitError(f"--storage {redact(url)}: cannot open it ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0][:200]})") from None
-
-
-def _sampler(spec: SweepSpec, spaces: dict[str, Space], worker: int) -> Any:
-    optuna = import_optuna()
-    seed = None if spec.seed is None else spec.seed + worker
-    if spec.sampler == "grid":
-
-        class Grid(optuna.samplers.GridSampler):  # type: ignore[misc,name-defined]
-            def after_trial(self, *args: Any, **kwargs: Any) -> None:
-                """Nothing: GridSampler would call study.stop(), which only works in optimize();
-                the worker loop stops at the grid's size itself (`target_trials`)."""
-
-        return Grid({f: grid_values(s) for f, s in spaces.items()}, seed=seed)
-    if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
-
-
-def _pruner(spec: SweepSpec) -> Any:
-    optuna = import_optuna()
-    if spec.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
-    return optuna.pruners.NopPruner()
-
-
-def target_trials(spec: SweepSpec, spaces: dict[str, Space]) -> int:
-    """--trials, or fewer when a grid has fewer points."""
-    if spec.sampler != "grid":
-        return spec.trials
-    size = math.prod(len(grid_values(s)) for s in spaces.values())
-    return min(spec.trials, size)
-
-
-def load_study(spec: SweepSpec, spaces: dict[str, Space], url: str, worker: int = 0) -> Any:
-    """The study (created if new), with this worker's sampler and the sweep's pruner."""
-    optuna = import_optuna()
-    direction = "maximize" if spec.direction == "max" else "minimize"
-    return optuna.create_study(storage=open_storage(url), study_name=spec.study_name,
-                               direction=direction, load_if_exists=True,
-                               sampler=_sampler(spec, spaces, worker), pruner=_pruner(spec))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def recover(study: Any) -> list[int]:
-    """Before workers start: fail this machine's trials whose worker died, re-queue failed ones.
-
-    Returns the numbers of the trials queued again (each failed trial is retried once).
-    """
-    optuna = import_optuna()
-    state = optuna.trial.TrialState
-    host = socket.gethostname()
-    for trial in study.get_trials(deepcopy=False, states=(state.RUNNING,)):
-        attrs = trial.user_attrs
-        if attrs.get("host") == host and not _alive(int(attrs.get("pid", 0))):
-            study.tell(trial.number, state=state.FAIL)
-    retried = set(study.user_attrs.get("retried", []))
-    queued = []
-    for trial in study.get_trials(deepcopy=False, states=(state.FAIL,)):
-        if trial.number not in retried and "retry_of" not in trial.user_attrs:
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-            queued.append(trial.number)
-    if queued:
-        study.set_user_attr("retried", sorted(retried | set(queued)))
-    return queued
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One local worker at a time in the block (count trials, then ask for one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 class Report(Callback):
     """Report --monitor to the trial each epoch; stop the run when the pruner says so."""
 
@@ -327,7 +220,7 @@ def run_worker(spec: SweepSpec, registry: Registry, prog: str, worker: int = 0) 
     fails_in_a_row = 0
     tag = f"[worker {worker}] " if spec.workers > 1 else ""
     while True:
-        with _locked(folder / ".lock"):
+        with locked(folder / ".lock"):
             trials = study.get_trials(deepcopy=False)
             counted = sum(t.state in (state.COMPLETE, state.PRUNED, state.RUNNING) for t in trials)
             if counted >= target:
@@ -410,7 +303,7 @@ def run_sweep(argv: list[str], registry: Registry, prog: str, registry_module: s
     (folder / "sweep.json").write_text(json.dumps(
         {**spec.model_dump(mode="json"), "storage": redact(url)}, indent=2) + "\n")
     retried = recover(study)
-    done = _finished(study)
+    done = finished_count(study)
     print(f"sweep {spec.study_name}: {done}/{target_trials(spec, spaces)} trials done, "
           f"{spec.workers} worker{'s' if spec.workers > 1 else ''}, storage {redact(url)}"
           + (f"; retrying failed trials {retried}" if retried else ""), flush=True)
@@ -420,12 +313,6 @@ def run_sweep(argv: list[str], registry: Registry, prog: str, registry_module: s
         code = _run_workers(spec, registry_module, prog)
     summarize(study, folder)
     return code
-
-
-def _finished(study: Any) -> int:
-    optuna = import_optuna()
-    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
-                                                        optuna.trial.TrialState.PRUNED)))
 
 
 def _run_workers(spec: SweepSpec, registry_module: str | None, prog: str) -> int:
