@@ -30,14 +30,12 @@ class LocalFiles:
     """The Tracker that writes the run directory's human-readable files."""
 
     def __init__(self, run_dir: Path, title: str = "",
-                 warn: Callable[[str], None] | None = None, plot_worker: bool = True,
-                 epochs: int | None = None) -> None:
+                 warn: Callable[[str], None] | None = None, epochs: int | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.epochs = epochs  # the last epoch is drawn at once: the draw overlaps the test
         self.worker: PlotWorker | None = None
-        if plot_worker:  # started now: matplotlib's import overlaps the run's own start-up
-            with contextlib.suppress(OSError):  # else drawn in this process
-                self.worker = PlotWorker()
+        with contextlib.suppress(OSError):  # started now: matplotlib's import overlaps the
+            self.worker = PlotWorker()       # run's own start-up; else drawn in this process
         self.title = title
         self.warn = warn or (lambda message: None)
         self.plot_seconds = 0.0
