@@ -11,10 +11,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 from expkit.data.idx import write_idx
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Property tests: the suite (`make test`, CI) draws the same examples every run, so whether it
+# passes never depends on a draw; `make fuzz` explores new inputs with many more examples.
+_QUIET = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+settings.register_profile("suite", derandomize=True, database=None, max_examples=300,
+                          deadline=None, suppress_health_check=_QUIET, print_blob=True)
+settings.register_profile("explore", max_examples=5000, deadline=None,
+                          suppress_health_check=_QUIET, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 

@@ -6,11 +6,14 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from conftest import REPO, TINY, Workspace
+from expkit.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -51,10 +54,11 @@ def test_seed_command_trains_into_a_complete_run_dir(data_workspace: Workspace) 
      {("model", "hidden_sizes"): [16, 8], ("dataset", "name"): "fashion_mnist",
       ("model", "activation"): "gelu"}),
 ])
-def test_flag_forms(data_workspace: Workspace, argv: list[str], expected: dict) -> None:
-    result = data_workspace.cli("--experiment_id=mnist", "--max_train_samples=100", *argv)
+def test_flag_forms(workspace: Workspace, argv: list[str], expected: dict) -> None:
+    result = workspace.cli("--experiment_id=mnist", "--max_train_samples=100", *argv,
+                           "--print_config")
     assert result.returncode == 0, result.stderr
-    config = json.loads((data_workspace.last_run() / "config.json").read_text())
+    config = yaml.safe_load(result.stdout)
     for key, value in expected.items():
         node = config
         for part in (key if isinstance(key, tuple) else (key,)):
@@ -77,6 +81,11 @@ BAD_INPUT = [
     (["--experiment_id=mnst"], ["unknown experiment", "did you mean 'mnist'"]),
     (["--epochs=1"], ["--experiment_id is required", "mnist"]),
     (["--experiment_id=mnist", "--scheduler=plateau", "--warmup_epochs=2"], ["warmup_epochs"]),
+    (["--experiment_id=mnist", "--epochs=" + "9" * 26], ["less than or equal to 1000000"]),
+    (["--experiment_id=mnist", "--lr=nan", "--dropout=inf"],
+     ["--lr: got 'nan': Input should be a finite number", "--dropout: got 'inf'"]),
+    (["--experiment_id=mnist", "--config", "\x1e"], ["\\x1e: no such file"]),
+    (["--experiment_id=mnist", "--config", "a\nb"], ["a\\nb: no such file"]),
     (["--experiment_id=mnist", "--epochs=-1", "--lr=0", "--bogus=1"],  # all reported together
      ["--epochs: got '-1'", "--lr: got '0'", "unknown flag --bogus"]),
 ]
@@ -91,7 +100,43 @@ def test_bad_input_is_one_clear_line_each_and_writes_nothing(
     for needle in needles:
         assert needle in result.stderr
     assert all(line.startswith("run.py: ") for line in result.stderr.splitlines())
+    assert len(result.stderr.splitlines()) == len(result.stderr.split("\n")) - 1, \
+        "user input is escaped: every message is exactly one line"
+    assert "a bug in expkit" not in result.stderr, "bad input must get its own message"
     assert list(workspace.root.iterdir()) == []  # no config.yaml, no results, nothing
+
+
+#: every built-in flag, before and after a `--flag value` of the experiment's: both must parse
+BUILT_IN = [
+    ("--print_config",), ("--print_config", "true"), ("--config", "run.yaml"),
+    ("--experiment_id", "mnist"), ("--help",), ("--resume", "nowhere"),
+]
+
+
+@pytest.mark.parametrize("builtin", BUILT_IN, ids=" ".join)
+@pytest.mark.parametrize("first", [True, False], ids=["first", "last"])
+def test_built_in_flags_leave_other_flags_values_intact(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        builtin: tuple[str, ...], first: bool) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EXPKIT_CONFIG", str(tmp_path / "config.yaml"))
+    (tmp_path / "run.yaml").write_text("epochs: 2\n")
+    ours = ["--lr", "3e-5", "--hidden_sizes", "[8]"]
+    rest = ["--experiment_id=mnist"] if builtin[0] != "--experiment_id" else []
+    tail = [] if builtin[0] in ("--print_config", "--help", "--resume") else ["--print_config"]
+    argv = [*builtin, *rest, *ours, *tail] if first else [*rest, *ours, *builtin, *tail]
+    code = main(argv, registry="lab.registry", prog="run.py")
+    out, err = capsys.readouterr()
+    if builtin[0] == "--help":
+        assert code == 0 and "--hidden_sizes" in out
+    elif builtin[0] == "--resume":
+        assert code == 2 and "nowhere: not a run directory" in err and "--lr" not in err, err
+    else:
+        assert code == 0, err
+        config = yaml.safe_load(out)
+        assert config["optimizer"]["lr"] == 3e-5 and config["model"]["hidden_sizes"] == [8]
+        if builtin[0] == "--config":
+            assert config["epochs"] == 2
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -203,3 +248,19 @@ def test_unknown_monitor_lists_the_metrics(data_workspace: Workspace) -> None:
 def test_repo_readme_seed_command_is_the_one_tested() -> None:
     readme = (REPO / "README.md").read_text()
     assert 'python run.py --experiment_id=mnist --use_cuda=false --hidden_sizes="[64]"' in readme
+
+
+def test_config_file_takes_flat_flag_names_and_nested_keys(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A --config file may use the flag names (`lr: 3e-4`) or config.json's nesting, or both."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run.yaml").write_text("lr: 3e-4\nhidden_sizes: [32]\nscheduler: cosine\n"
+                                       "optimizer: {weight_decay: 0.01}\n")
+    code = main(["--experiment_id=mnist", "--config", "run.yaml", "--print_config"],
+                registry="lab.registry", prog="run.py")
+    out = capsys.readouterr().out
+    assert code == 0
+    config = yaml.safe_load(out)
+    assert config["optimizer"] == {**config["optimizer"], "lr": 3e-4, "weight_decay": 0.01}
+    assert config["model"]["hidden_sizes"] == [32] and config["scheduler"]["name"] == "cosine"
+    assert "lr: 0.0003  # run.yaml" in out and "hidden_sizes: [32]  # run.yaml" in out

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from conftest import TINY, Workspace
+from expkit.config import load_machine_config
 
 
 def test_expkit_config_points_elsewhere_and_paths_are_relative_to_it(
@@ -31,7 +34,10 @@ BAD_CONFIGS = [
     ("cache_dir: [unclosed\nresults_dir: r\n", ["config.yaml:", "invalid YAML"]),
     ("cache_dir: c\nwandb:\n  mode: sometimes\n",
      ["config.yaml:3: key 'wandb.mode': got 'sometimes'", "'online', 'offline' or 'disabled'"]),
-    ("cache_dirr: c\n", ["config.yaml:1: key 'cache_dirr'", "Extra inputs are not permitted"]),
+    ("cache_dirr: c\n", ["config.yaml:1: unknown key 'cache_dirr' (did you mean 'cache_dir'?)"]),
+    ("results_dir: r\nwandb: {projekt: x}\n",
+     ["config.yaml:2: unknown key 'wandb.projekt' (did you mean 'project'?)"]),
+    ("cache_dir: 12\n", ["config.yaml:1: key 'cache_dir': got 12; give a folder path as a string"]),
     ("- just\n- a list\n", ["expected a mapping of keys to values"]),
 ]
 
@@ -53,3 +59,11 @@ def test_config_that_is_a_directory(data_workspace: Workspace) -> None:
     (data_workspace.root / "config.yaml").mkdir()
     result = data_workspace.cli("--experiment_id=mnist", *TINY)
     assert result.returncode == 2 and "is a directory" in result.stderr
+
+
+def test_missing_keys_take_their_defaults(tmp_path: Path) -> None:
+    """The README's promise: a config.yaml may hold only what differs from the defaults."""
+    (tmp_path / "config.yaml").write_text("results_dir: elsewhere\n")
+    config = load_machine_config(tmp_path / "config.yaml", announce=lambda _: None)
+    assert config.results_dir == tmp_path / "elsewhere"
+    assert config.cache_dir == tmp_path / "cache" and config.wandb.project == "expkit"

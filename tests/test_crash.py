@@ -1,5 +1,6 @@
-"""Crashes at any moment: SIGKILL at random times (checkpoint writes included), then resume,
-equals an uninterrupted run bit for bit; runs started together never share a directory."""
+"""Crashes at any moment: SIGKILL at many moments (inside checkpoint writes, between a checkpoint
+and its history row, mid-epoch), then resume, equals an uninterrupted run bit for bit; runs
+started together never share a directory."""
 
 from __future__ import annotations
 
@@ -19,92 +20,109 @@ from conftest import REPO, Workspace, write_idx_set
 from expkit import rundirs
 from expkit.errors import ExpkitError
 from expkit.rundirs import create_run_dir
+from expkit.training.checkpoint import load_checkpoint
 from test_resume import assert_same_training
 
-ARGS = ("--experiment_id=mnist", "--epochs=5", "--seed=11", "--hidden_sizes=[128]",
+ARGS = ("--experiment_id=mnist", "--epochs=4", "--seed=11", "--hidden_sizes=[64]",
         "--dropout=0.1", "--deterministic=true", "--use_cuda=false")
 KILLS = 20
-PER_RUN = 4
-# every fsync sleeps 100 ms in these runs (tests/slow_writes/sitecustomize.py): writes take most
-# of the run's time, so random kills land inside checkpoint writes as well as inside steps
-SLOW_WRITES = {"PYTHONPATH": str(Path(__file__).parent / "slow_writes"),
-               "EXPKIT_TEST_FSYNC_DELAY": "0.1"}
+PER_RUN = 10
+HOOKS = str(Path(__file__).parent / "hooks")  # sitecustomize.py: kill at a chosen event
 
 
-def start(ws: Workspace, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=ws.root,
-                            env={**ws.env, **(env or {})}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+def start(ws: Workspace, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=ws.root, env=ws.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def at(moment: str) -> dict[str, str]:
+    """The environment that makes a run kill itself (SIGKILL) at `moment` (see hooks/)."""
+    return {"PYTHONPATH": HOOKS, "EXPKIT_TEST_AT": f"{moment}:KILL"}
+
+
+def kill_moments(rng: random.Random, steps_per_epoch: int, fresh: bool) -> str:
+    """One moment to die at, cycling over the kinds of moment a crash can hit: a step, inside
+    a checkpoint's write, between last.pt and history.csv of one epoch, inside run.json's write.
+    A fresh run dies only after its first last.pt (before that, there is nothing to resume)."""
+    kinds = ["step", "write:last.pt", "write:history.csv", "write:run.json"]
+    kind = rng.choice([*kinds, "write:best.pt"] if fresh else kinds)
+    if kind == "step":  # a resume: within its first epoch, so that chains of kills stay short
+        return f"step:{rng.randint(1, steps_per_epoch) + (steps_per_epoch if fresh else 0)}"
+    if kind == "write:run.json":
+        return f"write:run.json:{2 if fresh else 1}"  # a run's end / a resume's start
+    if kind == "write:best.pt":
+        return "write:best.pt:1"  # epoch 1's last.pt is already written
+    return f"{kind}:{2 if fresh else 1}"
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_resume_is_exact(workspace: Workspace) -> None:
-    """KILLS SIGKILLs in all, spread over a few runs: a run is killed, its resume is killed too,
-    and so on (up to PER_RUN kills each); the last resume finishes. Each run must end equal,
-    bit for bit, to an uninterrupted run."""
+def test_sigkill_at_many_moments_then_resume_is_exact(workspace: Workspace) -> None:
+    """KILLS SIGKILLs at moments drawn from a fixed seed (a step, inside a checkpoint write,
+    between a checkpoint and its history row, ...), spread over a few runs: a run is killed, its
+    resume is killed too, and so on (up to PER_RUN kills each); the last resume finishes. Each
+    run must end equal, bit for bit, to an uninterrupted run. The moments are events of the run
+    itself (tests/hooks), so the same kills happen on a fast or a loaded machine."""
     ws = workspace
-    write_idx_set(ws.cache / "mnist", n_train=2000, n_test=200)
-    reference_run = ws.cli(*ARGS, env=SLOW_WRITES)
+    write_idx_set(ws.cache / "mnist", n_train=700, n_test=100)
+    reference_run = ws.cli(*ARGS)
     assert reference_run.returncode == 0, reference_run.stderr
     reference = ws.last_run()
+    steps_per_epoch = -(-630 // 64)  # 700 examples, 10% for validation, batch 64
     rng = random.Random(2026)
-    kills = in_write = runs = 0
-    while kills < KILLS:
+    kills: list[str] = []
+    lagging = 0
+    runs = 0
+    while len(kills) < KILLS:
         runs += 1
+        assert runs <= KILLS, f"too few kills landed: {kills}"
         known = set(ws.run_dirs())
-        proc = start(ws, *ARGS, env=SLOW_WRITES)
-        run_dir = _next_checkpoint(ws, proc, known, None)
-        for _ in range(PER_RUN):
-            # a random moment within about one epoch after a checkpoint: a step or a write
-            time.sleep(rng.uniform(0.0, 0.8))
-            proc.send_signal(signal.SIGKILL)
-            if proc.wait(timeout=60) != -signal.SIGKILL:
-                break  # it had finished
-            kills += 1
-            in_write += bool(list((run_dir / "checkpoints").glob(".*.tmp")))
-            if kills == KILLS:
+        moment = kill_moments(rng, steps_per_epoch, fresh=True)
+        proc = ws.cli(*ARGS, env=at(moment))
+        assert proc.returncode == -signal.SIGKILL, f"{moment}: {proc.returncode} {proc.stderr}"
+        kills.append(moment)
+        (run_dir,) = set(ws.run_dirs()) - known
+        for _ in range(PER_RUN - 1):
+            if len(kills) == KILLS:
                 break
-            seen = (run_dir / "checkpoints" / "last.pt").stat().st_mtime_ns
-            proc = start(ws, "resume", str(run_dir), env=SLOW_WRITES)  # and kill that one too
-            if _next_checkpoint(ws, proc, known, seen) is None:
-                break  # the resume finished without a new checkpoint to wait for
+            lagging += _history_lags_checkpoint(run_dir)
+            moment = kill_moments(rng, steps_per_epoch, fresh=False)
+            proc = ws.cli("resume", str(run_dir), env=at(moment))
+            if proc.returncode == 0:
+                break  # it finished before that moment came
+            assert proc.returncode == -signal.SIGKILL, f"{moment}: {proc.returncode} {proc.stderr}"
+            kills.append(moment)
+        lagging += _history_lags_checkpoint(run_dir)
         resumed = ws.cli("resume", str(run_dir))
         assert resumed.returncode == 0, f"run {runs}: {resumed.stderr}"
         assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
         assert_same_training(reference, run_dir)
         assert not list((run_dir / "checkpoints").glob(".*.tmp")), "the half-written file is cleared"
-    assert in_write >= 1, "no kill landed inside a checkpoint write; make writes slower"
-    print(f"{kills} SIGKILLs over {runs} runs, {in_write} inside a file write: every resume "
-          "succeeded and equals the uninterrupted run")
+    kinds = {moment.rsplit(":", 1)[0] for moment in kills}
+    assert {"step", "write:last.pt", "write:history.csv"} <= kinds, kills
+    assert lagging >= 1, "no kill left history.csv behind last.pt; resume must be tested on one"
+    print(f"{len(kills)} SIGKILLs over {runs} runs ({', '.join(sorted(kinds))}), {lagging} with "
+          "history.csv behind last.pt: every resume succeeded and equals the uninterrupted run")
 
 
-def _next_checkpoint(ws: Workspace, proc: subprocess.Popen[bytes], known: set[Path],
-                     seen: int | None) -> Path | None:
-    """The run's directory once it has a last.pt newer than `seen` (None: any last.pt);
-    None if the process ended first."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        new = [r for r in ws.run_dirs() if r not in known]
-        last = new[0] / "checkpoints" / "last.pt" if new else None
-        if last is not None and last.is_file() and (seen is None or last.stat().st_mtime_ns != seen):
-            return new[0]
-        if proc.poll() is not None:
-            assert seen is not None, "the run ended before its first checkpoint"
-            return None
-        time.sleep(0.005)
-    raise AssertionError("no checkpoint within 120 s")
+def _history_lags_checkpoint(run_dir: Path) -> bool:
+    """Whether history.csv has fewer rows than last.pt's epochs (a kill between the two writes)."""
+    with (run_dir / "history.csv").open() as f:
+        rows = sum(1 for _ in f) - 1
+    return rows < load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"]
 
 
 def test_runs_started_together_get_their_own_directories(data_workspace: Workspace) -> None:
     ws = data_workspace
     args = ("--experiment_id=mnist", "--epochs=1", "--max_train_samples=100", "--seed=0")
-    ws.cli(*args)  # config.yaml exists before the race
     before = set(ws.run_dirs())
+    # four runs at once, config.yaml not written yet; the same-second name clash itself is
+    # tested deterministically below
     procs = [start(ws, *args) for _ in range(4)]
-    # the four live at once (each spends seconds importing torch before its directory exists);
-    # the same-second name clash itself is tested deterministically below
-    assert all(p.poll() is None for p in procs), "a run ended before the last one started"
-    assert [p.wait(timeout=300) for p in procs] == [0, 0, 0, 0]
+    try:
+        assert [p.wait(timeout=300) for p in procs] == [0, 0, 0, 0]
+    finally:
+        for p in procs:
+            p.kill()
     new = set(ws.run_dirs()) - before
     assert len(new) == 4
     for run in new:

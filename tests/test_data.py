@@ -6,6 +6,7 @@ import functools
 import gzip
 import hashlib
 import http.server
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 
 from conftest import IDX_FILES, write_idx_set
 from expkit.data.base import Split
-from expkit.data.download import download_verified
+from expkit.data.download import DownloadError, download_verified
 from expkit.data.idx import read_idx, write_idx
 from expkit.errors import ExpkitError
 from lab.datasets import mnist as mnist_data
@@ -77,9 +78,34 @@ def test_corrupt_download_is_detected_deleted_and_reported(server: tuple[str, Pa
     url, root = server
     (root / "f.gz").write_bytes(b"corrupted bytes")
     dest = tmp_path / "cache"
-    with pytest.raises(ExpkitError, match=r"checksum mismatch.*file deleted"):
+    with pytest.raises(DownloadError, match=r"could not download f.gz \(1 mirror tried") as info:
         download_verified("f.gz", [url], "0" * 64, dest)
+    assert not info.value.offline
+    assert "checksum mismatch" in info.value.failures[0] and "file deleted" in info.value.failures[0]
     assert list(dest.iterdir()) == []  # no file, no .part left behind
+
+
+@pytest.mark.parametrize("debug", ["", "1"])
+def test_offline_download_is_one_short_line_and_the_ways_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, debug: str) -> None:
+    """No mirror reachable: one line (what failed, how many mirrors), then what to do offline;
+    each mirror's error only with EXPKIT_DEBUG=1."""
+    with socket.socket() as closed:  # a port nothing listens on: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    mirrors = [f"http://127.0.0.1:{port}/a/", f"http://127.0.0.1:{port}/b/"]
+    monkeypatch.setitem(mnist_data.SOURCES, "mnist", (mirrors, dict.fromkeys(IDX_FILES, "0" * 64)))
+    monkeypatch.setenv("EXPKIT_DEBUG", debug)
+    with pytest.raises(ExpkitError) as info:
+        mnist_data.ImageData(mnist_data.ImageDataArgs(name="mnist"), tmp_path / "cache").load()
+    first, *details = info.value.lines
+    assert first == ("mnist: could not download train-images-idx3-ubyte.gz (2 mirrors tried; "
+                     "no network?)")
+    assert len(details) == (2 if debug else 0)
+    assert all("127.0.0.1" in line and "refused" in line.lower() for line in details), details
+    hint = info.value.hint or ""
+    assert "offline:" in hint and "--dataset=fashion_mnist" in hint
+    assert str(tmp_path / "cache" / "mnist") in hint or "dataset-fashion-mnist" in hint
 
 
 def test_dataset_downloads_missing_files_then_loads(server: tuple[str, Path], tmp_path: Path,

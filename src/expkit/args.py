@@ -25,7 +25,9 @@ _NULL_WORDS = ("none", "null", "auto")
 class Args(BaseModel):
     """Base of every component's arguments: unknown keys are errors, defaults and assignments validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True, validate_assignment=True)
+    # NaN and infinity are never a sensible argument: "--lr=nan" says "finite number" at once
+    model_config = ConfigDict(extra="forbid", validate_default=True, validate_assignment=True,
+                              allow_inf_nan=False)
 
 
 @dataclass(frozen=True)
@@ -255,7 +257,9 @@ def parse_argv(cls: type[BaseModel], argv: list[str], prog: str,
         else:
             skip_value = False
 
-    data: dict[str, Any] = json.loads(json.dumps(base)) if base else {}
+    data, file_problems = nest_keys(cls, base or {}, table)
+    problems += [f"{base_name}: {line}" if base_name else line for line in file_problems]
+    in_base = {f.path for f in table.values() if _has_path(data, f.path)}
     given: dict[tuple[str, ...], str] = {}
     for flag in table.values():
         values = getattr(namespace, flag.name, None)
@@ -275,12 +279,60 @@ def parse_argv(cls: type[BaseModel], argv: list[str], prog: str,
     if problems or model is None:
         raise UsageError(*problems)
     if sources is not None:
-        in_base = {f.path for f in table.values() if _has_path(base or {}, f.path)}
         for flag in table.values():
             origin = "cli" if flag.path in given else (base_name or "file") if flag.path in in_base \
                 else "default"
             sources[".".join(flag.path)] = origin
     return model
+
+
+def nest_keys(cls: type[BaseModel], values: dict[str, Any], table: dict[str, Flag] | None = None
+              ) -> tuple[dict[str, Any], list[str]]:
+    """A config file's values as the nested model wants them, and one line per unknown key.
+
+    A file may use the flag names, flat (`lr: 3e-4`), or the nested form (`optimizer: {lr: 3e-4}`,
+    what config.json holds), or both. An unknown key gets a did-you-mean, as a flag does.
+    """
+    table = table if table is not None else flag_table(cls)
+    data: dict[str, Any] = {}
+    problems: list[str] = []
+    unknown: list[tuple[str, ...]] = []
+
+    def check(model: type[BaseModel], tree: dict[str, Any], prefix: tuple[str, ...]) -> None:
+        for key, value in tree.items():
+            field = model.model_fields.get(str(key))
+            part = _strip_optional(field.annotation)[0] if field is not None else None
+            if field is None:
+                where = ".".join((*prefix, str(key)))
+                options = [*model.model_fields, *(f.name for f in table.values() if not prefix)]
+                problems.append(f"unknown key {where!r}{_suggest(str(key), options)}")
+                unknown.append((*prefix, str(key)))
+            elif isinstance(part, type) and issubclass(part, BaseModel) and isinstance(value, dict):
+                check(part, value, (*prefix, str(key)))
+
+    for key, value in values.items():
+        flag = table.get(str(key))
+        # `scheduler: cosine` is the flag --scheduler; `scheduler: {name: cosine}` the nested part
+        if flag is not None and (str(key) not in cls.model_fields or (len(flag.path) > 1
+                                 and not isinstance(value, dict))):
+            if _has_path(data, flag.path) or _has_path(values, flag.path):
+                problems.append(f"key {key!r} is given twice: flat and as {'.'.join(flag.path)!r}")
+            _set(data, flag.path, value)
+            continue
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**value, **data[key]}
+        else:
+            data[key] = value
+    check(cls, {k: v for k, v in values.items()
+                if str(k) not in table or (str(k) in cls.model_fields and isinstance(v, dict))}, ())
+    data = json.loads(json.dumps(data))
+    for path in unknown:  # said above, with a suggestion: not again as Pydantic's "extra inputs"
+        node = data
+        for key in path[:-1]:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    return data, problems
 
 
 def _has_path(tree: dict[str, Any], path: tuple[str, ...]) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from expkit.errors import ExpkitError, UsageError
+from expkit.errors import ExpkitError, UsageError, one_line
 from expkit.registry import Registry
 
 # pydantic, yaml and torch are imported inside the commands that need them, so that
@@ -39,12 +39,27 @@ def _option(argv: list[str], name: str) -> tuple[str | None, list[str]]:
     return None, argv
 
 
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def _flag(argv: list[str], name: str) -> tuple[bool, list[str]]:
-    """Whether a bare `--name` (or `--name=true`) is present, and argv without it."""
-    value, rest = _option(argv, name)
-    if value is not None and value.lower() not in ("true", "1", "yes", "false", "0", "no", ""):
-        return True, [*rest, value]  # `--print_config --epochs 3`: the value was not ours
-    return value is not None and value.lower() in ("true", "1", "yes", ""), rest
+    """Whether a switch `--name` is on (bare, `--name=true` or `--name true`), and argv without it.
+
+    A bare `--name` takes the next token only when it is a boolean word, so that
+    `--print_config --lr 3e-5` leaves `--lr 3e-5` intact.
+    """
+    for i, token in enumerate(argv):
+        if token.startswith(name + "="):
+            word = token.split("=", 1)[1].lower()
+            if word not in _BOOL_WORDS and word != "":
+                raise UsageError(f"{name}: got {token.split('=', 1)[1]!r}; expected true or false")
+            return _BOOL_WORDS.get(word, True), argv[:i] + argv[i + 1:]
+        if token == name:
+            following = argv[i + 1].lower() if i + 1 < len(argv) else None
+            if following in _BOOL_WORDS:
+                return _BOOL_WORDS[following], argv[:i] + argv[i + 2:]
+            return True, argv[:i] + argv[i + 1:]
+    return False, argv
 
 
 def _wants_help(argv: list[str]) -> bool:
@@ -127,7 +142,10 @@ def config_yaml(config: dict[str, Any], sources: dict[str, str], indent: str = "
             lines.append(f"{indent}{key}:")
             lines.append(config_yaml(value, sources, indent + "  ", path + ".").rstrip("\n"))
         else:
-            lines.append(f"{indent}{key}: {json.dumps(value)}  # {sources.get(path, 'default')}")
+            text = json.dumps(value)
+            if isinstance(value, float) and "e" in text and "." not in text:
+                text = text.replace("e", ".0e")  # 3.0e-05: a float for every YAML reader, not a string
+            lines.append(f"{indent}{key}: {text}  # {sources.get(path, 'default')}")
     return "\n".join(lines) + "\n"
 
 
@@ -291,6 +309,9 @@ def main(argv: list[str] | None = None, *, registry: str | None = None,
         prog = "python -m expkit"
     REGISTRY_MODULE[0] = registry
     WORK_STARTED[0] = False
+    from expkit.invocation import remember
+
+    remember(prog)
     try:
         reg = Registry.from_module(registry) if registry else Registry.from_entry_points()
         name = argv[0] if argv and not argv[0].startswith("-") else "run"
@@ -304,9 +325,10 @@ def main(argv: list[str] | None = None, *, registry: str | None = None,
         if rank != "0" and e.exit_code == 2:
             return e.exit_code  # under torchrun, every rank parses the same flags: rank 0 tells
         for line in e.lines:
-            print(f"{prog}: error: {'' if rank == '0' else f'[rank {rank}] '}{line}", file=sys.stderr)
+            print(f"{prog}: error: {'' if rank == '0' else f'[rank {rank}] '}{one_line(line)}",
+                  file=sys.stderr)
         if e.hint:
-            print(f"{prog}: {e.hint}", file=sys.stderr)
+            print(f"{prog}: {one_line(e.hint)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -314,8 +336,8 @@ def main(argv: list[str] | None = None, *, registry: str | None = None,
     except Exception as e:  # a bug: one line (the traceback with EXPKIT_DEBUG=1), never a dump
         if os.environ.get("EXPKIT_DEBUG"):
             raise
-        print(f"{prog}: error: unexpected {type(e).__name__}: {e} (a bug in expkit or the "
-              "experiment; EXPKIT_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(f"{prog}: error: unexpected {type(e).__name__}: {one_line(str(e))} (a bug in expkit "
+              "or the experiment; EXPKIT_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
 
 

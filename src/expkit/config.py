@@ -79,6 +79,30 @@ class MachineConfig(_Strict):
                 "from_environment": self.from_environment}
 
 
+def _unknown_keys(data: dict[str, Any]) -> list[tuple[str, ...]]:
+    known = {"cache_dir", "results_dir", "wandb"}
+    found: list[tuple[str, ...]] = [(str(k),) for k in data if k not in known]
+    if isinstance(data.get("wandb"), dict):
+        found += [("wandb", str(k)) for k in data["wandb"] if k not in WandbSettings.model_fields]
+    return found
+
+
+def _did_you_mean(key: tuple[str, ...]) -> str:
+    import difflib
+
+    options = WandbSettings.model_fields if len(key) > 1 else ("cache_dir", "results_dir", "wandb")
+    match = difflib.get_close_matches(key[-1], list(options), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else f"; known keys: {', '.join(options)}"
+
+
+def _without(data: dict[str, Any], keys: list[tuple[str, ...]]) -> dict[str, Any]:
+    """`data` less the unknown keys (each already reported with a suggestion)."""
+    top = {k: v for k, v in data.items() if (str(k),) not in keys}
+    if isinstance(top.get("wandb"), dict):
+        top["wandb"] = {k: v for k, v in top["wandb"].items() if ("wandb", str(k)) not in keys}
+    return top
+
+
 def config_path() -> Path:
     """Where config.yaml is: $EXPKIT_CONFIG, else ./config.yaml."""
     return Path(os.environ.get(CONFIG_ENV) or "config.yaml").absolute()
@@ -110,15 +134,19 @@ def load_machine_config(path: Path | None = None, announce: Any = print) -> Mach
                 node = node.setdefault(part, {}) if isinstance(node.get(part), dict | None) else {}
             node[key[-1]] = os.environ[env]
     lines = []
+    for key in _unknown_keys(data):
+        at = key_line(text, key)
+        lines.append(f"{path}{f':{at}' if at else ''}: unknown key {'.'.join(key)!r}"
+                     f"{_did_you_mean(key)}")
     try:
-        config = MachineConfig.model_validate(data)
+        config = MachineConfig.model_validate(_without(data, _unknown_keys(data)))
     except ValidationError as e:
         for err, line in zip(e.errors(), describe_validation_error(e, None), strict=True):
             at = key_line(text, tuple(str(p) for p in err["loc"]))
+            if err["type"] in ("path_type", "path_parsing"):  # Pydantic names a class here
+                line = (f"key {'.'.join(map(str, err['loc']))!r}: got {err['input']!r}; give a "
+                        "folder path as a string, e.g. cache_dir: \"/data/cache\"")
             lines.append(f"{path}{f':{at}' if at else ''}: {line}")
-    # the paths have defaults, but a file without them was not written by expkit: say so
-    lines += [f"{path}: missing key {key!r}; add `{key}: {key.split('_')[0]}` (the default)"
-              for key in ("cache_dir", "results_dir") if key not in data]
     if lines:
         raise UsageError(*lines, hint=f"fix {path}, or delete it to have the commented default "
                          "written again")

@@ -21,17 +21,22 @@ from expkit.tracking.base import Tracker
 from expkit.training.callbacks import Callback
 from expkit.training.optim import OptimizerArgs, SchedulerArgs, build_optimizer
 
+#: bounds past which a value is a typo, not a plan (a run of a million epochs, a batch of 16M)
+MAX_EPOCHS = 1_000_000
+MAX_BATCH = 1 << 24
+
 
 class TrainerArgs(Args):
     """How the loop trains: precision, accumulation, clipping, stopping, checkpoints, tracking."""
 
     precision: Literal["32", "bf16", "fp16"] = Field(
         "32", description="32-bit, or autocast to bf16 / fp16 (fp16: CUDA only, with a grad scaler)")
-    accumulate_grad_batches: int = Field(1, ge=1, description="batches per optimizer step")
+    accumulate_grad_batches: int = Field(1, ge=1, le=MAX_BATCH, description="batches per optimizer step")
     grad_clip_norm: float | None = Field(None, gt=0, description="clip the gradient norm to this; "
                                          "auto = no clipping")
     early_stopping_patience: int | None = Field(
-        None, ge=1, description="stop after this many epochs without --monitor improving; auto = off")
+        None, ge=1, le=MAX_EPOCHS,
+        description="stop after this many epochs without --monitor improving; auto = off")
     early_stopping_min_delta: float = Field(0.0, ge=0, description="smallest change that counts "
                                             "as an improvement")
     restore_best: bool = Field(True, description="test (and leave in the model) the best epoch's "
@@ -54,9 +59,9 @@ class ExperimentArgs(Args):
     """Arguments every experiment has."""
 
     experiment_id: str = Field(description="which registered experiment to run")
-    epochs: int = Field(10, ge=1, description="number of training epochs")
-    batch_size: int = Field(64, ge=1, description="training batch size")
-    eval_batch_size: int = Field(1024, ge=1, description="batch size for validation and test")
+    epochs: int = Field(10, ge=1, le=MAX_EPOCHS, description="number of training epochs")
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="training batch size")
+    eval_batch_size: int = Field(1024, ge=1, le=MAX_BATCH, description="batch size for validation and test")
     seed: int | None = Field(None, ge=0, lt=2**32,
                              description="random seed; auto = a fresh one, recorded in config.json")
     use_cuda: bool | None = Field(None, description="train on the GPU; auto = when CUDA is available")

@@ -73,7 +73,8 @@ def _draw(rows: list[dict[str, Any]], title: str) -> bytes:
 
 def serve(requests: IO[str] | None = None, replies: IO[str] | None = None) -> None:
     """The plot worker's loop: import matplotlib and draw once (warm), then for each request
-    line {"rows", "path", "title"} draw history.png and answer {"seconds", "error"}; exit at EOF.
+    line {"rows", "path", "title"} draw history.png and answer {"seconds", "error"}; exit on an
+    empty line or at EOF.
 
     Signals are the parent's business: a Ctrl-C or SIGTERM stops the run, which then asks for
     its final plot; the worker ends when the parent closes the pipe (or dies).
@@ -84,6 +85,8 @@ def serve(requests: IO[str] | None = None, replies: IO[str] | None = None) -> No
     with contextlib.suppress(Exception):  # each request will say what is wrong
         _draw([{"epoch": 1, "train_loss": 1.0, "val_loss": 1.0}], "warm")  # import, fonts, caches
     for line in requests:
+        if not line.strip():  # the run's goodbye: processes forked since (DataLoader workers)
+            break             # hold the pipe open too, so EOF alone may never come
         started = time.process_time()
         error = None
         try:
@@ -133,7 +136,11 @@ class PlotWorker:
         return True
 
     def close(self) -> None:
-        """End the worker: close its input (it finishes any draw first), wait for it."""
+        """End the worker: say goodbye, close its input (it finishes any draw first), wait for it."""
+        with contextlib.suppress(OSError, ValueError):  # already gone
+            if self.proc.stdin is not None:
+                self.proc.stdin.write("\n")
+                self.proc.stdin.flush()
         for stream in (self.proc.stdin, self.proc.stdout):
             try:
                 if stream is not None:

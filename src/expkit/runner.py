@@ -27,6 +27,7 @@ from expkit.data.base import DataInfo
 from expkit.distributed import SINGLE, Dist, setup, teardown
 from expkit.errors import ExpkitError, UsageError
 from expkit.experiment import BaseExperiment, ExperimentArgs
+from expkit.invocation import command
 from expkit.models.base import BaseModel
 from expkit.record import file_checksums, write_start_record
 from expkit.rundirs import RunRecord, create_run_dir, now
@@ -221,7 +222,7 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
                 where = (f"in epoch {trainer.epoch + 1}" if trainer.partial
                          else f"after epoch {trainer.epoch}")
                 console.print(f"stopped by {trainer.stop_requested} {where}; checkpoint saved. "
-                              f"Resume with: expkit resume {run_dir}")
+                              f"Resume with: {command('resume', str(run_dir))}")
                 return exit_code
             test_split = data.test
             del data  # with the trainer's release: the training data is freed before testing
@@ -246,13 +247,14 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
     except KeyboardInterrupt:
         status, exit_code = "stopped", 130
         console.print(f"aborted by a second SIGINT; the last checkpoint is from the end of an epoch. "
-                      f"Resume with: expkit resume {run_dir}")
+                      f"Resume with: {command('resume', str(run_dir))}")
         return exit_code
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             raise _failure(e, record, console, run_dir) from e
         last = run_dir / "checkpoints" / LAST
-        kept = (f"the last good checkpoint is {last}; free some space, then: expkit resume {run_dir}"
+        kept = (f"the last good checkpoint is {last}; free some space, then: "
+                f"{command('resume', str(run_dir))}"
                 if last.is_file() else "no checkpoint was written yet")
         message = f"disk full: {e.strerror} writing {e.filename or 'a file'}; {kept}"
         record.update(error=message)

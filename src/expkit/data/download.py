@@ -11,6 +11,17 @@ from pathlib import Path
 from expkit.errors import ExpkitError
 
 
+class DownloadError(ExpkitError):
+    """Every mirror failed: a short reason for the console, and each mirror's own error."""
+
+    def __init__(self, filename: str, failures: list[str], offline: bool) -> None:
+        why = "no network?" if offline else "see each mirror's error with EXPKIT_DEBUG=1"
+        super().__init__(f"could not download {filename} ({len(failures)} "
+                         f"mirror{'s' if len(failures) != 1 else ''} tried; {why})")
+        self.failures = failures
+        self.offline = offline
+
+
 def sha256_of(path: Path) -> str:
     """Hex SHA-256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
@@ -25,14 +36,15 @@ def download_verified(filename: str, mirrors: list[str], sha256: str, dest_dir: 
     """Fetch `filename` from the first mirror that serves it with the expected SHA-256.
 
     The file is written as `<name>.part` and renamed only once its checksum matches; a
-    mismatch deletes it and tries the next mirror. All mirrors failing raises an ExpkitError
-    that lists why each one failed.
+    mismatch deletes it and tries the next mirror. All mirrors failing raises a DownloadError
+    that says how many were tried and keeps why each one failed.
     """
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     target = dest_dir / filename
     part = dest_dir / (filename + ".part")
     failures = []
+    unreachable = 0  # mirrors that could not be reached at all (no DNS, no route, refused, timeout)
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + filename
         try:
@@ -41,6 +53,7 @@ def download_verified(filename: str, mirrors: list[str], sha256: str, dest_dir: 
         except (urllib.error.URLError, OSError, ValueError) as e:
             part.unlink(missing_ok=True)
             failures.append(f"{url}: {getattr(e, 'reason', None) or e}")
+            unreachable += not isinstance(e, urllib.error.HTTPError)
             continue
         got = sha256_of(part)
         if got != sha256:
@@ -50,4 +63,4 @@ def download_verified(filename: str, mirrors: list[str], sha256: str, dest_dir: 
             continue
         part.replace(target)
         return target
-    raise ExpkitError(f"could not download {filename}: " + "; ".join(failures))
+    raise DownloadError(filename, failures, offline=bool(failures) and unreachable == len(failures))

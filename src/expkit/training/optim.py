@@ -31,10 +31,11 @@ class SchedulerArgs(Args):
 
     name: Literal["none", "step", "cosine", "plateau", "onecycle"] = Field(
         "none", description="learning-rate schedule", json_schema_extra={"flag": "scheduler"})
-    warmup_epochs: int = Field(0, ge=0, description="epochs of linear warmup before the schedule")
-    step_size: int = Field(10, ge=1, description="step: epochs between decays")
+    warmup_epochs: int = Field(0, ge=0, le=1_000_000,
+                               description="epochs of linear warmup before the schedule")
+    step_size: int = Field(10, ge=1, le=1_000_000, description="step: epochs between decays")
     gamma: float = Field(0.1, gt=0, le=1, description="step/plateau: decay factor")
-    plateau_patience: int = Field(2, ge=0, description="plateau: epochs without improvement")
+    plateau_patience: int = Field(2, ge=0, le=1_000_000, description="plateau: epochs without improvement")
     min_lr_factor: float = Field(0.0, ge=0, le=1, description="cosine: final lr as a fraction")
 
     @model_validator(mode="after")

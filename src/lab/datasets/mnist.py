@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Literal
@@ -12,7 +13,7 @@ import torch
 from pydantic import Field
 
 from expkit.data.base import AnySplit, BaseDataset, DataSplits, Split, split_indices
-from expkit.data.download import download_verified
+from expkit.data.download import DownloadError, download_verified
 from expkit.data.idx import idx_shape, open_idx_memmap, read_idx
 from expkit.data.stream import DataArgs, StreamSplit, fits_in_memory, subset
 from expkit.errors import ExpkitError
@@ -78,9 +79,23 @@ def _find_or_fetch(args: ImageDataArgs, cache_dir: Path) -> list[Path]:
     try:
         return [_existing(cache, name) or download_verified(name, mirrors, checksums[name], cache)
                 for name in FILES]
-    except ExpkitError as e:
-        raise ExpkitError(f"{args.name}: {e}; without network, place {', '.join(FILES)} in "
-                          f"{cache} (or pass --data_dir)") from None
+    except DownloadError as e:
+        raise ExpkitError(f"{args.name}: {e}", *_mirror_details(e), hint=_offline_ways(args.name, cache)) \
+            from None
+
+
+def _mirror_details(error: DownloadError) -> list[str]:
+    """Each mirror's own error, shown only with EXPKIT_DEBUG=1 (a line each)."""
+    return [f"  {failure}" for failure in error.failures] if os.environ.get("EXPKIT_DEBUG") else []
+
+
+def _offline_ways(name: str, cache: Path) -> str:
+    """What to do without network: a copy this machine already has, else where to put the files."""
+    if name != "fashion_mnist" and all(_existing(SYSTEM_DIRS["fashion_mnist"][0], f) for f in FILES):
+        return ("offline: Fashion-MNIST is installed here (Debian's dataset-fashion-mnist): use "
+                "--dataset=fashion_mnist (or `make demo-offline`)")
+    return (f"offline: put {', '.join(FILES)} in {cache} or pass --data_dir=FOLDER; "
+            "or `apt-get install dataset-fashion-mnist` and use --dataset=fashion_mnist")
 
 
 def _existing(folder: Path, name: str) -> Path | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from expkit.data.base import DataInfo, DataSplits
-from expkit.experiment import BaseExperiment, ExperimentArgs
+from expkit.experiment import MAX_EPOCHS, BaseExperiment, ExperimentArgs
 from lab.datasets.mnist import ImageData, ImageDataArgs
 from lab.models.cnn import CNN, CNNArgs
 
@@ -16,7 +16,7 @@ from lab.models.cnn import CNN, CNNArgs
 class FashionCnnArgs(ExperimentArgs):
     """CNN on Fashion-MNIST."""
 
-    epochs: int = Field(5, ge=1, description="number of training epochs")
+    epochs: int = Field(5, ge=1, le=MAX_EPOCHS, description="number of training epochs")
     model: CNNArgs = Field(default_factory=CNNArgs)
     dataset: ImageDataArgs = Field(
         default_factory=lambda: ImageDataArgs(name="fashion_mnist"))

@@ -14,10 +14,10 @@ from expkit.models.base import BaseModel
 class CNNArgs(Args):
     """Small convolutional network."""
 
-    channels: list[Annotated[int, Field(ge=1)]] = Field(
+    channels: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
         default_factory=lambda: [16, 32],
         description="channels of each conv block (conv 3x3 -> ReLU -> 2x2 max-pool)")
-    fc_size: int = Field(64, ge=1, description="width of the hidden fully connected layer")
+    fc_size: int = Field(64, ge=1, le=1 << 20, description="width of the hidden fully connected layer")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the last layer")
 
 

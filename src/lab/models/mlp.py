@@ -17,7 +17,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 class MLPArgs(Args):
     """Multi-layer perceptron."""
 
-    hidden_sizes: list[Annotated[int, Field(ge=1)]] = Field(
+    hidden_sizes: list[Annotated[int, Field(ge=1, le=1 << 20)]] = Field(
         default_factory=lambda: [128], description="widths of the hidden layers, e.g. [128,64]")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout after each hidden layer")
     activation: Literal["relu", "gelu", "tanh", "silu"] = Field("relu", description="activation")

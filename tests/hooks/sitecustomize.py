@@ -1,0 +1,52 @@
+"""Test-only process hooks, on PYTHONPATH for the crash and stop tests: a deterministic moment
+to kill or signal a run, chosen by the test instead of a timer racing the machine's load.
+
+EXPKIT_TEST_AT says when and what, counted from this process's start:
+  step:N:SIG      after the N-th optimizer step
+  write:NAME:K:SIG  inside the K-th atomic write of the file NAME (last.pt, history.csv, ...):
+                    the temp file is complete and fsynced-to-be, the rename has not happened
+SIG is KILL, INT or TERM. EXPKIT_TEST_EVENTS=FILE appends each event to
+FILE, so a test can see a reference run's order of events and pick moments from it.
+Events are named as in EXPKIT_TEST_AT without the count: "step", "write:last.pt".
+"""
+
+import os
+import re
+import signal
+
+_WHEN, _, _SIG = os.environ.get("EXPKIT_TEST_AT", "").rpartition(":")
+_AT_EVENT, _, _AT_COUNT = _WHEN.rpartition(":")
+_EVENTS = os.environ.get("EXPKIT_TEST_EVENTS")
+_TMP = re.compile(r"^\.(.+)\.[^.]+\.tmp$")  # expkit.files.atomic_write's temp names
+_counts: dict[str, int] = {}
+_fsync = os.fsync
+_hooked = [False]
+
+
+def _event(name: str) -> None:
+    _counts[name] = _counts.get(name, 0) + 1
+    if _EVENTS:
+        with open(_EVENTS, "a") as f:
+            f.write(name + "\n")
+    if name == _AT_EVENT and str(_counts[name]) == _AT_COUNT:
+        os.kill(os.getpid(), getattr(signal, "SIG" + _SIG))
+
+
+def _on_step(*_: object) -> None:
+    _event("step")
+
+
+def _hooked_fsync(fd: int) -> None:
+    if not _hooked[0]:
+        # the first write (run.json) comes after torch is imported and before the first step
+        _hooked[0] = True
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        register_optimizer_step_post_hook(_on_step)
+    match = _TMP.match(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+    if match:
+        _event(f"write:{match.group(1)}")
+    _fsync(fd)
+
+
+os.fsync = _hooked_fsync
