@@ -1,10 +1,12 @@
 # make demo   set up .venv and train the seed's MNIST command
 # make test   set up .venv and run the test suite (what CI runs)
+# make test-fast  the inner loop: the suite without the slow end-to-end tests
+# make fuzz   explore new command lines: many more random examples, a new draw each time
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
 
-.PHONY: setup demo demo-offline test lint bench clean
+.PHONY: setup demo demo-offline test test-fast fuzz lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +25,12 @@ demo-offline: setup   # Fashion-MNIST from Debian's dataset-fashion-mnist, no ne
 
 test: setup
 	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+fuzz: setup   # the suite's property tests use fixed examples; this profile draws new ones
+	HYPOTHESIS_PROFILE=explore $(PY) -m pytest -n 2 --dist load tests/test_fuzz.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench wild_west run.py

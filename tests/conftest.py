@@ -81,6 +81,37 @@ class Workspace:
         return subprocess.run([*cmd, *args], cwd=self.root, env={**self.env, **(env or {})},
                               capture_output=True, text=True, timeout=timeout)
 
+    def run(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """`run.py ARGS` inside this test process: expkit.cli.main, the function run.py calls,
+        with the workspace as working directory and its environment.
+
+        For tests of what a run does (training, checkpoints, records): it skips only the
+        seconds a new process spends importing torch. Tests of the command line as a process
+        (exit codes, stderr, signals, kills) use `cli`.
+        """
+        import contextlib
+        import io
+
+        import torch
+
+        from expkit.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        saved_env, cwd = dict(os.environ), os.getcwd()
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        try:
+            os.environ.clear()
+            os.environ.update({**self.env, **(env or {})})
+            os.chdir(self.root)
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = main(list(args), registry="lab.registry", prog="run.py")
+        finally:
+            os.chdir(cwd)
+            os.environ.clear()
+            os.environ.update(saved_env)
+            torch.use_deterministic_algorithms(deterministic)  # --deterministic is process-wide
+        return subprocess.CompletedProcess(["run.py", *args], code, out.getvalue(), err.getvalue())
+
     def last_run(self, experiment_id: str = "mnist") -> Path:
         runs = self.run_dirs(experiment_id)
         assert runs, f"no run directory under {self.results / experiment_id}"

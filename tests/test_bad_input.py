@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -224,8 +225,10 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_the_table_is_big_enough() -> None:
-    assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
+def test_the_table_is_what_the_readme_says() -> None:
+    count = re.search(r"is a table of (\d+) such cases", (REPO / "README.md").read_text())
+    assert count and int(count.group(1)) == len(CASES), "README: the number of bad-input cases"
+    assert len({c.id for c in CASES}) == len(CASES), "case ids are unique"
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -240,6 +243,7 @@ def test_bad_input(case: Case, template: Path, tmp_path: Path) -> None:
 
     assert result.returncode == case.code, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+    assert "a bug in expkit" not in result.stderr, "every bad input gets its own message"
     lines = result.stderr.strip().splitlines()
     assert 1 <= len(lines) <= 4, result.stderr
     assert all(line.startswith("run.py: ") for line in lines), result.stderr

@@ -213,7 +213,7 @@ def test_expkit_command_and_module_run_experiments(data_workspace: Workspace, en
 
 
 def test_scheduler_and_learning_rate_per_epoch(data_workspace: Workspace) -> None:
-    result = data_workspace.cli("--experiment_id=mnist", "--epochs=3", "--scheduler=step",
+    result = data_workspace.run("--experiment_id=mnist", "--epochs=3", "--scheduler=step",
                                 "--step_size=1", "--gamma=0.5", "--max_train_samples=100")
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader((data_workspace.last_run() / "history.csv").open()))
@@ -221,7 +221,7 @@ def test_scheduler_and_learning_rate_per_epoch(data_workspace: Workspace) -> Non
 
 
 def test_warmup_then_cosine(data_workspace: Workspace) -> None:
-    result = data_workspace.cli("--experiment_id=mnist", "--epochs=4", "--scheduler=cosine",
+    result = data_workspace.run("--experiment_id=mnist", "--epochs=4", "--scheduler=cosine",
                                 "--warmup_epochs=1", "--max_train_samples=100")
     assert result.returncode == 0, result.stderr
     lrs = [float(r["lr"]) for r in csv.DictReader((data_workspace.last_run() / "history.csv").open())]
@@ -230,7 +230,7 @@ def test_warmup_then_cosine(data_workspace: Workspace) -> None:
 
 
 def test_missing_dataset_offline_names_files_and_folder(workspace: Workspace) -> None:
-    result = workspace.cli("--experiment_id=mnist", "--download=false", *TINY)
+    result = workspace.run("--experiment_id=mnist", "--download=false", *TINY)
     assert result.returncode == 1
     assert "train-images-idx3-ubyte.gz" in result.stderr
     assert str(workspace.cache / "mnist") in result.stderr
@@ -239,7 +239,7 @@ def test_missing_dataset_offline_names_files_and_folder(workspace: Workspace) ->
 
 
 def test_unknown_monitor_lists_the_metrics(data_workspace: Workspace) -> None:
-    result = data_workspace.cli("--experiment_id=mnist", "--monitor=val_accuracy", *TINY)
+    result = data_workspace.run("--experiment_id=mnist", "--monitor=val_accuracy", *TINY)
     assert result.returncode == 1
     assert "--monitor: got 'val_accuracy'" in result.stderr and "val_acc" in result.stderr
     assert "Traceback" not in result.stderr

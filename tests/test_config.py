@@ -15,7 +15,7 @@ def test_expkit_config_points_elsewhere_and_paths_are_relative_to_it(
     other = data_workspace.root / "machine"
     other.mkdir()
     (other / "machine.yaml").write_text(f"cache_dir: {data_workspace.cache}\nresults_dir: out\n")
-    result = data_workspace.cli("--experiment_id=mnist", *TINY,
+    result = data_workspace.run("--experiment_id=mnist", *TINY,
                                 env={"EXPKIT_CONFIG": str(other / "machine.yaml")})
     assert result.returncode == 0, result.stderr
     assert list((other / "out" / "mnist").iterdir())
@@ -24,7 +24,7 @@ def test_expkit_config_points_elsewhere_and_paths_are_relative_to_it(
 
 def test_environment_overrides_results_dir(data_workspace: Workspace) -> None:
     target = data_workspace.root / "elsewhere"
-    result = data_workspace.cli("--experiment_id=mnist", *TINY,
+    result = data_workspace.run("--experiment_id=mnist", *TINY,
                                 env={"EXPKIT_RESULTS_DIR": str(target)})
     assert result.returncode == 0, result.stderr
     assert list((target / "mnist").iterdir()) and not data_workspace.results.exists()
@@ -46,7 +46,7 @@ BAD_CONFIGS = [
 def test_broken_config_is_a_clear_error(data_workspace: Workspace, text: str,
                                         needles: list[str]) -> None:
     (data_workspace.root / "config.yaml").write_text(text)
-    result = data_workspace.cli("--experiment_id=mnist", *TINY)
+    result = data_workspace.run("--experiment_id=mnist", *TINY)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     for needle in needles:
@@ -57,7 +57,7 @@ def test_broken_config_is_a_clear_error(data_workspace: Workspace, text: str,
 
 def test_config_that_is_a_directory(data_workspace: Workspace) -> None:
     (data_workspace.root / "config.yaml").mkdir()
-    result = data_workspace.cli("--experiment_id=mnist", *TINY)
+    result = data_workspace.run("--experiment_id=mnist", *TINY)
     assert result.returncode == 2 and "is a directory" in result.stderr
 
 

@@ -40,19 +40,22 @@ def at(moment: str) -> dict[str, str]:
     return {"PYTHONPATH": HOOKS, "EXPKIT_TEST_AT": f"{moment}:KILL"}
 
 
-def kill_moments(rng: random.Random, steps_per_epoch: int, fresh: bool) -> str:
-    """One moment to die at, cycling over the kinds of moment a crash can hit: a step, inside
-    a checkpoint's write, between last.pt and history.csv of one epoch, inside run.json's write.
-    A fresh run dies only after its first last.pt (before that, there is nothing to resume)."""
-    kinds = ["step", "write:last.pt", "write:history.csv", "write:run.json"]
-    kind = rng.choice([*kinds, "write:best.pt"] if fresh else kinds)
+KINDS = ["step", "write:last.pt", "write:history.csv", "write:best.pt", "write:run.json"]
+
+
+def kill_moment(i: int, rng: random.Random, steps_per_epoch: int, fresh: bool) -> str:
+    """The i-th moment to die at. The kinds take turns (a step; inside a checkpoint's write;
+    between last.pt and history.csv of one epoch; inside run.json's write), the step drawn
+    from `rng`. A fresh run dies only after its first last.pt (before that there is nothing
+    to resume); a resume's first history.csv write is its restore, so it dies at the second."""
+    kind = KINDS[i % len(KINDS)]
     if kind == "step":  # a resume: within its first epoch, so that chains of kills stay short
         return f"step:{rng.randint(1, steps_per_epoch) + (steps_per_epoch if fresh else 0)}"
     if kind == "write:run.json":
         return f"write:run.json:{2 if fresh else 1}"  # a run's end / a resume's start
     if kind == "write:best.pt":
-        return "write:best.pt:1"  # epoch 1's last.pt is already written
-    return f"{kind}:{2 if fresh else 1}"
+        return "write:best.pt:1"  # epoch 1's best.pt: last.pt is on disk already
+    return f"{kind}:2" if fresh or kind == "write:history.csv" else f"{kind}:1"
 
 
 @pytest.mark.slow
@@ -64,7 +67,7 @@ def test_sigkill_at_many_moments_then_resume_is_exact(workspace: Workspace) -> N
     itself (tests/hooks), so the same kills happen on a fast or a loaded machine."""
     ws = workspace
     write_idx_set(ws.cache / "mnist", n_train=700, n_test=100)
-    reference_run = ws.cli(*ARGS)
+    reference_run = ws.run(*ARGS)
     assert reference_run.returncode == 0, reference_run.stderr
     reference = ws.last_run()
     steps_per_epoch = -(-630 // 64)  # 700 examples, 10% for validation, batch 64
@@ -76,7 +79,7 @@ def test_sigkill_at_many_moments_then_resume_is_exact(workspace: Workspace) -> N
         runs += 1
         assert runs <= KILLS, f"too few kills landed: {kills}"
         known = set(ws.run_dirs())
-        moment = kill_moments(rng, steps_per_epoch, fresh=True)
+        moment = kill_moment(len(kills), rng, steps_per_epoch, fresh=True)
         proc = ws.cli(*ARGS, env=at(moment))
         assert proc.returncode == -signal.SIGKILL, f"{moment}: {proc.returncode} {proc.stderr}"
         kills.append(moment)
@@ -85,14 +88,14 @@ def test_sigkill_at_many_moments_then_resume_is_exact(workspace: Workspace) -> N
             if len(kills) == KILLS:
                 break
             lagging += _history_lags_checkpoint(run_dir)
-            moment = kill_moments(rng, steps_per_epoch, fresh=False)
+            moment = kill_moment(len(kills), rng, steps_per_epoch, fresh=False)
             proc = ws.cli("resume", str(run_dir), env=at(moment))
             if proc.returncode == 0:
                 break  # it finished before that moment came
             assert proc.returncode == -signal.SIGKILL, f"{moment}: {proc.returncode} {proc.stderr}"
             kills.append(moment)
         lagging += _history_lags_checkpoint(run_dir)
-        resumed = ws.cli("resume", str(run_dir))
+        resumed = ws.run("resume", str(run_dir))
         assert resumed.returncode == 0, f"run {runs}: {resumed.stderr}"
         assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
         assert_same_training(reference, run_dir)
@@ -106,8 +109,8 @@ def test_sigkill_at_many_moments_then_resume_is_exact(workspace: Workspace) -> N
 
 def _history_lags_checkpoint(run_dir: Path) -> bool:
     """Whether history.csv has fewer rows than last.pt's epochs (a kill between the two writes)."""
-    with (run_dir / "history.csv").open() as f:
-        rows = sum(1 for _ in f) - 1
+    history = run_dir / "history.csv"  # not written yet when epoch 1 died inside best.pt's write
+    rows = len(history.read_text().splitlines()) - 1 if history.exists() else 0
     return rows < load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"]
 
 

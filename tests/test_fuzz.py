@@ -68,6 +68,7 @@ def test_random_argv_parses_or_fails_cleanly(exp_id: str, tmp_path: Path,
             lines = err.getvalue().strip().splitlines()
             assert lines and all(line.startswith("run.py: ") for line in lines), (args, lines)
         assert "Traceback" not in err.getvalue()
+        assert "a bug in expkit" not in err.getvalue(), (args, err.getvalue())
 
     check()
     assert outcomes["parsed"] > 0 and outcomes["usage error"] > 0, outcomes

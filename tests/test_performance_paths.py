@@ -27,18 +27,18 @@ def disk_workspace(workspace: Workspace) -> Workspace:
 def test_data_over_the_budget_streams_and_trains_the_same(disk_workspace: Workspace) -> None:
     ws = disk_workspace
     common = ("--experiment_id=mnist", "--epochs=2", "--seed=4", "--num_workers=2")
-    streamed = ws.cli(*common, "--memory_budget_mb=5")
+    streamed = ws.run(*common, "--memory_budget_mb=5")
     assert streamed.returncode == 0, streamed.stderr
     assert "streamed from disk" in streamed.stdout
     stream_run = ws.last_run()
     assert json.loads((stream_run / "run.json").read_text())["data"]["streamed"] is True
-    in_memory = ws.cli(*common, "--memory_budget_mb=100")
+    in_memory = ws.run(*common, "--memory_budget_mb=100")
     assert in_memory.returncode == 0 and "streamed" not in in_memory.stdout
     a, b = ws.metrics(stream_run), ws.metrics(ws.last_run())
     assert a["test"]["test_acc"] > 0.9
     for key in ("train_loss", "val_loss", "val_acc"):  # same order, same batches, same numbers
         assert a["final"][key] == pytest.approx(b["final"][key], abs=1e-5)
-    forced = ws.cli("--experiment_id=mnist", "--epochs=1", "--in_memory=false")
+    forced = ws.run("--experiment_id=mnist", "--epochs=1", "--in_memory=false")
     assert forced.returncode == 0 and "streamed from disk" in forced.stdout
 
 
@@ -58,9 +58,9 @@ def test_compile_on_cpu(data_workspace: Workspace) -> None:
 def test_channels_last_gives_the_same_training(data_workspace: Workspace) -> None:
     ws = data_workspace
     common = ("--experiment_id=fashion_cnn", "--epochs=1", "--max_train_samples=200", "--seed=0")
-    assert ws.cli(*common).returncode == 0
+    assert ws.run(*common).returncode == 0
     plain = ws.metrics(ws.last_run("fashion_cnn"))
-    result = ws.cli(*common, "--channels_last=true")
+    result = ws.run(*common, "--channels_last=true")
     assert result.returncode == 0, result.stderr
     fast = ws.metrics(ws.last_run("fashion_cnn"))
     assert fast["final"]["train_loss"] == pytest.approx(plain["final"]["train_loss"], rel=1e-4)

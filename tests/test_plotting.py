@@ -80,3 +80,28 @@ def test_a_killed_run_leaves_no_worker_behind(data_workspace: Workspace) -> None
     while alive(worker) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(worker), "the plot worker outlived its run"
+
+
+def test_the_worker_ends_at_close_while_forked_children_hold_its_pipe(tmp_path: Path) -> None:
+    """DataLoader workers (a streamed dataset) are forked after the plot worker: they inherit
+    its input pipe, so end-of-file never reaches it. close() says goodbye instead; without
+    that, close() waits 60 s and kills the worker (exit code -9)."""
+    from expkit.plotting import PlotWorker
+
+    worker = PlotWorker()
+    child = os.fork()
+    if child == 0:  # like a DataLoader worker: holds every inherited descriptor, lives on
+        time.sleep(120)
+        os._exit(0)
+    try:
+        assert worker.submit([{"epoch": 1, "train_loss": 1.0, "val_loss": 0.9}],
+                             tmp_path / "history.png", "t")
+        reply = worker.collect()
+        assert reply is not None and reply[1] is None, reply
+        worker.close()
+        assert worker.proc.returncode == 0, "the plot worker was killed instead of leaving"
+        assert (tmp_path / "history.png").read_bytes()[:8] == PNG_MAGIC
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        worker.proc.kill()

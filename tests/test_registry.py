@@ -19,7 +19,7 @@ from lab.registry import EXPERIMENTS
 @pytest.mark.parametrize("experiment_id", sorted(EXPERIMENTS))
 def test_every_registered_experiment_runs_an_epoch(data_workspace: Workspace,
                                                    experiment_id: str) -> None:
-    result = data_workspace.cli(f"--experiment_id={experiment_id}", *TINY)
+    result = data_workspace.run(f"--experiment_id={experiment_id}", *TINY)
     assert result.returncode == 0, result.stderr
     metrics = json.loads((data_workspace.last_run(experiment_id) / "metrics.json").read_text())
     assert 0 <= metrics["test"]["test_acc"] <= 1 and metrics["epochs_run"] == 1

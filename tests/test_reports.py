@@ -34,7 +34,7 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, list[
     ws.root.mkdir()
     write_idx_set(ws.cache / "mnist")
     for flags in (("--lr=0.003", "--hidden_sizes=[32]"), ("--lr=0.0005", "--hidden_sizes=[16]")):
-        result = ws.cli("--experiment_id=mnist", *RUN3, *flags)
+        result = ws.run("--experiment_id=mnist", *RUN3, *flags)
         assert result.returncode == 0, result.stderr
     return ws, ws.run_dirs()
 
@@ -67,9 +67,9 @@ def test_compare_shows_what_differs_and_the_metrics(two_runs: tuple[Workspace, l
     width, height = png_size(ws.root / "cmp.png")
     assert width > 600 and height > 300
 
-    by_glob = ws.cli("compare", str(ws.results / "mnist" / "*"), "--out", str(ws.root / "g.png"))
+    by_glob = ws.run("compare", str(ws.results / "mnist" / "*"), "--out", str(ws.root / "g.png"))
     assert by_glob.returncode == 0 and by_glob.stdout.splitlines()[1:3] == rows
-    last = ws.cli("compare", "--experiment_id=mnist", "--last", "1", "--out", str(ws.root / "l.png"))
+    last = ws.run("compare", "--experiment_id=mnist", "--last", "1", "--out", str(ws.root / "l.png"))
     assert last.returncode == 0 and runs[-1].name in last.stdout and runs[0].name not in last.stdout
 
 
@@ -81,7 +81,7 @@ def test_compare_shows_what_differs_and_the_metrics(two_runs: tuple[Workspace, l
 def test_compare_rejects_what_is_not_a_run(two_runs: tuple[Workspace, list[Path]], target: str,
                                            message: str) -> None:
     ws, _ = two_runs
-    result = ws.cli("compare", target)
+    result = ws.run("compare", target)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
@@ -173,7 +173,7 @@ def test_index_lists_sorts_and_compares_runs(two_runs: tuple[Workspace, list[Pat
 def test_tensorboard_events_equal_history(data_workspace: Workspace) -> None:
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     ws = data_workspace
-    result = ws.cli("--experiment_id=mnist", *RUN3, "--use_tensorboard=true")
+    result = ws.run("--experiment_id=mnist", *RUN3, "--use_tensorboard=true")
     assert result.returncode == 0, result.stderr
     run_dir = ws.last_run()
     history = expkit.runs(ws.results)[0].history

@@ -46,7 +46,7 @@ def reference_and_interrupted(ws: Workspace, sig: str, step: int
                               ) -> tuple[Path, Path, subprocess.CompletedProcess[str]]:
     """An uninterrupted run, and the same run sent `sig` (KILL, INT, TERM) by itself right
     after its `step`-th optimizer step (tests/hooks: the moment is exact on any machine)."""
-    assert ws.cli(*ARGS).returncode == 0
+    assert ws.run(*ARGS).returncode == 0
     reference = ws.last_run()
     result = ws.cli(*ARGS, env={"PYTHONPATH": HOOKS, "EXPKIT_TEST_AT": f"step:{step}:{sig}"})
     interrupted = next(r for r in ws.run_dirs() if r != reference)
@@ -79,18 +79,18 @@ def test_stop_signal_saves_mid_epoch_and_resume_is_exact(big_workspace: Workspac
         "a stop signal must save a checkpoint mid-epoch, not wait for the epoch's end"
     assert saved["partial"]["batches"] == 5 and saved["global_step"] == STEPS_PER_EPOCH + 5, \
         "the mid-epoch checkpoint is at the step the signal came after"
-    result = ws.cli(f"--resume={stopped}")  # the run.py spelling
+    result = ws.run(f"--resume={stopped}")  # the run.py spelling
     assert result.returncode == 0, result.stderr
     assert_same_training(reference, stopped)
 
 
 def test_resume_finished_run_and_train_longer(data_workspace: Workspace) -> None:
     ws = data_workspace
-    assert ws.cli("--experiment_id=mnist", "--epochs=2", "--max_train_samples=100").returncode == 0
+    assert ws.run("--experiment_id=mnist", "--epochs=2", "--max_train_samples=100").returncode == 0
     run = ws.last_run()
-    again = ws.cli("resume", str(run), entry="expkit")
+    again = ws.run("resume", str(run))
     assert again.returncode == 0 and "already finished after 2 epochs" in again.stdout
-    longer = ws.cli("resume", str(run), "--epochs=3", entry="expkit")
+    longer = ws.run("resume", str(run), "--epochs=3")
     assert longer.returncode == 0, longer.stderr
     assert [r["epoch"] for r in metric_columns(run)] == ["1", "2", "3"]
     assert '"epochs": 3' in (run / "config.json").read_text()
@@ -98,8 +98,8 @@ def test_resume_finished_run_and_train_longer(data_workspace: Workspace) -> None
 
 def test_resume_refuses_unsafe_changes(data_workspace: Workspace) -> None:
     ws = data_workspace
-    assert ws.cli("--experiment_id=mnist", *TINY).returncode == 0
-    result = ws.cli("resume", str(ws.last_run()), "--lr=0.5", "--hidden_sizes=[8]", entry="expkit")
+    assert ws.run("--experiment_id=mnist", *TINY).returncode == 0
+    result = ws.run("resume", str(ws.last_run()), "--lr=0.5", "--hidden_sizes=[8]")
     assert result.returncode == 2
     assert "cannot change on resume: --hidden_sizes: was [128], now [8]" in result.stderr
     assert "cannot change on resume: --lr: was 0.001, now 0.5" in result.stderr
@@ -107,15 +107,15 @@ def test_resume_refuses_unsafe_changes(data_workspace: Workspace) -> None:
 
 def test_resume_errors_are_clear(data_workspace: Workspace, tmp_path: Path) -> None:
     ws = data_workspace
-    not_a_run = ws.cli("resume", str(tmp_path), entry="expkit")
+    not_a_run = ws.run("resume", str(tmp_path))
     assert not_a_run.returncode == 2 and "not a run directory" in not_a_run.stderr
-    assert ws.cli("--experiment_id=mnist", "--save_checkpoints=false", *TINY).returncode == 0
-    no_ckpt = ws.cli("resume", str(ws.last_run()), entry="expkit")
+    assert ws.run("--experiment_id=mnist", "--save_checkpoints=false", *TINY).returncode == 0
+    no_ckpt = ws.run("resume", str(ws.last_run()))
     assert no_ckpt.returncode == 1 and "no checkpoints/last.pt" in no_ckpt.stderr
-    assert ws.cli("--experiment_id=mnist", *TINY).returncode == 0
+    assert ws.run("--experiment_id=mnist", *TINY).returncode == 0
     last = ws.last_run() / "checkpoints" / "last.pt"
     last.write_bytes(last.read_bytes()[:1000])
-    corrupt = ws.cli("resume", str(ws.last_run()), entry="expkit")
+    corrupt = ws.run("resume", str(ws.last_run()))
     assert corrupt.returncode == 1 and "Traceback" not in corrupt.stderr
     assert f"{last}: not a readable checkpoint" in corrupt.stderr
 

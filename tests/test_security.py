@@ -25,8 +25,9 @@ def test_planted_keys_appear_nowhere(data_workspace: Workspace) -> None:
         f"wandb:\n  mode: offline\n  api_key: {FILE_KEY}\n")
     outputs = []
 
-    def cli(*args: str, env: dict[str, str] | None = None, code: int = 0) -> None:
-        result = ws.cli(*args, env=env)
+    def cli(*args: str, env: dict[str, str] | None = None, code: int = 0,
+            in_process: bool = False) -> None:
+        result = (ws.run if in_process else ws.cli)(*args, env=env)
         assert result.returncode == code, result.stderr
         outputs.append(result.stdout + result.stderr)
 
@@ -34,15 +35,17 @@ def test_planted_keys_appear_nowhere(data_workspace: Workspace) -> None:
              "--max_train_samples=200")
     cli(*train)                                    # the key from config.yaml only
     run = ws.last_run()
-    cli(*train, "--print_config")
+    cli(*train, "--print_config", in_process=True)  # the commands without wandb: in this process
     cli("resume", str(run), "--epochs=3", env={"WANDB_API_KEY": ENV_KEY})
     cli("reproduce", str(run), "--tolerance=1", env={"WANDB_API_KEY": ENV_KEY})
-    cli("report", str(run))
-    cli("report", "--index")
-    cli("compare", str(run), "--out", str(ws.results / "cmp.png"))
-    cli("--experiment_id=mnist", "--init_from=nowhere.pt", env={"WANDB_API_KEY": ENV_KEY}, code=1)
+    cli("report", str(run), in_process=True)
+    cli("report", "--index", in_process=True)
+    cli("compare", str(run), "--out", str(ws.results / "cmp.png"), in_process=True)
+    cli("--experiment_id=mnist", "--init_from=nowhere.pt", env={"WANDB_API_KEY": ENV_KEY}, code=1,
+        in_process=True)
     cli("sweep", "--experiment_id=mnist", "--space", "lr=uniform:0.001:0.01",
-        "--storage", f"postgresql+psycopg://user:{DB_PASSWORD}@127.0.0.1:9/db", code=1)
+        "--storage", f"postgresql+psycopg://user:{DB_PASSWORD}@127.0.0.1:9/db", code=1,
+        in_process=True)
 
     files = [p for p in ws.root.rglob("*") if p.is_file() and p.name != "config.yaml"]
     assert any(p.suffix == ".wandb" for p in files), "wandb wrote its offline run"

@@ -24,8 +24,9 @@ SPACE = ("--space", "lr=loguniform:1e-4:1e-1", "--space", "hidden_sizes=choice:[
 TRIAL_FLAGS = ("--epochs=2", "--max_train_samples=200", "--eval_batch_size=256")
 
 
-def sweep(ws: Workspace, *args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
-    return ws.cli("sweep", "--experiment_id=mnist", *args, timeout=timeout)
+def sweep(ws: Workspace, *args: str) -> subprocess.CompletedProcess[str]:
+    """`run.py sweep --experiment_id=mnist ARGS` in this process (its --workers are processes)."""
+    return ws.run("sweep", "--experiment_id=mnist", *args)
 
 
 def study(ws: Workspace, name: str = "mnist", storage: str | None = None) -> optuna.Study:
@@ -153,7 +154,7 @@ def test_a_changed_choice_space_is_a_clear_error(data_workspace: Workspace) -> N
 ])
 def test_bad_sweeps_are_one_clear_error(workspace: Workspace, args: tuple[str, ...],
                                         message: str) -> None:
-    result = sweep(workspace, *args)
+    result = workspace.run("sweep", "--experiment_id=mnist", *args)  # fails before any trial
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr

@@ -20,7 +20,7 @@ from expkit.training.early_stopping import decide
 
 def test_best_and_last_checkpoints_and_load_run(data_workspace: Workspace) -> None:
     ws = data_workspace
-    result = ws.cli("--experiment_id=mnist", "--epochs=4", "--max_train_samples=300", "--seed=1",
+    result = ws.run("--experiment_id=mnist", "--epochs=4", "--max_train_samples=300", "--seed=1",
                     "--lr=0.05", "--optimizer=sgd")
     assert result.returncode == 0, result.stderr
     run = ws.last_run()
@@ -38,7 +38,7 @@ def test_best_and_last_checkpoints_and_load_run(data_workspace: Workspace) -> No
 
 def test_wild_west_evaluates_a_loaded_run(data_workspace: Workspace) -> None:
     ws = data_workspace
-    assert ws.cli("--experiment_id=mnist", "--epochs=2", "--seed=0").returncode == 0
+    assert ws.run("--experiment_id=mnist", "--epochs=2", "--seed=0").returncode == 0
     run = ws.last_run()
     result = subprocess.run([sys.executable, str(REPO / "wild_west" / "evaluate_run.py"), str(run)],
                             cwd=ws.root, env=ws.env, capture_output=True, text=True, timeout=300)
@@ -49,14 +49,14 @@ def test_wild_west_evaluates_a_loaded_run(data_workspace: Workspace) -> None:
 
 def test_init_from_fine_tunes_and_refuses_other_shapes(data_workspace: Workspace) -> None:
     ws = data_workspace
-    assert ws.cli("--experiment_id=mnist", "--epochs=3", "--seed=0").returncode == 0
+    assert ws.run("--experiment_id=mnist", "--epochs=3", "--seed=0").returncode == 0
     source = ws.last_run()
-    tuned = ws.cli("--experiment_id=mnist", f"--init_from={source}", *TINY)
+    tuned = ws.run("--experiment_id=mnist", f"--init_from={source}", *TINY)
     assert tuned.returncode == 0, tuned.stderr
     run = ws.last_run()
     assert json.loads((run / "config.json").read_text())["trainer"]["init_from"] == str(source)
     assert ws.metrics(run)["final"]["train_acc"] > 0.9  # starts from trained weights
-    wrong = ws.cli("--experiment_id=mnist", f"--init_from={source}", "--hidden_sizes=[7]", *TINY)
+    wrong = ws.run("--experiment_id=mnist", f"--init_from={source}", "--hidden_sizes=[7]", *TINY)
     assert wrong.returncode == 1 and "do not fit this model" in wrong.stderr
     assert "Traceback" not in wrong.stderr
 
@@ -81,22 +81,22 @@ def test_early_stopping_restores_best_and_resumes_to_the_same_stop(data_workspac
     common = ("--experiment_id=mnist", "--max_train_samples=300", "--seed=2", "--lr=0.3",
               "--optimizer=sgd", "--early_stopping_patience=2", "--monitor=val_loss",
               "--monitor_mode=min")
-    full = ws.cli(*common, "--epochs=30")
+    full = ws.run(*common, "--epochs=30")
     assert full.returncode == 0, full.stderr
     reference = ws.last_run()
     metrics = ws.metrics(reference)
     assert metrics["epochs_run"] < 30 and metrics["stop_reason"].startswith("early stopping")
     assert metrics["weights"] == "best" and metrics["weights_epoch"] == metrics["best_epoch"]
     assert "early stopping: val_loss did not improve" in full.stdout
-    assert ws.cli(*common, f"--epochs={metrics['epochs_run'] - 1}").returncode == 0
+    assert ws.run(*common, f"--epochs={metrics['epochs_run'] - 1}").returncode == 0
     partial = ws.last_run()
-    assert ws.cli("resume", str(partial), "--epochs=30", entry="expkit").returncode == 0
+    assert ws.run("resume", str(partial), "--epochs=30").returncode == 0
     assert ws.metrics(partial)["epochs_run"] == metrics["epochs_run"]  # state was in last.pt
     assert ws.metrics(partial)["test"] == metrics["test"]
 
 
 def test_non_finite_loss_stops_with_a_clear_reason(data_workspace: Workspace) -> None:
-    result = data_workspace.cli("--experiment_id=mnist", "--optimizer=sgd", "--lr=1e12",
+    result = data_workspace.run("--experiment_id=mnist", "--optimizer=sgd", "--lr=1e12",
                                 "--epochs=5", "--max_train_samples=200", "--restore_best=false")
     assert result.returncode == 1, result.stderr
     assert "training diverged: train_loss became" in result.stderr and "Traceback" not in result.stderr
@@ -109,17 +109,17 @@ def test_non_finite_loss_stops_with_a_clear_reason(data_workspace: Workspace) ->
 
 def test_precision_accumulation_and_clipping(data_workspace: Workspace) -> None:
     ws = data_workspace
-    bf16 = ws.cli("--experiment_id=mnist", "--precision=bf16", *TINY)
+    bf16 = ws.run("--experiment_id=mnist", "--precision=bf16", *TINY)
     assert bf16.returncode == 0, bf16.stderr
     if not torch.cuda.is_available():
-        fp16 = ws.cli("--experiment_id=mnist", "--precision=fp16", *TINY)
+        fp16 = ws.run("--experiment_id=mnist", "--precision=fp16", *TINY)
         assert fp16.returncode == 2 and "needs CUDA" in fp16.stderr
     # 180 training examples at batch 30 = 6 batches: 3 optimizer steps when accumulating 2
-    acc = ws.cli("--experiment_id=mnist", "--batch_size=30", "--accumulate_grad_batches=2", *TINY)
+    acc = ws.run("--experiment_id=mnist", "--batch_size=30", "--accumulate_grad_batches=2", *TINY)
     assert acc.returncode == 0, acc.stderr
     state = load_checkpoint(ws.last_run() / "checkpoints" / "last.pt")["optimizer"]["state"]
     assert {int(s["step"]) for s in state.values()} == {3}
-    frozen = ws.cli("--experiment_id=mnist", "--optimizer=sgd", "--lr=1", "--momentum=0",
+    frozen = ws.run("--experiment_id=mnist", "--optimizer=sgd", "--lr=1", "--momentum=0",
                     "--grad_clip_norm=1e-9", *TINY)
     assert frozen.returncode == 0
     assert ws.metrics(ws.last_run())["final"]["train_acc"] < 0.3  # clipped to almost no update
@@ -127,7 +127,7 @@ def test_precision_accumulation_and_clipping(data_workspace: Workspace) -> None:
 
 def test_progress_bar_on_a_terminal_only(data_workspace: Workspace) -> None:
     ws = data_workspace
-    plain = ws.cli("--experiment_id=mnist", "--epochs=2", "--max_train_samples=2000", "--seed=0")
+    plain = ws.run("--experiment_id=mnist", "--epochs=2", "--max_train_samples=2000", "--seed=0")
     assert plain.returncode == 0 and "\r" not in plain.stdout and "\r" not in plain.stderr
     assert plain.stdout.count("epoch ") >= 2
     pid, fd = pty.fork()
@@ -199,7 +199,7 @@ def test_adam_is_fused_by_default_and_learns_as_the_per_parameter_loop(
     args = ("--experiment_id=mnist", "--epochs=2", "--max_train_samples=300", "--seed=3")
     found = {}
     for flags in ((), ("--fused=false",)):
-        result = ws.cli(*args, *flags)
+        result = ws.run(*args, *flags)
         assert result.returncode == 0, result.stderr
         run = ws.last_run()
         groups = load_checkpoint(run / "checkpoints" / "last.pt")["optimizer"]["param_groups"]

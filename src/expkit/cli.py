@@ -250,7 +250,8 @@ def cmd_compare(argv: list[str], registry: Registry, prog: str) -> int:
     selected = select_runs(rest, results_dir, exp_id, int(last) if last else None)
     keys = differing(selected)
     print(compare_table(selected, keys))
-    path = plot_compare(selected, keys, Path(out or "compare.png"))
+    # under results/, never the working directory: a run in a clean clone leaves it clean
+    path = plot_compare(selected, keys, Path(out) if out else results_dir / "compare.png")
     print(f"plot: {path}")
     return 0
 
@@ -287,8 +288,8 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "reproduce": (cmd_reproduce, "re-run a run's config and compare: reproduce RUN_DIR [--tolerance=X]"),
     "sweep": (cmd_sweep, "Optuna search: sweep --experiment_id=ID --space lr=loguniform:1e-4:1e-2 "
                          "--trials N [--workers K]"),
-    "compare": (cmd_compare, "runs side by side + compare.png: compare RUN_DIR ... | "
-                             "--experiment_id=ID --last N"),
+    "compare": (cmd_compare, "runs side by side + RESULTS/compare.png: compare RUN_DIR ... | "
+                             "--experiment_id=ID --last N [--out FILE.png]"),
     "report": (cmd_report, "self-contained report.html: report RUN_DIR | report --index"),
     "list": (cmd_list, "table of runs: list [--experiment_id=ID] [--status=finished|...]"),
     "schema": (cmd_schema, "JSON Schema of an experiment's arguments: schema --experiment_id=ID"),
