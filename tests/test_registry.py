@@ -13,6 +13,8 @@ from pydantic import Field
 from conftest import TINY, Workspace
 from expkit.args import Args
 from expkit.experiment import ExperimentArgs
+from expkit.registry import Registry
+from expkit.results import flatten
 from lab.registry import EXPERIMENTS
 
 
@@ -21,8 +23,17 @@ def test_every_registered_experiment_runs_an_epoch(data_workspace: Workspace,
                                                    experiment_id: str) -> None:
     result = data_workspace.run(f"--experiment_id={experiment_id}", *TINY)
     assert result.returncode == 0, result.stderr
-    metrics = json.loads((data_workspace.last_run(experiment_id) / "metrics.json").read_text())
+    run = data_workspace.last_run(experiment_id)
+    metrics = json.loads((run / "metrics.json").read_text())
     assert 0 <= metrics["test"]["test_acc"] <= 1 and metrics["epochs_run"] == 1
+    # every value not given on the command line is the experiment's own default (a flag of a
+    # part, --max_train_samples here, does not reset the rest of the part to its class defaults)
+    args_class = Registry.from_module("lab.registry").load(experiment_id).args_class
+    defaults = flatten(args_class.model_validate({"experiment_id": experiment_id}).model_dump(mode="json"))
+    used = flatten(json.loads((run / "config.json").read_text()))
+    given = {"epochs", "dataset.max_train_samples", "seed"}
+    assert {k: v for k, v in used.items() if k not in given} == \
+        {k: v for k, v in defaults.items() if k not in given}
 
 
 def test_broken_experiment_does_not_break_the_others(tmp_path: Path) -> None:

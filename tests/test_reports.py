@@ -3,8 +3,11 @@ real headless Chromium, and TensorBoard event files read back with TensorBoard's
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
+import shlex
 import struct
 from pathlib import Path
 
@@ -153,6 +156,11 @@ def test_index_lists_sorts_and_compares_runs(two_runs: tuple[Workspace, list[Pat
     assert all(r == index.absolute().as_uri() or r.startswith("data:") for r in requests), requests
     links = browser.evaluate("[...document.querySelectorAll('#runs a')].map(a => a.href)")
     assert sorted(links) == sorted((r / "report.html").absolute().as_uri() for r in runs)
+    datasets = browser.evaluate(
+        "(() => { const i = [...document.querySelectorAll('#runs th')].findIndex("
+        "th => th.textContent === 'dataset'); return [...document.querySelectorAll("
+        "'#runs tbody tr')].map(r => r.cells[i].textContent); })()")
+    assert datasets == ["mnist", "mnist"], "index.html shows which dataset each run used"
     column = browser.evaluate("[...document.querySelectorAll('#runs th')].findIndex("
                               "th => th.textContent === 'test_acc')")
     values = []
@@ -187,3 +195,38 @@ def test_tensorboard_events_equal_history(data_workspace: Workspace) -> None:
     hparams.Reload()
     test_acc = hparams.Scalars("hparam/test_acc")[0].value
     assert test_acc == pytest.approx(ws.metrics(run_dir)["test"]["test_acc"], rel=1e-6)
+
+
+def test_compare_labels_by_flag_and_the_report_command_reproduces(data_workspace: Workspace) -> None:
+    """compare names each differing argument by its flag (the scheduler's and the dataset's
+    `name` are --scheduler and --dataset), writes values as typed (true/false, auto); the
+    report's command, copied as it is, gives the same run again (the drawn seed included)."""
+    ws = data_workspace
+    common = ("--experiment_id=mnist", "--epochs=1", "--max_train_samples=100")
+    assert ws.run(*common).returncode == 0  # seed drawn, use_cuda auto
+    drawn = ws.last_run()
+    assert ws.run(*common, "--scheduler=cosine", "--dataset=fashion_mnist", "--deterministic=true",
+                  "--use_cuda=false", "--seed=1").returncode == 0
+    result = ws.run("compare", str(drawn), str(ws.last_run()))
+    assert result.returncode == 0, result.stderr
+    header, first, second = (line.split() for line in result.stdout.splitlines()[:3])
+    assert {"scheduler", "dataset", "deterministic", "seed", "use_cuda"} <= set(header), header
+    assert "name" not in header
+    cells = [dict(zip(header, row, strict=False)) for row in (first, second)]
+    assert [c["scheduler"] for c in cells] == ["none", "cosine"]
+    assert [c["dataset"] for c in cells] == ["mnist", "fashion_mnist"]
+    assert [c["deterministic"] for c in cells] == ["false", "true"]
+    assert [c["use_cuda"] for c in cells] == ["auto", "false"]
+
+    page = (drawn / "report.html").read_text()
+    command = html.unescape(re.search(r'<pre id="command">(.*?)</pre>', page, re.S).group(1))
+    seed = json.loads((drawn / "config.json").read_text())["seed"]
+    words = shlex.split(command)
+    assert f"--seed={seed}" in words and "--use_cuda=false" in words, command
+    assert words[1].endswith("run.py")
+    again = ws.run(*words[2:])  # the command as copied: the same run
+    assert again.returncode == 0, again.stderr
+    assert ws.metrics(ws.last_run())["test"] == ws.metrics(drawn)["test"]
+    assert ">false</td>" in page and ">False<" not in page, "booleans as typed: true/false"
+    assert "<th>trainer.grad_clip_norm</th><td>none</td>" in page, "off, not auto"
+    assert "<th>use_cuda</th><td>false (auto)</td>" in page, "what auto chose"

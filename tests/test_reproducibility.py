@@ -209,8 +209,10 @@ def test_list_filters_runs(data_workspace: Workspace) -> None:
     everything = ws.cli("list", entry="expkit")
     assert everything.returncode == 0
     lines = everything.stdout.strip().splitlines()
-    assert lines[0].split() == ["experiment", "run", "started", "status", "epochs", "best"]
+    assert lines[0].split() == ["experiment", "dataset", "run", "started", "status", "epochs", "best"]
     assert len(lines) == 3 and all("finished" in line and "val_acc" in line for line in lines[1:])
+    assert {tuple(line.split()[:2]) for line in lines[1:]} == {("mnist", "mnist"),
+                                                                ("fashion_cnn", "fashion_mnist")}
     only = ws.cli("list", "--experiment_id=fashion_cnn", entry="expkit").stdout.strip().splitlines()
     assert len(only) == 2 and only[1].startswith("fashion_cnn")
     none = ws.cli("list", "--status=failed", entry="expkit")

@@ -191,9 +191,20 @@ def _convert(flag: Flag, given: list[str | None]) -> Any:
     return raw
 
 
-def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any,
+         model: type[BaseModel] | None = None) -> None:
+    """Put `value` at `path` in `tree`. A part missing from `tree` starts from its default
+    (`model`'s field default, factory included), so `--max_train_samples=200` keeps the
+    `dataset: ImageDataArgs(name="fashion_mnist")` an experiment chose instead of resetting
+    the rest of the part to the part's own class defaults."""
     for key in path[:-1]:
-        tree = tree.setdefault(key, {})
+        field = model.model_fields.get(key) if model is not None else None
+        part = _strip_optional(field.annotation)[0] if field is not None else None
+        if key not in tree:
+            default = field.get_default(call_default_factory=True) if field is not None else None
+            tree[key] = default.model_dump() if isinstance(default, BaseModel) else {}
+        tree = tree[key]
+        model = part if isinstance(part, type) and issubclass(part, BaseModel) else None
     tree[path[-1]] = value
 
 
@@ -260,6 +271,7 @@ def parse_argv(cls: type[BaseModel], argv: list[str], prog: str,
     data, file_problems = nest_keys(cls, base or {}, table)
     problems += [f"{base_name}: {line}" if base_name else line for line in file_problems]
     in_base = {f.path for f in table.values() if _has_path(data, f.path)}
+    data = with_part_defaults(cls, data)
     given: dict[tuple[str, ...], str] = {}
     for flag in table.values():
         values = getattr(namespace, flag.name, None)
@@ -267,7 +279,7 @@ def parse_argv(cls: type[BaseModel], argv: list[str], prog: str,
             continue
         given[flag.path] = values[-1] if len(values) == 1 else ",".join(v or "" for v in values)
         try:
-            _set(data, flag.path, _convert(flag, values))
+            _set(data, flag.path, _convert(flag, values), cls)
         except ValueError as e:
             problems.append(f"--{flag.name}: {e}")
             given.pop(flag.path)
@@ -317,7 +329,7 @@ def nest_keys(cls: type[BaseModel], values: dict[str, Any], table: dict[str, Fla
                                  and not isinstance(value, dict))):
             if _has_path(data, flag.path) or _has_path(values, flag.path):
                 problems.append(f"key {key!r} is given twice: flat and as {'.'.join(flag.path)!r}")
-            _set(data, flag.path, value)
+            _set(data, flag.path, value, cls)
             continue
         if isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key] = {**value, **data[key]}
@@ -333,6 +345,22 @@ def nest_keys(cls: type[BaseModel], values: dict[str, Any], table: dict[str, Fla
         if isinstance(node, dict):
             node.pop(path[-1], None)
     return data, problems
+
+
+def with_part_defaults(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with each part it gives only some keys of completed from the part's default, so
+    that a file's `dataset: {max_train_samples: 5}` keeps the dataset the experiment chose."""
+    out = dict(data)
+    for key, value in data.items():
+        field = model.model_fields.get(str(key))
+        if field is None or not isinstance(value, dict):
+            continue
+        part = _strip_optional(field.annotation)[0]
+        default = field.get_default(call_default_factory=True)
+        if isinstance(part, type) and issubclass(part, BaseModel):
+            filled = with_part_defaults(part, value)
+            out[key] = {**default.model_dump(), **filled} if isinstance(default, BaseModel) else filled
+    return out
 
 
 def _has_path(tree: dict[str, Any], path: tuple[str, ...]) -> bool:

@@ -11,12 +11,11 @@ import io
 import json
 import textwrap
 from pathlib import Path
-from typing import Any
 
 from expkit.errors import UsageError
 from expkit.files import atomic_write
 from expkit.plotting import metric_names
-from expkit.results import Run, Runs, read_run, runs
+from expkit.results import Run, Runs, as_typed, flag_of, read_run, runs
 
 #: config keys that differ between any two runs without meaning anything
 _NOISE = {"experiment_id"}
@@ -52,15 +51,9 @@ def differing(selected: list[Run]) -> list[str]:
 
 
 def label(run: Run, keys: list[str]) -> str:
-    """A run's legend entry: its id and its differing arguments."""
-    args = ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(run.flat_config.get(k))}" for k in keys)
+    """A run's legend entry: its id and its differing arguments, by flag name."""
+    args = ", ".join(f"{flag_of(k, run.record)}={as_typed(run.flat_config.get(k))}" for k in keys)
     return f"{run.id} ({args})" if args else run.id
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
 def compare_table(selected: list[Run], keys: list[str]) -> str:
@@ -68,8 +61,8 @@ def compare_table(selected: list[Run], keys: list[str]) -> str:
     summaries = [r.summary() for r in selected]
     metric_cols = list(dict.fromkeys(k for s in summaries for k in s
                                      if k.startswith(("final_val", "best_val", "test_"))))
-    header = ["run", "status", *(k.rsplit(".", 1)[-1] for k in keys), *metric_cols]
-    rows = [[r.id, r.status, *(_short(r.flat_config.get(k)) for k in keys),
+    header = ["run", "status", *(flag_of(k, selected[0].record) for k in keys), *metric_cols]
+    rows = [[r.id, r.status, *(as_typed(r.flat_config.get(k)) for k in keys),
              *(f"{s[c]:.4f}" if c in s else "" for c in metric_cols)]
             for r, s in zip(selected, summaries, strict=True)]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]

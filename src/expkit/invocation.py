@@ -24,15 +24,34 @@ def _on_path(name: str, program: Path) -> bool:
 def remember(prog: str) -> None:
     """Record how the command line was started (`prog` as the CLI names itself)."""
     python = "python" if _on_path("python", Path(sys.executable)) else sys.executable
-    if prog.endswith(".py"):
-        _PREFIX[:] = [python, sys.argv[0] if sys.argv and sys.argv[0] else prog]
+    script = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    if prog.endswith(".py"):  # the script as it was typed (run.py, ./run.py, /path/run.py)
+        _PREFIX[:] = [python, script if Path(script).name == Path(prog).name else prog]
     elif prog.endswith("-m expkit"):
         _PREFIX[:] = [python, "-m", "expkit"]
     else:
-        script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("expkit")
-        _PREFIX[:] = ["expkit" if _on_path("expkit", script) else str(script.absolute())]
+        program = Path(script or "expkit")
+        _PREFIX[:] = ["expkit" if _on_path("expkit", program) else str(program.absolute())]
 
 
 def command(*args: str) -> str:
     """A shell command that runs `expkit ARGS` the way this process was started."""
     return " ".join(shlex.quote(part) for part in (*_PREFIX, *args))
+
+
+def pinned(argv: list[str], values: dict[str, str]) -> list[str]:
+    """`argv` with each flag in `values` set to that value (any earlier spelling of it dropped):
+    a run's command line with what was drawn or chosen by the machine written out."""
+    out: list[str] = []
+    skip = False
+    for i, token in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        name = token.split("=", 1)[0].removeprefix("--")
+        if token.startswith("--") and name in values:
+            following = argv[i + 1] if i + 1 < len(argv) else ""
+            skip = "=" not in token and bool(following) and not following.startswith("--")
+            continue
+        out.append(token)
+    return out + [f"--{name}={value}" for name, value in values.items()]

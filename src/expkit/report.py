@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from expkit.files import atomic_write_text
-from expkit.results import Run, flatten, read_run, runs
+from expkit.results import Run, as_typed, flatten, read_run, runs
 
 REPORT = "report.html"
 INDEX = "index.html"
@@ -40,6 +40,8 @@ def _png_uri(path: Path) -> str | None:
 
 
 def _fmt(value: Any, none: str = "auto") -> str:
+    if isinstance(value, bool):
+        return as_typed(value)
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3g}"
     if isinstance(value, (list, dict)):
@@ -58,9 +60,22 @@ def _table(rows: list[tuple[str, Any]], key_id: str = "", none: str = "") -> str
 
 
 def reproduce_command(run: Run) -> str:
-    """The command line that made the run (argv as recorded), for copy and paste."""
-    argv = [str(a) for a in run.record.get("argv") or []]
-    return "python run.py " + " ".join(shlex.quote(a) for a in argv)
+    """The command line that makes the run again, for copy and paste: argv as recorded with
+    what was drawn or chosen by the machine written out (the seed, the device)."""
+    if run.record.get("command"):
+        return str(run.record["command"])
+    argv = [str(a) for a in run.record.get("argv") or []]  # a run recorded before `command`
+    seed = (run.record.get("seed") or {}).get("value")
+    extra = [f"--seed={seed}"] if seed is not None and not any(a.startswith("--seed") for a in argv) \
+        else []
+    return "python run.py " + " ".join(shlex.quote(a) for a in [*argv, *extra])
+
+
+def _as_used(key: str, value: Any, record: dict[str, Any]) -> str:
+    """A config value as the run used it: `auto` resolved (the device), none/off said plainly."""
+    if key == "use_cuda" and value is None and record.get("device"):
+        return f"{'true' if str(record['device']).startswith('cuda') else 'false'} (auto)"
+    return as_typed(value, none="none")
 
 
 def report_html(run: Run) -> str:
@@ -78,7 +93,7 @@ def report_html(run: Run) -> str:
                     for name in ("history.png",) if (uri := _png_uri(run.path / name)))
     sources = rec.get("sources") or {}
     config_rows = "".join(
-        f"<tr><th>{escape(k)}</th><td>{escape(_fmt(v))}</td><td class=muted>"
+        f"<tr><th>{escape(k)}</th><td>{escape(_as_used(k, v, rec))}</td><td class=muted>"
         f"{escape(sources.get(k, 'default'))}</td></tr>" for k, v in flatten(run.config).items())
     code, env, seed = rec.get("code") or {}, rec.get("environment") or {}, rec.get("seed") or {}
     record_rows: list[tuple[str, Any]] = [
@@ -184,12 +199,13 @@ def index_html(all_runs: list[Run], results_dir: Path) -> str:
     metric_cols = list(dict.fromkeys(k for s in summaries for k in s
                                      if k.startswith(("best_val", "test_"))))
     head = ("<tr><th></th>" + "".join(f'<th class="sort">{escape(c)}</th>' for c in
-            ["experiment", "run", "status", "started", "epochs", *metric_cols]) + "</tr>")
+            ["experiment", "dataset", "run", "status", "started", "epochs", *metric_cols]) + "</tr>")
     body = []
     for i, (run, summary) in enumerate(zip(all_runs, summaries, strict=True)):
         link = escape(str(run.path.relative_to(results_dir) / REPORT))
         cells = [f'<td><input type="checkbox" class="pick" value="{i}"></td>',
                  f"<td>{escape(run.experiment_id)}</td>",
+                 f"<td>{escape(str(run.get('dataset.name') or ''))}</td>",
                  f'<td><a href="{link}">{escape(run.id)}</a></td>',
                  f'<td><span class="status {escape(run.status)}">{escape(run.status)}</span></td>',
                  f"<td>{escape(str(run.record.get('started') or ''))}</td>",

@@ -30,6 +30,28 @@ def flatten(config: dict[str, Any], prefix: str = "", sep: str = ".") -> dict[st
     return out
 
 
+def as_typed(value: Any, none: str = "auto") -> str:
+    """A config value as it is typed on the command line: true/false, [64,32], auto."""
+    if value is None:
+        return none
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def flag_of(key: str, record: dict[str, Any] | None = None) -> str:
+    """The command-line flag of a dotted config key (`scheduler.name` is --scheduler)."""
+    flags = (record or {}).get("flags") or {}
+    if key in flags:
+        return str(flags[key])
+    parts = key.split(".")
+    return parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
+
+
 def read_history(run_dir: Path) -> list[dict[str, float]]:
     """history.csv of a run as one dict per epoch ([] when there is none yet)."""
     csv_file = Path(run_dir) / "history.csv"

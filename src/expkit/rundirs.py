@@ -86,6 +86,7 @@ def list_runs(results_dir: Path, experiment_id: str | None = None,
         monitor = metrics.get("monitor")
         best = (metrics.get("best") or {}).get(monitor) if monitor else None
         rows.append({"experiment": record.get("experiment_id", "?"), "run": run_dir.name,
+                     "dataset": _dataset_of(run_dir),
                      "started": record.get("started") or "", "status": record.get("status", "?"),
                      "epochs": metrics.get("epochs_run", ""),
                      "best": f"{monitor} {best:.4f}" if isinstance(best, float) else "",
@@ -93,11 +94,20 @@ def list_runs(results_dir: Path, experiment_id: str | None = None,
     return sorted(rows, key=lambda r: (r["started"], r["run"]), reverse=True)
 
 
+def _dataset_of(run_dir: Path) -> str:
+    """The dataset a run used (config.json's `dataset.name`), or "" for an experiment without one."""
+    try:
+        dataset = json.loads((run_dir / "config.json").read_text()).get("dataset")
+    except (OSError, ValueError):
+        return ""
+    return str(dataset.get("name", "")) if isinstance(dataset, dict) else ""
+
+
 def runs_table(rows: list[dict[str, Any]]) -> str:
     """The rows of `list_runs` as an aligned text table."""
     if not rows:
         return "no runs found"
-    columns = ["experiment", "run", "started", "status", "epochs", "best"]
+    columns = ["experiment", "dataset", "run", "started", "status", "epochs", "best"]
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
     lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
     lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]

@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from expkit.args import flag_table
 from expkit.data.base import DataInfo
 from expkit.distributed import SINGLE, Dist, setup, teardown
 from expkit.errors import ExpkitError, UsageError
 from expkit.experiment import BaseExperiment, ExperimentArgs
-from expkit.invocation import command
+from expkit.invocation import command, pinned
 from expkit.models.base import BaseModel
 from expkit.record import file_checksums, write_start_record
 from expkit.rundirs import RunRecord, create_run_dir, now
@@ -174,7 +175,13 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
         sources = dict(sources or {})
         if seed_generated:
             sources["seed"] = "generated"
+        automatic = {"seed": str(args.seed)} if seed_generated else {}
+        if args.use_cuda is None:  # auto: what this machine chose
+            automatic["use_cuda"] = "true" if device.type == "cuda" else "false"
         record.update(experiment_id=args.experiment_id, argv=list(argv), status="running",
+                      device=str(device), command=command(*pinned(list(argv), automatic)),
+                      flags={".".join(f.path): f.name for f in flag_table(type(args)).values()
+                             if f.name != f.path[-1]},
                       started=now(), ended=None, sources=sources, **(extra_record or {}),
                       seed={"value": args.seed, "generated": seed_generated,
                             "seeded": ["python", "numpy", "torch"]},
@@ -186,7 +193,9 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
         resumes = [*record.read().get("resumes", []),
                    {"at": now(), "argv": list(argv), **(extra_record or {})}]
         record.update(status="running", ended=None, resumes=resumes)
-    trackers: list[Tracker] = [LocalFiles(run_dir, title=f"{args.experiment_id}  {run_dir.name}",
+    dataset = getattr(getattr(args, "dataset", None), "name", None)
+    title = f"{args.experiment_id}{f' on {dataset}' if dataset else ''}  {run_dir.name}"
+    trackers: list[Tracker] = [LocalFiles(run_dir, title=title,
                                           warn=console.print, epochs=args.epochs)
                                ] if dist.is_main else []
     status, exit_code = "failed", 1
