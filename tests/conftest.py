@@ -25,6 +25,24 @@ settings.register_profile("suite", derandomize=True, database=None, max_examples
 settings.register_profile("explore", max_examples=5000, deadline=None,
                           suppress_health_check=_QUIET, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each xdist worker starts on its share of the slow tests, the short ones after them: the
+    suite never ends waiting on one long test that started last. (--dist worksteal hands worker
+    k the k-th contiguous slice of this order, then lets idle workers steal from the end.)"""
+    workers = config.getoption("numprocesses", None)
+    n = workers if isinstance(workers, int) and workers > 1 else 1
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    fast = [item for item in items if not item.get_closest_marker("slow")]
+    ordered: list[pytest.Item] = []
+    for k in range(n):
+        share = slow[k::n]
+        size = len(items) // n if k < n - 1 else len(items) - len(ordered)
+        take = max(size - len(share), 0)
+        ordered += share + fast[:take]
+        fast = fast[take:]
+    items[:] = ordered + fast
 IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
@@ -125,7 +143,13 @@ class Workspace:
 def _clean_env(tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("EXPKIT_", "WANDB_")) and k != "PYTHONPATH"}
-    env.update(MPLCONFIGDIR=str(tmp / ".mpl"), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="2")
+    # nothing a test runs writes outside its temp folder: HOME (wandb's ~/.cache and ~/.config,
+    # netrc), XDG caches and matplotlib's config all live in it
+    env.update(MPLCONFIGDIR=str(tmp / ".mpl"), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="2",
+               HOME=str(tmp / "home"), XDG_CACHE_HOME=str(tmp / "home" / ".cache"),
+               XDG_CONFIG_HOME=str(tmp / "home" / ".config"),
+               WANDB_CACHE_DIR=str(tmp / "home" / ".cache" / "wandb"),
+               WANDB_CONFIG_DIR=str(tmp / "home" / ".config" / "wandb"))
     return env
 
 

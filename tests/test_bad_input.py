@@ -280,6 +280,7 @@ def test_unreadable_config(template: Path, tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_disk_full_mid_run_keeps_the_last_good_checkpoint(template: Path, tmp_path: Path) -> None:
     """RLIMIT_FSIZE just above epoch 1's last.pt: epoch 2's (longer history) cannot be written."""
     root = tmp_path / "ws"

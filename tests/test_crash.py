@@ -19,6 +19,7 @@ import pytest
 from conftest import REPO, Workspace, write_idx_set
 from expkit import rundirs
 from expkit.errors import ExpkitError
+from expkit.results import read_run
 from expkit.rundirs import create_run_dir
 from expkit.training.checkpoint import load_checkpoint
 from test_resume import assert_same_training
@@ -114,6 +115,7 @@ def _history_lags_checkpoint(run_dir: Path) -> bool:
     return rows < load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"]
 
 
+@pytest.mark.slow
 def test_runs_started_together_get_their_own_directories(data_workspace: Workspace) -> None:
     ws = data_workspace
     args = ("--experiment_id=mnist", "--epochs=1", "--max_train_samples=100", "--seed=0")
@@ -164,3 +166,31 @@ def test_a_taken_name_is_skipped_and_endless_clashes_are_one_clear_error(
     monkeypatch.setattr(rundirs.secrets, "token_hex", lambda n: "aaaaaa")
     with pytest.raises(ExpkitError, match="could not find a free run directory name"):
         create_run_dir(tmp_path, "exp")
+
+
+
+def test_a_killed_run_shows_as_killed_and_resumes(data_workspace: Workspace) -> None:
+    """run.json says `running` after a SIGKILL; list, index.html and expkit.runs() say `killed`
+    (same host: the pid is gone; another host: the heartbeat is stale); resume finishes it."""
+    ws = data_workspace
+    args = ("--experiment_id=mnist", "--epochs=2", "--max_train_samples=200", "--seed=0")
+    killed = ws.cli(*args, env=at("step:4"))  # 3 steps an epoch: dies in epoch 2
+    assert killed.returncode == -signal.SIGKILL
+    run = ws.last_run()
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "running" and record["host"] and record["pid"] and record["heartbeat"]
+    listing = ws.cli("list", entry="expkit")
+    assert listing.returncode == 0 and "killed" in listing.stdout.splitlines()[1].split(), listing.stdout
+    assert read_run(run).status == "killed"
+    assert ws.run("report", "--index").returncode == 0
+    assert '<span class="status killed">killed</span>' in (ws.results / "index.html").read_text()
+
+    elsewhere = {**record, "host": "another-host"}  # a live run elsewhere beats recently
+    (run / "run.json").write_text(json.dumps({**elsewhere, "heartbeat": rundirs.now()}))
+    assert read_run(run).status == "running"
+    (run / "run.json").write_text(json.dumps({**elsewhere, "heartbeat": "2020-01-01T00:00:00+00:00"}))
+    assert read_run(run).status == "killed"
+
+    resumed = ws.run("resume", str(run))
+    assert resumed.returncode == 0, resumed.stderr
+    assert read_run(run).status == "finished"

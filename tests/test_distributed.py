@@ -43,6 +43,7 @@ def history(run_dir: Path) -> list[dict[str, float]]:
     return load_run(run_dir, "last", registry="lab.registry").history
 
 
+@pytest.mark.slow
 def test_two_ranks_write_one_run_that_matches_one_process(ddp_workspace: Workspace) -> None:
     ws = ddp_workspace
     code, out = finish(torchrun(ws, *FLAGS, "--batch_size=60", "--epochs=3"))
@@ -94,6 +95,7 @@ def _rank_pids(launcher: int) -> dict[int, int]:
     return ranks
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_rank_stops_the_job_with_a_resumable_checkpoint(
         ddp_workspace: Workspace) -> None:
     ws = ddp_workspace

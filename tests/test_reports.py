@@ -187,6 +187,10 @@ def test_tensorboard_events_equal_history(data_workspace: Workspace) -> None:
     history = expkit.runs(ws.results)[0].history
     acc = event_accumulator.EventAccumulator(str(run_dir / "tensorboard"))
     acc.Reload()
+    images = acc.Tags()["images"]
+    assert images == ["history"], "history.png goes to TensorBoard as an image"
+    (image,) = acc.Images("history")
+    assert image.encoded_image_string == (run_dir / "history.png").read_bytes(), "the final draw"
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
         events = acc.Scalars(key)
         assert [e.step for e in events] == [1, 2, 3]

@@ -53,6 +53,7 @@ def reference_and_interrupted(ws: Workspace, sig: str, step: int
     return reference, interrupted, result
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_an_uninterrupted_run(big_workspace: Workspace) -> None:
     ws = big_workspace
     reference, killed, proc = reference_and_interrupted(ws, "KILL", STEPS_PER_EPOCH + 5)
@@ -65,6 +66,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(big_workspace: Workspac
     assert '"status": "finished"' in (killed / "run.json").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [("INT", 130), ("TERM", 143)])
 def test_stop_signal_saves_mid_epoch_and_resume_is_exact(big_workspace: Workspace,
                                                          sig: str, code: int) -> None:

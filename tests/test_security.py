@@ -17,6 +17,7 @@ ENV_KEY = "ENVKEY-" + "9" * 32    # planted in the environment (wins over the fi
 DB_PASSWORD = "DBPASS-" + "3" * 20
 
 
+@pytest.mark.slow
 def test_planted_keys_appear_nowhere(data_workspace: Workspace) -> None:
     pytest.importorskip("wandb")
     ws = data_workspace

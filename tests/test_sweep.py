@@ -51,6 +51,7 @@ def check_trials(ws: Workspace, trials: list[optuna.trial.FrozenTrial], name: st
         assert len(t.intermediate_values) == 2, "one report per epoch"
 
 
+@pytest.mark.slow
 def test_sqlite_sweep_with_two_workers(data_workspace: Workspace) -> None:
     ws = data_workspace
     result = sweep(ws, "--trials", "6", "--workers", "2", *SPACE, "--direction", "max",
@@ -73,6 +74,7 @@ def test_sqlite_sweep_with_two_workers(data_workspace: Workspace) -> None:
     assert status.stdout.count("complete") == 6
 
 
+@pytest.mark.slow
 def test_rerun_keeps_finished_trials_and_retries_an_interrupted_one(data_workspace: Workspace) -> None:
     ws = data_workspace
     first = sweep(ws, "--trials", "2", *SPACE, "--seed", "1", *TRIAL_FLAGS)
@@ -107,6 +109,7 @@ def test_rerun_keeps_finished_trials_and_retries_an_interrupted_one(data_workspa
     assert len(retry) == 1 and retry[0].params == failed[0].params
 
 
+@pytest.mark.slow
 def test_median_pruner_stops_bad_trials_early(data_workspace: Workspace) -> None:
     ws = data_workspace
     flags = ("--pruner", "median", "--seed", "3", "--epochs=3", "--max_train_samples=200",
@@ -221,6 +224,7 @@ def postgres() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_postgresql_study_shared_by_two_workers(data_workspace: Workspace, postgres: str) -> None:
     ws = data_workspace
     result = sweep(ws, "--trials", "4", "--workers", "2", *SPACE, "--storage", postgres,

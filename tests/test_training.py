@@ -20,6 +20,7 @@ def test_digits_reaches_90_percent_validation_accuracy(workspace: Workspace) -> 
     assert workspace.metrics(workspace.last_run())["best"]["val_acc"] >= 0.90
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (FASHION / "train-images-idx3-ubyte.gz").exists(),
                     reason="apt-get install dataset-fashion-mnist (.ci/run does)")
 def test_real_fashion_mnist_end_to_end(workspace: Workspace) -> None:

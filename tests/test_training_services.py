@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pty
@@ -171,6 +172,10 @@ def test_secret_free_wandb_offline_run_with_resume(data_workspace: Workspace) ->
     expected = {int(r["epoch"]): float(r["val_acc"]) for r in expkit.load_run(run).history}
     assert {int(row["epoch"]): row["val_acc"] for row in logged} == expected
     assert sorted(int(row["_step"]) for row in logged if "epoch" in row) == [1, 2, 3]
+    images = [row for row in logged if row.get("history/_type") == "image-file"]
+    final_png = hashlib.sha256((run / "history.png").read_bytes()).hexdigest()
+    assert len(images) == 2 and images[-1]["history/sha256"] == final_png, \
+        "each run segment sends history.png once, as finally drawn (after the worker's last draw)"
     leaked = [p for p in ws.root.rglob("*") if p.is_file() and key.encode() in p.read_bytes()]
     assert leaked == [] and key not in result.stdout + result.stderr
 

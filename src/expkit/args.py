@@ -329,7 +329,7 @@ def nest_keys(cls: type[BaseModel], values: dict[str, Any], table: dict[str, Fla
                                  and not isinstance(value, dict))):
             if _has_path(data, flag.path) or _has_path(values, flag.path):
                 problems.append(f"key {key!r} is given twice: flat and as {'.'.join(flag.path)!r}")
-            _set(data, flag.path, value, cls)
+            _set(data, flag.path, value)  # parts are completed from their defaults afterwards
             continue
         if isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key] = {**value, **data[key]}

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from expkit.errors import ExpkitError, UsageError
+from expkit.rundirs import shown_status
 
 
 def flatten(config: dict[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
@@ -92,7 +93,7 @@ class Run:
     @property
     def status(self) -> str:
         """running, finished, failed or stopped."""
-        return str(self.record.get("status", "?"))
+        return shown_status(self.record, self.path)
 
     @property
     def flat_config(self) -> dict[str, Any]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
 import re
 import secrets
+import socket
 import time
 from datetime import datetime
 from pathlib import Path
@@ -63,6 +66,48 @@ class RunRecord:
             atomic_write_json(self.path, {**self.read(), **fields})
 
 
+#: a run on another host whose heartbeat is older than this (and than 3 of its epochs) is dead
+STALE_SECONDS = 600
+
+
+def shown_status(record: dict[str, Any], run_dir: Path) -> str:
+    """The status to show: run.json's, except that a `running` run whose process is gone is
+    `killed` (same host: its pid is gone; another host: its heartbeat is stale). Such a run
+    resumes like any other."""
+    status = str(record.get("status", "?"))
+    if status != "running" or "pid" not in record:
+        return status
+    if record.get("host") == socket.gethostname():
+        return "running" if _alive(int(record["pid"])) else "killed"
+    try:
+        age = time.time() - datetime.fromisoformat(str(record.get("heartbeat"))).timestamp()
+    except ValueError:
+        return status
+    return "killed" if age > max(STALE_SECONDS, 3 * _longest_epoch(run_dir)) else "running"
+
+
+def _alive(pid: int) -> bool:
+    """Whether a Python process with this pid runs here (a pid reused by another program is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return b"python" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc: trust the pid
+
+
+def _longest_epoch(run_dir: Path) -> float:
+    try:
+        with (run_dir / "history.csv").open() as f:
+            return max((float(row.get("epoch_time") or 0) for row in csv.DictReader(f)), default=0.0)
+    except (OSError, ValueError):
+        return 0.0
+
+
 def now() -> str:
     """The local time with offset, ISO 8601, to the second."""
     return datetime.now().astimezone().isoformat(timespec="seconds")
@@ -77,7 +122,8 @@ def list_runs(results_dir: Path, experiment_id: str | None = None,
         record = RunRecord(run_dir).read()
         if experiment_id and record.get("experiment_id") != experiment_id:
             continue
-        if status and record.get("status") != status:
+        shown = shown_status(record, run_dir)
+        if status and shown != status:
             continue
         try:
             metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -87,7 +133,7 @@ def list_runs(results_dir: Path, experiment_id: str | None = None,
         best = (metrics.get("best") or {}).get(monitor) if monitor else None
         rows.append({"experiment": record.get("experiment_id", "?"), "run": run_dir.name,
                      "dataset": _dataset_of(run_dir),
-                     "started": record.get("started") or "", "status": record.get("status", "?"),
+                     "started": record.get("started") or "", "status": shown,
                      "epochs": metrics.get("epochs_run", ""),
                      "best": f"{monitor} {best:.4f}" if isinstance(best, float) else "",
                      "path": str(run_dir)})

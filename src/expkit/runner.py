@@ -13,6 +13,7 @@ import os
 import random
 import secrets
 import signal
+import socket
 import sys
 import threading
 import traceback
@@ -180,6 +181,7 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
             automatic["use_cuda"] = "true" if device.type == "cuda" else "false"
         record.update(experiment_id=args.experiment_id, argv=list(argv), status="running",
                       device=str(device), command=command(*pinned(list(argv), automatic)),
+                      **_alive_fields(),
                       flags={".".join(f.path): f.name for f in flag_table(type(args)).values()
                              if f.name != f.path[-1]},
                       started=now(), ended=None, sources=sources, **(extra_record or {}),
@@ -192,7 +194,7 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
     elif dist.is_main:
         resumes = [*record.read().get("resumes", []),
                    {"at": now(), "argv": list(argv), **(extra_record or {})}]
-        record.update(status="running", ended=None, resumes=resumes)
+        record.update(status="running", ended=None, resumes=resumes, **_alive_fields())
     dataset = getattr(getattr(args, "dataset", None), "name", None)
     title = f"{args.experiment_id}{f' on {dataset}' if dataset else ''}  {run_dir.name}"
     trackers: list[Tracker] = [LocalFiles(run_dir, title=title,
@@ -217,7 +219,7 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
             if init_state is not None and args.trainer.init_from is not None:
                 load_weights(model, init_state, args.trainer.init_from)
             trainer = _trainer(experiment, model, data, device, run_dir, trackers, config, dist,
-                               callbacks)
+                               [*callbacks, Heartbeat(record)] if dist.is_main else callbacks)
             if resume is not None:
                 trainer.load_state_dict(resume)
                 for tracker in trackers:
@@ -277,6 +279,23 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
         if dist.is_main:
             _report(run_dir, console)
         console.close()
+
+
+def _alive_fields() -> dict[str, Any]:
+    """Who runs the run, for `expkit list` to tell a live run from a killed one."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": now()}
+
+
+class Heartbeat(Callback):
+    """Refreshes run.json's heartbeat after every epoch (a run on another host whose heartbeat
+    is stale shows as killed)."""
+
+    def __init__(self, record: RunRecord) -> None:
+        self.record = record
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        """Write the time of this epoch's end."""
+        self.record.update(heartbeat=now())
 
 
 def _failure(error: BaseException, record: RunRecord, console: Any, run_dir: Path) -> ExpkitError:

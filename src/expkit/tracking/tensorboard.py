@@ -1,4 +1,5 @@
-"""TensorBoard: per-epoch scalars and, at the end, the run's hparams with its final metrics.
+"""TensorBoard: per-epoch scalars and, at the end, the run's hparams with its final metrics and
+the final history.png as an image.
 
     tensorboard --logdir results/        # every run with --use_tensorboard=true
 
@@ -7,6 +8,7 @@ Needs the `tensorboard` package (`pip install 'expkit[tensorboard]'`).
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ class TensorBoardTracker:
         self._writer_class = SummaryWriter
         self.writer: Any = None
         self.hparams: dict[str, Any] = {}
+        self.rows_logged = 0  # the last epoch logged: the step of the final history image
 
     def log_config(self, config: dict[str, Any]) -> None:
         """Keep the arguments for the hparams record (TensorBoard takes numbers, strings, bools)."""
@@ -37,6 +40,7 @@ class TensorBoardTracker:
         """Write the newest epoch's metrics as scalars at step = epoch."""
         row = rows[-1]
         step = int(row.get("epoch", len(rows)))
+        self.rows_logged = step
         if self.writer is None:  # after a resume, drop events past the epoch we continue from
             self.writer = self._writer_class(str(self.folder), purge_step=step)
         for key, value in row.items():
@@ -55,6 +59,21 @@ class TensorBoardTracker:
         self.writer.add_hparams(self.hparams, metrics, run_name="hparams")
 
     def close(self, status: str) -> None:
-        """Flush and close the event files."""
+        """history.png as an image (drawn for the last time by now), then close the event files."""
+        plot = self.folder.parent / "history.png"
+        if plot.is_file() and self.rows_logged:
+            if self.writer is None:
+                self.writer = self._writer_class(str(self.folder))
+            self.writer.file_writer.add_summary(_png_summary("history", plot.read_bytes()),
+                                                self.rows_logged)
         if self.writer is not None:
             self.writer.close()
+
+
+def _png_summary(tag: str, png: bytes) -> Any:
+    """An image summary of PNG bytes as they are (no decoding: no PIL, no matplotlib here)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk
+    image = Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)
+    return Summary(value=[Summary.Value(tag=tag, image=image)])

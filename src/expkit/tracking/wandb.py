@@ -1,4 +1,5 @@
-"""Weights & Biases, when --use_wandb=true: config once, metrics per epoch, summary and plot at the end.
+"""Weights & Biases, when --use_wandb=true: config once, metrics per epoch, summary, and the
+final history.png when the run closes.
 
 wandb is imported only here (an optional extra). The API key comes from config.yaml or
 WANDB_API_KEY and goes to wandb only through its settings object: never into the config,
@@ -42,6 +43,7 @@ class WandbTracker:
         self.run_id = run_id or runid.generate_id()
         self.ids = {"wandb": self.run_id}
         self.run: Any = None
+        self.step: int | None = None  # the last epoch logged
 
     def log_config(self, config: dict[str, Any]) -> None:
         """Start (or resume) the wandb run with the nested config."""
@@ -56,18 +58,20 @@ class WandbTracker:
     def log_epoch(self, rows: list[dict[str, float]]) -> None:
         """Log the newest epoch at step = epoch (so a resumed run never steps backwards)."""
         row = rows[-1]
-        self.run.log(row, step=int(row["epoch"]))
+        self.step = int(row["epoch"])
+        self.run.log(row, step=self.step)
 
     def log_summary(self, summary: dict[str, Any]) -> None:
-        """Best/final/test values into the run summary, and history.png as an image."""
+        """Best/final/test values into the run summary."""
         self.run.summary.update(flatten(summary, sep="/"))
-        plot = self.run_dir / "history.png"
-        if plot.is_file():
-            self.run.log({"history": self.wandb.Image(str(plot))}, commit=False)
 
     def close(self, status: str) -> None:
-        """Finish the wandb run (exit code 0 only when training finished)."""
+        """history.png as an image (the local files tracker, closed first, has drawn its last
+        version by now), then finish the wandb run (exit code 0 only when training finished)."""
         if self.run is not None:
+            plot = self.run_dir / "history.png"
+            if plot.is_file() and self.step is not None:  # into the last epoch's row
+                self.run.log({"history": self.wandb.Image(str(plot))}, step=self.step)
             self.run.finish(exit_code=0 if status == "finished" else 1)
             self.run = None
 
