@@ -78,7 +78,7 @@ def shown_status(record: dict[str, Any], run_dir: Path) -> str:
     if status != "running" or "pid" not in record:
         return status
     if record.get("host") == socket.gethostname():
-        return "running" if _alive(int(record["pid"])) else "killed"
+        return "running" if process_alive(int(record["pid"])) else "killed"
     try:
         age = time.time() - datetime.fromisoformat(str(record.get("heartbeat"))).timestamp()
     except ValueError:
@@ -86,7 +86,7 @@ def shown_status(record: dict[str, Any], run_dir: Path) -> str:
     return "killed" if age > max(STALE_SECONDS, 3 * _longest_epoch(run_dir)) else "running"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Whether a Python process with this pid runs here (a pid reused by another program is not)."""
     try:
         os.kill(pid, 0)

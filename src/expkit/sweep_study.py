@@ -6,14 +6,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import math
-import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from expkit.errors import ExpkitError
-from expkit.rundirs import safe_name
+from expkit.rundirs import process_alive, safe_name
 from expkit.sweep_space import Space, grid_values, import_optuna, redact
 
 if TYPE_CHECKING:
@@ -91,16 +90,6 @@ def load_study(spec: SweepSpec, spaces: dict[str, Space], url: str, worker: int 
                                sampler=sampler_for(spec, spaces, worker), pruner=pruner_for(spec))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def recover(study: Any) -> list[int]:
     """Before workers start: fail this machine's trials whose worker died, re-queue failed ones.
 
@@ -111,7 +100,7 @@ def recover(study: Any) -> list[int]:
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(state.RUNNING,)):
         attrs = trial.user_attrs
-        if attrs.get("host") == host and not _alive(int(attrs.get("pid", 0))):
+        if attrs.get("host") == host and not process_alive(int(attrs.get("pid", 0))):
             study.tell(trial.number, state=state.FAIL)
     retried = set(study.user_attrs.get("retried", []))
     queued = []
