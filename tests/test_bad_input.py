@@ -23,6 +23,9 @@ from conftest import REPO, Workspace, _clean_env, write_idx_set
 
 Setup = Callable[[Path], None]
 
+# a run.py process per case: the whole table is in `make test`, not in `make test-fast`
+pytestmark = pytest.mark.slow
+
 
 @dataclass
 class Case:

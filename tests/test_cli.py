@@ -177,6 +177,7 @@ def test_experiment_help_groups_arguments_by_part(workspace: Workspace) -> None:
     assert list(workspace.root.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", ["run.py", "expkit", "python -m expkit"])
 def test_help_and_usage_errors_reach_a_pipe_whole(workspace: Workspace, entry: str) -> None:
     # these paths exit without the interpreter's teardown: buffered output must still arrive

@@ -141,6 +141,7 @@ def _create_many(results: str, barrier: Any, count: int) -> list[str]:
     return [str(create_run_dir(Path(results), "race")) for _ in range(count)]
 
 
+@pytest.mark.slow
 def test_processes_creating_run_dirs_at_once_never_share_one(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("spawn")
     with ctx.Manager() as manager, ctx.Pool(4) as pool:

@@ -24,6 +24,7 @@ def disk_workspace(workspace: Workspace) -> Workspace:
     return workspace
 
 
+@pytest.mark.slow
 def test_data_over_the_budget_streams_and_trains_the_same(disk_workspace: Workspace) -> None:
     ws = disk_workspace
     common = ("--experiment_id=mnist", "--epochs=2", "--seed=4", "--num_workers=2")
@@ -42,6 +43,7 @@ def test_data_over_the_budget_streams_and_trains_the_same(disk_workspace: Worksp
     assert forced.returncode == 0 and "streamed from disk" in forced.stdout
 
 
+@pytest.mark.slow
 def test_compile_on_cpu(data_workspace: Workspace) -> None:
     result = data_workspace.cli("--experiment_id=mnist", "--compile=true", "--epochs=1",
                                 "--max_train_samples=200", "--seed=0", "--hidden_sizes=[16]",

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO, Workspace
 from expkit.plotting import WORKER_TAG
 
@@ -48,6 +50,7 @@ def alive(pid: int) -> bool:
     return state != "Z"  # a zombie has exited; only its parent has not reaped it yet
 
 
+@pytest.mark.slow
 def test_the_worker_draws_history_png_and_ends_with_the_run(data_workspace: Workspace) -> None:
     run = start(data_workspace, "--epochs=3")
     worker = worker_of(run)
@@ -59,6 +62,7 @@ def test_the_worker_draws_history_png_and_ends_with_the_run(data_workspace: Work
     assert "warning" not in err
 
 
+@pytest.mark.slow
 def test_a_run_whose_worker_dies_draws_history_png_itself(data_workspace: Workspace) -> None:
     run = start(data_workspace, "--epochs=3")
     os.kill(worker_of(run), signal.SIGKILL)

@@ -219,6 +219,7 @@ def test_list_filters_runs(data_workspace: Workspace) -> None:
     assert none.stdout.strip() == "no runs found"
 
 
+@pytest.mark.slow
 def test_a_fresh_clone_stays_clean_after_runs_and_a_compare(tmp_path: Path) -> None:
     """The tool's own files (matplotlib's cache as the Makefile places it, compare.png, the
     config, data and results) are ignored or under results/: a later run is not `dirty`."""

@@ -13,6 +13,7 @@ from conftest import REPO, Workspace
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
+@pytest.mark.slow
 def test_digits_reaches_90_percent_validation_accuracy(workspace: Workspace) -> None:
     result = workspace.cli("--experiment_id=mnist", "--dataset=digits", "--epochs=10",
                            "--batch_size=32", "--seed=0")

@@ -126,6 +126,7 @@ def test_precision_accumulation_and_clipping(data_workspace: Workspace) -> None:
     assert ws.metrics(ws.last_run())["final"]["train_acc"] < 0.3  # clipped to almost no update
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal_only(data_workspace: Workspace) -> None:
     ws = data_workspace
     plain = ws.run("--experiment_id=mnist", "--epochs=2", "--max_train_samples=2000", "--seed=0")
@@ -153,6 +154,7 @@ def test_progress_bar_on_a_terminal_only(data_workspace: Workspace) -> None:
     assert "epoch 2/2" in out
 
 
+@pytest.mark.slow
 def test_secret_free_wandb_offline_run_with_resume(data_workspace: Workspace) -> None:
     pytest.importorskip("wandb")
     from wandb_reader import read_wandb_history
@@ -190,6 +192,7 @@ def test_wandb_missing_gives_install_hint(data_workspace: Workspace) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_online_wandb_without_key_warns_and_continues(data_workspace: Workspace, tmp_path: Path) -> None:
     pytest.importorskip("wandb")
     result = data_workspace.cli("--experiment_id=mnist", "--use_wandb=true", *TINY,
