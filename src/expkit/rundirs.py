@@ -66,6 +66,11 @@ class RunRecord:
             atomic_write_json(self.path, {**self.read(), **fields})
 
 
+def alive_fields() -> dict[str, Any]:
+    """Who runs the run, for run.json: `expkit list` tells a live run from a killed one by them."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": now()}
+
+
 #: a run on another host whose heartbeat is older than this (and than 3 of its epochs) is dead
 STALE_SECONDS = 600
 

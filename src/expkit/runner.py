@@ -13,7 +13,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import sys
 import threading
 import traceback
@@ -32,10 +31,10 @@ from expkit.experiment import BaseExperiment, ExperimentArgs
 from expkit.invocation import command, pinned
 from expkit.models.base import BaseModel
 from expkit.record import file_checksums, write_start_record
-from expkit.rundirs import RunRecord, create_run_dir, now
+from expkit.rundirs import RunRecord, alive_fields, create_run_dir, now
 from expkit.tracking.base import Tracker, Tracking
 from expkit.tracking.local import LocalFiles
-from expkit.training.callbacks import Callback, ConsoleLine
+from expkit.training.callbacks import Callback, ConsoleLine, Heartbeat
 from expkit.training.checkpoint import BEST, LAST, Checkpointing, load_checkpoint, load_weights
 from expkit.training.early_stopping import EarlyStopping
 from expkit.training.loop import Trainer
@@ -181,7 +180,7 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
             automatic["use_cuda"] = "true" if device.type == "cuda" else "false"
         record.update(experiment_id=args.experiment_id, argv=list(argv), status="running",
                       device=str(device), command=command(*pinned(list(argv), automatic)),
-                      **_alive_fields(),
+                      **alive_fields(),
                       flags={".".join(f.path): f.name for f in flag_table(type(args)).values()
                              if f.name != f.path[-1]},
                       started=now(), ended=None, sources=sources, **(extra_record or {}),
@@ -194,7 +193,7 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
     elif dist.is_main:
         resumes = [*record.read().get("resumes", []),
                    {"at": now(), "argv": list(argv), **(extra_record or {})}]
-        record.update(status="running", ended=None, resumes=resumes, **_alive_fields())
+        record.update(status="running", ended=None, resumes=resumes, **alive_fields())
     dataset = getattr(getattr(args, "dataset", None), "name", None)
     title = f"{args.experiment_id}{f' on {dataset}' if dataset else ''}  {run_dir.name}"
     trackers: list[Tracker] = [LocalFiles(run_dir, title=title,
@@ -279,23 +278,6 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
         if dist.is_main:
             _report(run_dir, console)
         console.close()
-
-
-def _alive_fields() -> dict[str, Any]:
-    """Who runs the run, for `expkit list` to tell a live run from a killed one."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": now()}
-
-
-class Heartbeat(Callback):
-    """Refreshes run.json's heartbeat after every epoch (a run on another host whose heartbeat
-    is stale shows as killed)."""
-
-    def __init__(self, record: RunRecord) -> None:
-        self.record = record
-
-    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
-        """Write the time of this epoch's end."""
-        self.record.update(heartbeat=now())
 
 
 def _failure(error: BaseException, record: RunRecord, console: Any, run_dir: Path) -> ExpkitError:

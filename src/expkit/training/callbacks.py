@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from expkit.console import Console
+from expkit.rundirs import RunRecord, now
 
 if TYPE_CHECKING:
     from expkit.training.loop import Trainer
@@ -74,3 +75,15 @@ class ConsoleLine(Callback):
         width = len(str(trainer.epochs))
         self.console.print(f"epoch {int(metrics['epoch']):>{width}}/{trainer.epochs}  "
                            + format_metrics(metrics))
+
+
+class Heartbeat(Callback):
+    """Refreshes run.json's heartbeat after every epoch (a run on another host whose heartbeat
+    is stale shows as killed)."""
+
+    def __init__(self, record: RunRecord) -> None:
+        self.record = record
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        """Write the time of this epoch's end."""
+        self.record.update(heartbeat=now())
