@@ -191,20 +191,9 @@ def _convert(flag: Flag, given: list[str | None]) -> Any:
     return raw
 
 
-def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any,
-         model: type[BaseModel] | None = None) -> None:
-    """Put `value` at `path` in `tree`. A part missing from `tree` starts from its default
-    (`model`'s field default, factory included), so `--max_train_samples=200` keeps the
-    `dataset: ImageDataArgs(name="fashion_mnist")` an experiment chose instead of resetting
-    the rest of the part to the part's own class defaults."""
+def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     for key in path[:-1]:
-        field = model.model_fields.get(key) if model is not None else None
-        part = _strip_optional(field.annotation)[0] if field is not None else None
-        if key not in tree:
-            default = field.get_default(call_default_factory=True) if field is not None else None
-            tree[key] = default.model_dump() if isinstance(default, BaseModel) else {}
-        tree = tree[key]
-        model = part if isinstance(part, type) and issubclass(part, BaseModel) else None
+        tree = tree.setdefault(key, {})
     tree[path[-1]] = value
 
 
@@ -271,7 +260,6 @@ def parse_argv(cls: type[BaseModel], argv: list[str], prog: str,
     data, file_problems = nest_keys(cls, base or {}, table)
     problems += [f"{base_name}: {line}" if base_name else line for line in file_problems]
     in_base = {f.path for f in table.values() if _has_path(data, f.path)}
-    data = with_part_defaults(cls, data)
     given: dict[tuple[str, ...], str] = {}
     for flag in table.values():
         values = getattr(namespace, flag.name, None)
@@ -279,12 +267,12 @@ def parse_argv(cls: type[BaseModel], argv: list[str], prog: str,
             continue
         given[flag.path] = values[-1] if len(values) == 1 else ",".join(v or "" for v in values)
         try:
-            _set(data, flag.path, _convert(flag, values), cls)
+            _set(data, flag.path, _convert(flag, values))
         except ValueError as e:
             problems.append(f"--{flag.name}: {e}")
             given.pop(flag.path)
-    try:
-        model = cls.model_validate(data)
+    try:  # a part given only in part (`--max_train_samples`) keeps the experiment's default part
+        model = cls.model_validate(with_part_defaults(cls, data))
     except ValidationError as e:
         problems += describe_validation_error(e, table, given, f"{base_name}: " if base_name else "")
         model = None
@@ -329,7 +317,7 @@ def nest_keys(cls: type[BaseModel], values: dict[str, Any], table: dict[str, Fla
                                  and not isinstance(value, dict))):
             if _has_path(data, flag.path) or _has_path(values, flag.path):
                 problems.append(f"key {key!r} is given twice: flat and as {'.'.join(flag.path)!r}")
-            _set(data, flag.path, value)  # parts are completed from their defaults afterwards
+            _set(data, flag.path, value)
             continue
         if isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key] = {**value, **data[key]}
@@ -349,7 +337,9 @@ def nest_keys(cls: type[BaseModel], values: dict[str, Any], table: dict[str, Fla
 
 def with_part_defaults(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
     """`data` with each part it gives only some keys of completed from the part's default, so
-    that a file's `dataset: {max_train_samples: 5}` keeps the dataset the experiment chose."""
+    that `--max_train_samples=5` (or a file's `dataset: {max_train_samples: 5}`) keeps the
+    `dataset: ImageDataArgs(name="fashion_mnist")` the experiment chose instead of rebuilding
+    the part from its class defaults."""
     out = dict(data)
     for key, value in data.items():
         field = model.model_fields.get(str(key))
