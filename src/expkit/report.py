@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from expkit.files import atomic_write_text
+from expkit.invocation import pinned
 from expkit.results import Run, as_typed, flatten, read_run, runs
 
 REPORT = "report.html"
@@ -66,9 +67,8 @@ def reproduce_command(run: Run) -> str:
         return str(run.record["command"])
     argv = [str(a) for a in run.record.get("argv") or []]  # a run recorded before `command`
     seed = (run.record.get("seed") or {}).get("value")
-    extra = [f"--seed={seed}"] if seed is not None and not any(a.startswith("--seed") for a in argv) \
-        else []
-    return "python run.py " + " ".join(shlex.quote(a) for a in [*argv, *extra])
+    return "python run.py " + " ".join(
+        shlex.quote(a) for a in (pinned(argv, {"seed": str(seed)}) if seed is not None else argv))
 
 
 def _as_used(key: str, value: Any, record: dict[str, Any]) -> str:
