@@ -1,38 +1,12 @@
-"""Read the history records of an offline wandb run file (.wandb) with wandb's own protobuf.
-
-The file is LevelDB-log framed: a 7-byte header, then 32 KiB blocks of records, each with a
-7-byte header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last).
-"""
+"""Read the history rows of an offline wandb run file (.wandb) with wandb's own protobuf."""
 
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 from typing import Any
 
-BLOCK = 32768
-
-
-def read_records(path: Path) -> list[bytes]:
-    """The raw protobuf payloads in a .wandb file."""
-    raw = path.read_bytes()
-    assert raw[:4] == b":W&B", f"{path} is not a wandb run file"
-    pos, pending, records = 7, b"", []
-    while pos + 7 <= len(raw):
-        if BLOCK - pos % BLOCK < 7:
-            pos += BLOCK - pos % BLOCK
-            continue
-        _, length, kind = struct.unpack("<IHB", raw[pos:pos + 7])
-        pos += 7
-        if kind == 0 and length == 0:
-            break
-        pending += raw[pos:pos + length]
-        pos += length
-        if kind in (1, 4):
-            records.append(pending)
-            pending = b""
-    return records
+from expkit.tracking.wandb import read_records
 
 
 def read_wandb_history(path: Path) -> list[dict[str, Any]]:

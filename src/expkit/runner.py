@@ -221,9 +221,10 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
                                [*callbacks, Heartbeat(record)] if dist.is_main else callbacks)
             if resume is not None:
                 trainer.load_state_dict(resume)
-                for tracker in trackers:
-                    if isinstance(tracker, LocalFiles):
-                        tracker.restore(trainer.history)
+                for tracker in trackers:  # each takes what it lacks of the restored history
+                    restore = getattr(tracker, "restore", None)
+                    if restore is not None:
+                        restore(trainer.history)
             signals.trainer = trainer
             trainer.fit()
             dist.barrier()  # rank 0's checkpoints are on disk before any rank reads best.pt

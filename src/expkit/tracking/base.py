@@ -25,6 +25,10 @@ class Tracker(Protocol):
     def close(self, status: str) -> None:
         """Flush and release; `status` is finished, failed or stopped."""
 
+    # Optional: `restore(rows)` is called on resume with the history restored from the
+    # checkpoint, before training goes on; a tracker that may have lost epochs to a kill
+    # sends them there (LocalFiles rewrites history.csv, wandb sends what its files lack).
+
 
 class Tracking(Callback):
     """Hands each epoch's metrics to every tracker."""

@@ -1,6 +1,12 @@
 """Weights & Biases, when --use_wandb=true: config once, metrics per epoch, summary, and the
 final history.png when the run closes.
 
+A resumed run first sends the epochs wandb lacks: wandb-core writes its run file (and sends)
+seconds behind the training loop, so a SIGKILL loses the newest epochs there while
+history.csv and last.pt have them. Which epochs wandb kept is read from its own run files
+(.wandb, LevelDB-log framed protobuf records) of the earlier segments; the rest of the
+restored history is logged again, in order, so every epoch is in wandb exactly once.
+
 wandb is imported only here (an optional extra). The API key comes from config.yaml or
 WANDB_API_KEY and goes to wandb only through its settings object: never into the config,
 a log line or the run directory. Resume continues the same wandb run (its id is in last.pt).
@@ -9,7 +15,8 @@ a log line or the run directory. Resume continues the same wandb run (its id is 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +62,20 @@ class WandbTracker:
             dir=str(self.run_dir), id=self.run_id, resume="allow", config=config,
             name=f"{self.experiment_id}/{self.run_dir.name}", settings=self.wandb.Settings(**kwargs))
 
+    def restore(self, rows: list[dict[str, float]]) -> None:
+        """On resume: send the epochs of the restored history that no earlier segment's wandb
+        run file holds (the newest ones, lost when the process was killed)."""
+        self.step = logged_step(self.run_dir / "wandb", self.run_id)
+        for row in rows:
+            self.log_epoch([row])
+
     def log_epoch(self, rows: list[dict[str, float]]) -> None:
-        """Log the newest epoch at step = epoch (so a resumed run never steps backwards)."""
+        """Log the newest epoch at step = epoch (so a resumed run never steps backwards); an
+        epoch wandb already holds is not sent twice."""
         row = rows[-1]
-        self.step = int(row["epoch"])
-        self.run.log(row, step=self.step)
+        if self.step is None or int(row["epoch"]) > self.step:
+            self.step = int(row["epoch"])
+            self.run.log(row, step=self.step)
 
     def log_summary(self, summary: dict[str, Any]) -> None:
         """Best/final/test values into the run summary."""
@@ -84,3 +100,48 @@ def _netrc_has_wandb() -> bool:
     except (OSError, netrc.NetrcParseError):
         return False
     return any("wandb" in host for host in hosts)
+
+
+def logged_step(wandb_dir: Path, run_id: str) -> int | None:
+    """The newest step in the history records of the run's files under `wandb_dir` (each
+    segment of a resumed run has its own), None when none holds a history record."""
+    from google.protobuf.message import DecodeError
+    from wandb.proto import wandb_internal_pb2
+
+    steps = [-1]
+    for path in wandb_dir.glob(f"*-{run_id}/run-{run_id}.wandb"):
+        for data in read_records(path):
+            record = wandb_internal_pb2.Record()
+            try:
+                record.ParseFromString(data)
+            except DecodeError:  # the record torn by the kill
+                continue
+            if record.WhichOneof("record_type") == "history":
+                steps.append(record.history.step.num)
+    return max(steps) if max(steps) >= 0 else None
+
+
+BLOCK = 32768  # the LevelDB log format wandb's run files use: 32 KiB blocks of framed records
+
+
+def read_records(path: Path) -> Iterator[bytes]:
+    """The protobuf payloads of a wandb run file: a 7-byte file header, then records framed
+    by a 7-byte header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last) that never
+    straddle a block. A file cut short (a killed writer) ends at its last whole record."""
+    raw = path.read_bytes()
+    if raw[:4] != b":W&B":
+        return
+    pos, pending = 7, b""
+    while pos + 7 <= len(raw):
+        if BLOCK - pos % BLOCK < 7:  # the block's tail is padding
+            pos += BLOCK - pos % BLOCK
+            continue
+        _, length, kind = struct.unpack("<IHB", raw[pos:pos + 7])
+        pos += 7
+        if (kind == 0 and length == 0) or pos + length > len(raw):
+            return
+        pending += raw[pos:pos + length]
+        pos += length
+        if kind in (1, 4):
+            yield pending
+            pending = b""
