@@ -154,27 +154,63 @@ def test_index_lists_sorts_and_compares_runs(two_runs: tuple[Workspace, list[Pat
     index = ws.results / "index.html"
     requests = browser.open(index.absolute().as_uri())
     assert all(r == index.absolute().as_uri() or r.startswith("data:") for r in requests), requests
-    links = browser.evaluate("[...document.querySelectorAll('#runs a')].map(a => a.href)")
+    links = browser.evaluate("[...document.querySelectorAll('table.runs a')].map(a => a.href)")
     assert sorted(links) == sorted((r / "report.html").absolute().as_uri() for r in runs)
-    datasets = browser.evaluate(
-        "(() => { const i = [...document.querySelectorAll('#runs th')].findIndex("
-        "th => th.textContent === 'dataset'); return [...document.querySelectorAll("
-        "'#runs tbody tr')].map(r => r.cells[i].textContent); })()")
-    assert datasets == ["mnist", "mnist"], "index.html shows which dataset each run used"
-    column = browser.evaluate("[...document.querySelectorAll('#runs th')].findIndex("
+    groups = browser.evaluate("[...document.querySelectorAll('h2.experiment')].map(h => [h.textContent, "
+                              "h.nextElementSibling.querySelector('.dataset').textContent])")
+    assert groups == [["mnist", "mnist"]], "a table per experiment, saying which dataset it used"
+    column = browser.evaluate("[...document.querySelectorAll('table.runs th')].findIndex("
                               "th => th.textContent === 'test_acc')")
     values = []
     for _ in range(2):  # click the header: ascending, then descending
-        browser.evaluate(f"document.querySelectorAll('#runs th')[{column}].click()")
-        values.append(browser.evaluate(f"[...document.querySelectorAll('#runs tbody tr')].map("
+        browser.evaluate(f"document.querySelectorAll('table.runs th')[{column}].click()")
+        values.append(browser.evaluate(f"[...document.querySelectorAll('table.runs tbody tr')].map("
                                        f"r => +r.cells[{column}].dataset.value)"))
     assert values[0] == sorted(values[0]) and values[1] == sorted(values[1], reverse=True)
-    lines = browser.evaluate("document.querySelectorAll('input.pick').forEach(c => { c.checked = "
-                             "true; c.dispatchEvent(new Event('change')); }); "
-                             "document.querySelectorAll('#compare-chart polyline').length")
-    assert lines == 2
-    compared = browser.evaluate("document.querySelector('#compare table').textContent")
-    assert "optimizer.lr" in compared and "batch_size" not in compared
+    headers = browser.evaluate("[...document.querySelectorAll('table.runs th.arg')]"
+                               ".map(th => th.textContent)")
+    assert headers == ["lr", "hidden_sizes"], "the arguments that differ, by flag, before any tick"
+    by_id = browser.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('table.runs tbody tr')].map(r => [r.cells[1]"
+        ".textContent, [...r.cells].slice(5, 7).map(c => c.textContent)]))")
+    assert by_id == {runs[0].name: ["0.003", "[32]"], runs[1].name: ["0.0005", "[16]"]}
+    browser.evaluate("document.querySelectorAll('input.pick').forEach(c => { c.checked = true; "
+                     "c.dispatchEvent(new Event('change')); })")
+    compared = browser.evaluate("[...document.querySelectorAll('#compare th')].map(th => th.textContent)")
+    assert compared[:3] == ["run", "lr", "hidden_sizes"] and "batch_size" not in compared
+    layout = browser.evaluate("""(() => {
+      const lines = el => { const r = document.createRange(); r.selectNodeContents(el);
+        return r.getBoundingClientRect().height / parseFloat(getComputedStyle(el).lineHeight); };
+      const cells = [...document.querySelectorAll('th, table.runs td:nth-child(2), '
+        + 'table.runs td:nth-child(4), #compare td:first-child, .legend li')];
+      return {width: innerWidth, page: document.documentElement.scrollWidth,
+              hidden: [...document.querySelectorAll('table')].map(t => t.parentElement)
+                .filter(box => box.scrollWidth > box.clientWidth).length,
+              wrapped: cells.filter(c => lines(c) > 1.5).map(c => c.textContent),
+              started: document.querySelector('table.runs td:nth-child(4)').textContent}; })()""")
+    assert layout["width"] == 1280 and layout["page"] <= 1280, layout
+    assert layout["hidden"] == 0, "no table is cut off or needs scrolling at 1280 px"
+    assert layout["wrapped"] == [], "headers, run ids, timestamps and legend entries stay on one line"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", layout["started"]), layout
+    chart = browser.evaluate("""(() => { const svg = document.getElementById('compare-chart');
+      const texts = sel => [...svg.querySelectorAll(sel)].map(t => t.textContent);
+      return {lines: [...svg.querySelectorAll('polyline')].map(p => [p.getAttribute('stroke'),
+                p.getAttribute('points').split(' ').length]),
+              x: texts('.xtick'), y: texts('.ytick').map(Number), xlabel: texts('.xlabel'),
+              ylabel: texts('.ylabel'), all: texts('text').join(' '),
+              legend: [...document.querySelectorAll('#chart-legend li')].map(li => [
+                getComputedStyle(li.querySelector('.swatch')).backgroundColor, li.textContent])}; })()""")
+    assert chart["x"] == ["1", "2", "3"] and chart["xlabel"] == ["epoch"], chart
+    assert len(chart["y"]) >= 3 and chart["y"] == sorted(chart["y"]) and chart["ylabel"] == ["val_acc"]
+    assert [n for _, n in chart["lines"]] == [3, 3]
+    assert all(run.name not in chart["all"] for run in runs), "no run ids on top of the curves"
+    assert [text.split()[0] for _, text in chart["legend"]] == [r.name for r in runs]
+    assert "lr=0.003" in chart["legend"][0][1] and "hidden_sizes=[16]" in chart["legend"][1][1]
+    rgb = [tuple(int(stroke[i:i + 2], 16) for i in (1, 3, 5)) for stroke, _ in chart["lines"]]
+    assert [f"rgb{c}".replace(" ", "") for c in rgb] == [s.replace(" ", "") for s, _ in chart["legend"]]
+    browser.evaluate("const s = document.getElementById('chart-metric'); s.value = 'train_loss'; "
+                     "s.dispatchEvent(new Event('change'))")
+    assert browser.evaluate("document.querySelector('#compare-chart .ylabel').textContent") == "train_loss"
     browser.screenshot(tmp_path / "index.png")
 
 

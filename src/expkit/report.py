@@ -15,7 +15,7 @@ from typing import Any
 
 from expkit.files import atomic_write_text
 from expkit.invocation import pinned
-from expkit.results import Run, as_typed, flatten, read_run, runs
+from expkit.results import Run, as_typed, flag_of, flatten, read_run, runs
 
 REPORT = "report.html"
 INDEX = "index.html"
@@ -28,7 +28,7 @@ td,th{padding:.25em .7em;border-bottom:1px solid #eef;text-align:left;vertical-a
 th{background:#f5f6fa;cursor:default}td.num{text-align:right;font-variant-numeric:tabular-nums}
 code,pre{background:#f5f6fa;padding:.1em .3em;border-radius:3px;font-size:.92em}pre{padding:.6em;overflow:auto}
 .status{display:inline-block;padding:.1em .6em;border-radius:1em;color:#fff;font-weight:600}
-.finished{background:#2a8a4a}.failed{background:#c0392b}.stopped{background:#b07b12}.running{background:#2c6db0}
+.finished{background:#2a8a4a}.killed{background:#6d4c9f}.failed{background:#c0392b}.stopped{background:#b07b12}.running{background:#2c6db0}
 .muted{color:#667}img{max-width:100%;border:1px solid #eef}th.sort{cursor:pointer}th.sort:after{content:" \\2195";color:#99a}
 """
 
@@ -144,92 +144,163 @@ def write_report(run_dir: Path) -> Path:
     return path
 
 
+_INDEX_CSS = """
+body{max-width:none}td,th{padding:.25em .5em}th.sort:after{font-size:.8em}.scroll{overflow-x:auto;max-width:100%}.nowrap,th{white-space:nowrap}
+#chart-box{display:flex;gap:1.5em;align-items:flex-start;flex-wrap:wrap;margin-top:.8em}
+.legend{list-style:none;padding:0;margin:.2em 0}.legend li{margin:.15em 0;white-space:nowrap}
+.swatch{display:inline-block;width:1.6em;height:3px;vertical-align:middle;margin-right:.5em}
+svg text{font:12px system-ui,sans-serif;fill:#334}svg .grid{stroke:#e6e8ef}svg .axis{stroke:#889}
+"""
+
 _INDEX_JS = r"""
 const runs = JSON.parse(document.getElementById('runs-data').textContent);
 const esc = v => String(v).replace(/[&<>"']/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'})[c]);
-document.querySelectorAll('th.sort').forEach((th, col) => th.addEventListener('click', () => {
-  const body = document.querySelector('#runs tbody');
+const colours = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
+document.querySelectorAll('th.sort').forEach(th => th.addEventListener('click', () => {
+  const body = th.closest('table').tBodies[0];
   const rows = [...body.rows];
   const dir = th.dataset.dir === 'asc' ? -1 : 1; th.dataset.dir = dir > 0 ? 'asc' : 'desc';
   const key = r => { const c = r.cells[th.cellIndex]; const v = c.dataset.value;
-    return v !== undefined && v !== '' && !isNaN(+v) ? +v : c.textContent; };
+    return v !== undefined && v !== '' && !isNaN(+v) ? +v : (v !== undefined ? v : c.textContent); };
   rows.sort((a, b) => { const x = key(a), y = key(b);
     return (typeof x === 'number' && typeof y === 'number' ? x - y : String(x).localeCompare(String(y))) * dir; });
   rows.forEach(r => body.appendChild(r));
 }));
+const picked = () => [...document.querySelectorAll('input.pick:checked')].map(c => +c.value);
 function compare() {
-  const picked = [...document.querySelectorAll('input.pick:checked')].map(c => runs[+c.value]);
-  const out = document.getElementById('compare');
-  if (picked.length === 0) { out.innerHTML = '<p class=muted>tick runs above to compare them</p>'; return; }
-  const keys = Object.keys(picked[0].config).filter(k =>
-    new Set(picked.map(r => JSON.stringify(r.config[k]))).size > 1);
-  const metrics = [...new Set(picked.flatMap(r => Object.keys(r.summary)))];
-  let html = '<table><tr><th>run</th>' + keys.map(k => `<th>${esc(k)}</th>`).join('') +
+  const chosen = picked(), out = document.getElementById('compare');
+  if (chosen.length === 0) { out.innerHTML = '<p class=muted>tick runs above to compare them</p>'; return; }
+  const sel = chosen.map(i => runs[i]);
+  const keys = [...new Set(sel.flatMap(r => Object.keys(r.args)))].filter(k =>
+    new Set(sel.map(r => r.args[k])).size > 1);
+  const metrics = [...new Set(sel.flatMap(r => Object.keys(r.summary)))].filter(k => /^(best_val|final_val|test_)/.test(k));
+  let html = '<div class=scroll><table><tr><th>run</th>' + keys.map(k => `<th>${esc(k)}</th>`).join('') +
     metrics.map(k => `<th>${esc(k)}</th>`).join('') + '</tr>';
-  for (const r of picked) html += `<tr><td>${esc(r.id)}</td>` +
-    keys.map(k => `<td>${esc(JSON.stringify(r.config[k]))}</td>`).join('') +
+  for (const r of sel) html += `<tr><td class=nowrap>${esc(r.id)}</td>` +
+    keys.map(k => `<td class=nowrap>${esc(k in r.args ? r.args[k] : '')}</td>`).join('') +
     metrics.map(k => `<td class=num>${k in r.summary ? r.summary[k].toFixed(4) : ''}</td>`).join('') + '</tr>';
-  html += '</table>' + chart(picked);
+  const names = [...new Set(sel.flatMap(r => r.history.flatMap(h => Object.keys(h))))].filter(k => k !== 'epoch' && !k.endsWith('_time'));
+  const shown = names.includes(out.dataset.metric) ? out.dataset.metric : (names.includes(sel[0].monitor) ? sel[0].monitor : names[0]);
+  html += '</table></div>' + (names.length ? '<p><label>metric <select id="chart-metric">' +
+    names.map(n => `<option${n === shown ? ' selected' : ''}>${esc(n)}</option>`).join('') + '</select></label></p>' +
+    '<div id="chart-box">' + chart(chosen, shown, keys) + '</div>' : '');
   out.innerHTML = html;
+  const select = document.getElementById('chart-metric');
+  if (select) select.addEventListener('change', () => { out.dataset.metric = select.value; compare(); });
 }
-function chart(picked) {
-  const monitor = picked[0].monitor, W = 640, H = 300, P = 40;
-  const series = picked.map(r => r.history.filter(h => monitor in h).map(h => [h.epoch, h[monitor]]));
-  const pts = series.flat(); if (!pts.length) return '';
+function ticks(lo, hi, n) {  // about n round numbers covering [lo, hi]
+  const raw = (hi - lo) / n, mag = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = [1, 2, 2.5, 5, 10].map(m => m * mag).find(s => s >= raw);
+  const out = []; for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(+v.toPrecision(12));
+  return out;
+}
+function chart(chosen, metric, keys) {
+  const W = 720, H = 340, L = 64, R = 16, T = 16, B = 48;
+  const series = chosen.map(i => runs[i].history.filter(h => typeof h[metric] === 'number').map(h => [h.epoch, h[metric]]));
+  const pts = series.flat(); if (!pts.length) return '<p class=muted>no epoch has ' + esc(metric) + '</p>';
   const xs = pts.map(p => p[0]), ys = pts.map(p => p[1]);
-  const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1), y0 = Math.min(...ys), y1 = Math.max(...ys, y0 + 1e-9);
-  const sx = x => P + (x - x0) / (x1 - x0) * (W - 2 * P), sy = y => H - P - (y - y0) / (y1 - y0) * (H - 2 * P);
-  const colours = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f'];
-  let svg = `<svg id="compare-chart" width="${W}" height="${H}" role="img"><text x="${P}" y="16">${esc(monitor)} per epoch</text>` +
-    `<text x="4" y="${sy(y1) + 4}">${y1.toFixed(3)}</text><text x="4" y="${sy(y0)}">${y0.toFixed(3)}</text>` +
-    `<line x1="${P}" y1="${H - P}" x2="${W - P}" y2="${H - P}" stroke="#999"/>`;
-  series.forEach((s, i) => { svg += `<polyline fill="none" stroke-width="2" stroke="${colours[i % 8]}" points="` +
-    s.map(p => sx(p[0]) + ',' + sy(p[1])).join(' ') + '"/>' +
-    `<text x="${W - P - 180}" y="${30 + 16 * i}" fill="${colours[i % 8]}">${esc(picked[i].id)}</text>`; });
-  return svg + '</svg>';
+  let x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
+  if (x1 === x0) { x0 -= 1; x1 += 1; }
+  if (y1 === y0) { const d = Math.abs(y0) * 0.05 || 1; y0 -= d; y1 += d; }
+  const pad = (y1 - y0) * 0.05; y0 -= pad; y1 += pad;
+  const sx = x => L + (x - x0) / (x1 - x0) * (W - L - R), sy = y => H - B - (y - y0) / (y1 - y0) * (H - T - B);
+  const xt = ticks(x0, x1, Math.min(10, x1 - x0)).filter(v => Number.isInteger(v)), yt = ticks(y0, y1, 5);
+  let svg = `<svg id="compare-chart" width="${W}" height="${H}" role="img" aria-label="${esc(metric)} per epoch">`;
+  svg += yt.map(v => `<line class=grid x1="${L}" x2="${W - R}" y1="${sy(v)}" y2="${sy(v)}"/>` +
+    `<text class="ytick" x="${L - 6}" y="${sy(v) + 4}" text-anchor="end">${+v.toPrecision(4)}</text>`).join('');
+  svg += xt.map(v => `<line class=axis x1="${sx(v)}" x2="${sx(v)}" y1="${H - B}" y2="${H - B + 5}"/>` +
+    `<text class="xtick" x="${sx(v)}" y="${H - B + 18}" text-anchor="middle">${v}</text>`).join('');
+  svg += `<line class=axis x1="${L}" x2="${W - R}" y1="${H - B}" y2="${H - B}"/><line class=axis x1="${L}" x2="${L}" y1="${T}" y2="${H - B}"/>`;
+  svg += `<text class="xlabel" x="${(L + W - R) / 2}" y="${H - 8}" text-anchor="middle">epoch</text>`;
+  svg += `<text class="ylabel" transform="translate(14 ${(T + H - B) / 2}) rotate(-90)" text-anchor="middle">${esc(metric)}</text>`;
+  series.forEach((s, n) => { const c = colours[n % colours.length];
+    svg += `<polyline fill="none" stroke-width="2" stroke="${c}" points="${s.map(p => sx(p[0]) + ',' + sy(p[1])).join(' ')}"/>` +
+      s.map(p => `<circle r="2.5" fill="${c}" cx="${sx(p[0])}" cy="${sy(p[1])}"/>`).join(''); });
+  const legend = chosen.map((i, n) => { const r = runs[i], args = keys.filter(k => k in r.args).map(k => `${k}=${r.args[k]}`).join(', ');
+    return `<li><span class=swatch style="background:${colours[n % colours.length]}"></span>${esc(r.id)}` +
+      (args ? ` <span class=muted>${esc(args)}</span>` : '') + '</li>'; }).join('');
+  return svg + `</svg><ul class="legend" id="chart-legend">${legend}</ul>`;
 }
 document.querySelectorAll('input.pick').forEach(c => c.addEventListener('change', compare));
 compare();
 """
 
 
-def index_html(all_runs: list[Run], results_dir: Path) -> str:
-    """results/index.html: every run (sortable by any column), links to reports, a comparison."""
-    summaries = [r.summary() for r in all_runs]
+def _runs_table(group: list[tuple[int, Run]], results_dir: Path) -> str:
+    """One experiment's runs: a row each with the arguments that differ between them (by flag)
+    and the best/test metrics; `group` pairs each run with its index in the page's data."""
+    from expkit.compare import differing
+
+    summaries = [run.summary() for _, run in group]
     metric_cols = list(dict.fromkeys(k for s in summaries for k in s
                                      if k.startswith(("best_val", "test_"))))
-    head = ("<tr><th></th>" + "".join(f'<th class="sort">{escape(c)}</th>' for c in
-            ["experiment", "dataset", "run", "status", "started", "epochs", *metric_cols]) + "</tr>")
+    arg_keys = differing([run for _, run in group])
+    head = ('<tr><th></th>' + "".join(f'<th class="sort">{c}</th>' for c in
+                                      ["run", "status", "started", "epochs"])
+            + "".join(f'<th class="sort arg">{escape(flag_of(k, group[0][1].record))}</th>'
+                      for k in arg_keys)
+            + "".join(f'<th class="sort">{escape(c)}</th>' for c in metric_cols) + "</tr>")
     body = []
-    for i, (run, summary) in enumerate(zip(all_runs, summaries, strict=True)):
+    for (i, run), summary in zip(group, summaries, strict=True):
         link = escape(str(run.path.relative_to(results_dir) / REPORT))
+        started = str(run.record.get("started") or "")
+        flat, epochs = run.flat_config, run.metrics.get("epochs_run", "")
         cells = [f'<td><input type="checkbox" class="pick" value="{i}"></td>',
-                 f"<td>{escape(run.experiment_id)}</td>",
-                 f"<td>{escape(str(run.get('dataset.name') or ''))}</td>",
-                 f'<td><a href="{link}">{escape(run.id)}</a></td>',
+                 f'<td class=nowrap><a href="{link}">{escape(run.id)}</a></td>',
                  f'<td><span class="status {escape(run.status)}">{escape(run.status)}</span></td>',
-                 f"<td>{escape(str(run.record.get('started') or ''))}</td>",
-                 f'<td class=num data-value="{run.metrics.get("epochs_run", "")}">'
-                 f'{escape(str(run.metrics.get("epochs_run", "")))}</td>']
+                 f'<td class=nowrap data-value="{escape(started)}" title="{escape(started)}">'
+                 f"{escape(started[:19].replace('T', ' '))}</td>",
+                 f'<td class=num data-value="{epochs}">{escape(str(epochs))}</td>']
+        cells += [f'<td class=nowrap data-value="{escape(_sort_value(flat.get(k)))}">'
+                  f'{escape(as_typed(flat.get(k), none="none") if k in flat else "")}</td>'
+                  for k in arg_keys]
         cells += [f'<td class=num data-value="{summary[c]}">{summary[c]:.4f}</td>' if c in summary
                   else '<td data-value=""></td>' for c in metric_cols]
         body.append("<tr>" + "".join(cells) + "</tr>")
-    data = [{"id": r.id, "config": flatten(r.config), "summary": s,
-             "monitor": r.metrics.get("monitor") or "val_loss",
-             "history": r.history} for r, s in zip(all_runs, summaries, strict=True)]
+    datasets = sorted({str(run.get("dataset.name")) for _, run in group
+                       if run.get("dataset.name") is not None})
+    experiment = group[0][1].experiment_id
+    about = f"{len(group)} run{'s' if len(group) > 1 else ''}" + (
+        f" · dataset <b class=dataset>{escape(datasets[0])}</b>" if len(datasets) == 1 else "")
+    return (f'<h2 class=experiment>{escape(experiment)}</h2><p class=muted>{about}</p>'
+            f'<div class=scroll><table class="runs" data-experiment="{escape(experiment)}">'
+            f"<thead>{head}</thead><tbody>{''.join(body)}</tbody></table></div>")
+
+
+def index_html(all_runs: list[Run], results_dir: Path) -> str:
+    """results/index.html: a table per experiment of its runs with the arguments that differ
+    between them and their metrics (sortable by any column), links to reports, and a
+    comparison of ticked runs (differing arguments, metrics, a chart of any metric)."""
+    groups: dict[str, list[tuple[int, Run]]] = {}
+    for i, run in enumerate(all_runs):
+        groups.setdefault(run.experiment_id, []).append((i, run))
+    tables = "".join(_runs_table(group, results_dir) for group in groups.values())
+    data = [{"id": r.id, "summary": r.summary(), "monitor": r.metrics.get("monitor") or "val_loss",
+             "args": {flag_of(k, r.record): as_typed(v, none="none")
+                      for k, v in r.flat_config.items() if k != "experiment_id"},
+             "history": r.history} for r in all_runs]
     payload = json.dumps(data).replace("</", "<\\/")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
-<title>expkit runs · {escape(str(results_dir))}</title><style>{_CSS}</style></head><body>
+<title>expkit runs · {escape(str(results_dir))}</title><style>{_CSS}{_INDEX_CSS}</style></head><body>
 <h1>Runs in {escape(str(results_dir))}</h1>
-<p class=muted>{len(all_runs)} runs. Click a column to sort; tick runs to compare them below.</p>
-<table id="runs"><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>
+<p class=muted>{len(all_runs)} runs of {len(groups)} experiment{'s' if len(groups) != 1 else ''}.
+Each table shows the arguments that differ between its runs, then their metrics. Click a column
+to sort; tick runs to compare them below.</p>
+{tables or '<p class=muted>no runs yet</p>'}
 <h2>Comparison</h2><div id="compare"></div>
 <script type="application/json" id="runs-data">{payload}</script>
 <script>{_INDEX_JS}</script>
 </body></html>
 """
+
+
+def _sort_value(value: Any) -> str:
+    """A cell's sort key: numbers as numbers, anything else as its text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)
+    return as_typed(value, none="")
 
 
 def write_index(results_dir: Path) -> Path:
