@@ -178,7 +178,7 @@ def test_index_lists_sorts_and_compares_runs(two_runs: tuple[Workspace, list[Pat
                      "c.dispatchEvent(new Event('change')); })")
     compared = browser.evaluate("[...document.querySelectorAll('#compare th')].map(th => th.textContent)")
     assert compared[:3] == ["run", "lr", "hidden_sizes"] and "batch_size" not in compared
-    layout = browser.evaluate("""(() => {
+    measure = """(() => {
       const lines = el => { const r = document.createRange(); r.selectNodeContents(el);
         return r.getBoundingClientRect().height / parseFloat(getComputedStyle(el).lineHeight); };
       const cells = [...document.querySelectorAll('th, table.runs td:nth-child(2), '
@@ -187,11 +187,19 @@ def test_index_lists_sorts_and_compares_runs(two_runs: tuple[Workspace, list[Pat
               hidden: [...document.querySelectorAll('table')].map(t => t.parentElement)
                 .filter(box => box.scrollWidth > box.clientWidth).length,
               wrapped: cells.filter(c => lines(c) > 1.5).map(c => c.textContent),
-              started: document.querySelector('table.runs td:nth-child(4)').textContent}; })()""")
+              started: document.querySelector('table.runs td:nth-child(4)').textContent}; })()"""
+    layout = browser.evaluate(measure)
     assert layout["width"] == 1280 and layout["page"] <= 1280, layout
     assert layout["hidden"] == 0, "no table is cut off or needs scrolling at 1280 px"
     assert layout["wrapped"] == [], "headers, run ids, timestamps and legend entries stay on one line"
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", layout["started"]), layout
+    browser.call("Emulation.setDeviceMetricsOverride", session=True, width=700, height=1000,
+                 deviceScaleFactor=1, mobile=False)
+    try:  # a narrow window: tables scroll in their boxes, the page itself does not, nothing wraps
+        narrow = browser.evaluate(measure)
+    finally:
+        browser.call("Emulation.clearDeviceMetricsOverride", session=True)
+    assert narrow["width"] == 700 and narrow["page"] <= 700 and narrow["wrapped"] == [], narrow
     chart = browser.evaluate("""(() => { const svg = document.getElementById('compare-chart');
       const texts = sel => [...svg.querySelectorAll(sel)].map(t => t.textContent);
       return {lines: [...svg.querySelectorAll('polyline')].map(p => [p.getAttribute('stroke'),
