@@ -106,6 +106,24 @@ def test_runs_api_for_notebooks(two_runs: tuple[Workspace, list[Path]]) -> None:
     assert list(frame["test_acc"]) == [ws.metrics(r)["test"]["test_acc"] for r in runs]
 
 
+def assert_policy_blocks_loads(browser: Browser) -> None:
+    """The page's Content-Security-Policy is in force: an image from the network, added to the
+    page, fails as blocked by the policy (a page without it would try the connection)."""
+    probe = "http://127.0.0.1:9/csp-probe.png"
+    browser.events.clear()
+    outcome = browser.evaluate(f"""new Promise(done => {{ const img = new Image();
+      img.onload = () => done('loaded'); img.onerror = () => done('refused');
+      img.src = '{probe}'; document.body.appendChild(img); }})""")
+    [request] = [e["params"]["requestId"] for e in browser.events
+                 if e.get("method") == "Network.requestWillBeSent"
+                 and e["params"]["request"]["url"] == probe]
+    failed = browser.wait_for("Network.loadingFailed")
+    while failed["params"]["requestId"] != request:
+        failed = browser.wait_for("Network.loadingFailed")
+    assert outcome == "refused" and failed["params"].get("blockedReason") == "csp", \
+        f"the Content-Security-Policy must stop the page loading from the network: {failed}"
+
+
 @pytest.fixture(scope="module")
 def browser() -> Browser:
     executable = find_chromium()
@@ -140,6 +158,7 @@ def test_report_renders_in_chromium_without_network(two_runs: tuple[Workspace, l
         assert float(data_value) == pytest.approx(value, abs=1e-12)
         assert text == f"{value:.4f}"
     assert browser.evaluate("document.getElementById('status').textContent") == "finished"
+    assert_policy_blocks_loads(browser)
     shot = browser.screenshot(tmp_path / "report.png")
     width, height = png_size(shot)
     assert width >= 1000 and height > 1000
@@ -154,6 +173,7 @@ def test_index_lists_sorts_and_compares_runs(two_runs: tuple[Workspace, list[Pat
     index = ws.results / "index.html"
     requests = browser.open(index.absolute().as_uri())
     assert all(r == index.absolute().as_uri() or r.startswith("data:") for r in requests), requests
+    assert_policy_blocks_loads(browser)
     links = browser.evaluate("[...document.querySelectorAll('table.runs a')].map(a => a.href)")
     assert sorted(links) == sorted((r / "report.html").absolute().as_uri() for r in runs)
     groups = browser.evaluate("[...document.querySelectorAll('h2.experiment')].map(h => [h.textContent, "
