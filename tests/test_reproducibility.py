@@ -16,6 +16,7 @@ from conftest import REPO, TINY, Workspace, _clean_env, write_idx_set
 from expkit.training.checkpoint import load_checkpoint
 
 CUSTOM_EXPERIMENT = '''
+import torch
 from lab.experiments.mnist import MnistExperiment
 
 
@@ -25,17 +26,24 @@ class Custom(MnistExperiment):
     def build_model(self, data):
         if {fail!r}:
             raise RuntimeError("boom in build_model")
-        return super().build_model(data)
+        model = super().build_model(data)
+        if {scatter!r}:  # an op with no deterministic implementation, in every forward
+            model.register_forward_pre_hook(put)
+        return model
+
+
+def put(*_):
+    torch.zeros(2).put_(torch.tensor([0, 0]), torch.ones(2))
 '''
 
 
-def custom_cli(ws: Workspace, folder: Path, *argv: str, fail: bool = False
+def custom_cli(ws: Workspace, folder: Path, *argv: str, fail: bool = False, scatter: bool = False
                ) -> subprocess.CompletedProcess[str]:
     """Run a registry + experiment module that live in `folder` (maybe a git repo, maybe not)."""
     folder.mkdir(exist_ok=True)
     if not (folder / "myreg.py").exists():
         (folder / "myreg.py").write_text("EXPERIMENTS = {'custom': 'customexp:Custom'}\n")
-        (folder / "customexp.py").write_text(CUSTOM_EXPERIMENT.format(fail=fail))
+        (folder / "customexp.py").write_text(CUSTOM_EXPERIMENT.format(fail=fail, scatter=scatter))
     code = f"from expkit.cli import main; raise SystemExit(main({list(argv)!r}, registry='myreg'))"
     return subprocess.run([sys.executable, "-c", code], cwd=ws.root, capture_output=True, text=True,
                           env={**ws.env, "PYTHONPATH": str(folder)}, timeout=300)
@@ -109,6 +117,19 @@ def test_deterministic_runs_give_identical_weights(data_workspace: Workspace) ->
         strip.sub("", (second / "history.csv").read_text())
 
 
+def test_deterministic_refuses_an_op_that_has_no_deterministic_implementation(
+        data_workspace: Workspace, tmp_path: Path) -> None:
+    """On CPU training is deterministic with or without the flag (the test above passes either
+    way); what --deterministic=true adds is torch's check: an op that would vary between runs
+    (on a GPU) fails the run, naming the op, instead of varying silently."""
+    ws = data_workspace
+    free = custom_cli(ws, tmp_path, "--experiment_id=custom", *TINY, scatter=True)
+    assert free.returncode == 0, free.stderr
+    strict = custom_cli(ws, tmp_path, "--experiment_id=custom", *TINY, "--deterministic=true")
+    assert strict.returncode == 1, "--deterministic=true must turn on torch's determinism checks"
+    assert "put_ does not have a deterministic implementation" in strict.stderr, strict.stderr
+
+
 def test_reproduce_matches_and_reports_differences(data_workspace: Workspace) -> None:
     ws = data_workspace
     assert ws.run("--experiment_id=mnist", "--epochs=2", "--max_train_samples=200").returncode == 0
@@ -119,13 +140,27 @@ def test_reproduce_matches_and_reports_differences(data_workspace: Workspace) ->
     copy = ws.last_run()
     assert copy != original
     assert json.loads((copy / "run.json").read_text())["reproduces"] == str(original)
-    metrics = json.loads((original / "metrics.json").read_text())
-    metrics["test"]["test_acc"] += 0.01
-    (original / "metrics.json").write_text(json.dumps(metrics))
-    differs = ws.run("reproduce", str(original))
-    assert differs.returncode == 1 and re.search(r"test_acc\s+\S+\s+\S+\s+differs", differs.stdout)
-    within = ws.run("reproduce", str(original), "--tolerance=0.02")
-    assert within.returncode == 0
+    recorded = (original / "metrics.json").read_text()
+    record = json.loads((original / "run.json").read_text())
+    record["environment"]["torch"] = "0.1.0"  # recorded with another torch: a drift warning
+    (original / "run.json").write_text(json.dumps(record))
+    for part, name, row in [("test", "test_loss", "test_loss"), ("final", "val_acc", "final.val_acc"),
+                            ("best", "train_loss", "best.train_loss"), (None, "best_epoch", "best_epoch")]:
+        metrics = json.loads(recorded)  # one recorded value changed at a time
+        if part is None:
+            metrics[name] += 1
+        else:
+            metrics[part][name] += 0.01
+        (original / "metrics.json").write_text(json.dumps(metrics))
+        differs = ws.run("reproduce", str(original))
+        assert differs.returncode == 1, f"reproduce missed a changed {row}"
+        verdicts = dict(re.findall(r"^(\S+)\s+\S+\s+\S+\s+(match|differs)$", differs.stdout, re.M))
+        assert [k for k, v in verdicts.items() if v == "differs"] == [row], differs.stdout
+        assert {"test_acc", "final.train_loss", "final.val_loss", "best.val_acc"} <= set(verdicts)
+        assert json.loads((ws.last_run() / "run.json").read_text())["reproduction"]["differs"] == [row]
+        assert "warning: torch: recorded 0.1.0, now " in differs.stdout
+    within = ws.run("reproduce", str(original), "--tolerance=1.5")
+    assert within.returncode == 0, within.stdout
 
 
 def test_config_file_with_flag_overrides_and_sources(data_workspace: Workspace) -> None:
