@@ -165,7 +165,8 @@ CASES = [
     Case("config-file-empty-flag", (MNIST, "--config="), 2, ("--config", "needs a file")),
     # data files
     Case("idx-missing", (MNIST, *QUICK, "--data_dir=bad", "--download=false"), 1,
-         ("train-images-idx3-ubyte.gz",), idx_dir("missing")),
+         ("--data_dir: bad lacks train-images-idx3-ubyte.gz (gzipped or not); place the IDX",),
+         idx_dir("missing")),
     Case("idx-truncated", (MNIST, *QUICK, "--data_dir=bad"), 1, ("train-images-idx3-ubyte.gz",),
          idx_dir("truncated")),
     Case("idx-wrong-magic", (MNIST, *QUICK, "--data_dir=bad"), 1,
