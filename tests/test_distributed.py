@@ -16,16 +16,19 @@ import torch
 from conftest import REPO, Workspace, write_idx_set
 from expkit.loading import load_run
 
-# 1200 examples -> 1080 train (val_fraction 0.1); batch 60 -> 18 full batches of 30 per rank
+# 1200 examples -> 1080 train (val_fraction 0.1)
 FLAGS = ("--experiment_id=mnist", "--seed=0", "--hidden_sizes=[32]")
+HOOKS = str(Path(__file__).parent / "hooks")  # sitecustomize.py: each rank logs what it writes
 
 
-def torchrun(ws: Workspace, *args: str, nproc: int = 2, **popen: object) -> subprocess.Popen[str]:
+def torchrun(ws: Workspace, *args: str, nproc: int = 2, env: dict[str, str] | None = None,
+             **popen: object) -> subprocess.Popen[str]:
     """`torchrun --standalone --nproc_per_node=N run.py ARGS` in the workspace (1 thread per rank)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={nproc}", str(REPO / "run.py"), *args]
-    return subprocess.Popen(cmd, cwd=ws.root, env={**ws.env, "OMP_NUM_THREADS": "1"}, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)  # type: ignore[call-overload]
+    return subprocess.Popen(cmd, cwd=ws.root, env={**ws.env, "OMP_NUM_THREADS": "1", **(env or {})},
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            **popen)  # type: ignore[call-overload]
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str]:
@@ -46,8 +49,16 @@ def history(run_dir: Path) -> list[dict[str, float]]:
 @pytest.mark.slow
 def test_two_ranks_write_one_run_that_matches_one_process(ddp_workspace: Workspace) -> None:
     ws = ddp_workspace
-    code, out = finish(torchrun(ws, *FLAGS, "--batch_size=60", "--epochs=3"))
+    # batch 61 is odd: every global batch splits 31/30 between the ranks and the last one
+    # (1080 = 17 x 61 + 43) 22/21, so each rank's loss must be weighted by its share
+    writes = ws.root.parent / "writes-{rank}.log"
+    code, out = finish(torchrun(ws, *FLAGS, "--batch_size=61", "--epochs=3",
+                                env={"PYTHONPATH": HOOKS, "EXPKIT_TEST_WRITES": str(writes)}))
     assert code == 0, out
+    rank0 = Path(str(writes).replace("{rank}", "0")).read_text()
+    assert "history.csv" in rank0 and "last.pt" in rank0, "the write log sees rank 0's files"
+    rank1 = Path(str(writes).replace("{rank}", "1"))
+    assert not rank1.exists(), f"rank 1 must write nothing: {rank1.read_text()[:500]}"
     runs = ws.run_dirs()
     assert len(runs) == 1, f"expected one run directory, got {runs}"
     ddp_run = runs[0]
@@ -56,13 +67,13 @@ def test_two_ranks_write_one_run_that_matches_one_process(ddp_workspace: Workspa
     assert record["distributed"] == {"world_size": 2, "backend": "gloo"}
     assert out.count("run directory:") == 1, "only rank 0 prints"
 
-    single = ws.cli(*FLAGS, "--batch_size=60", "--epochs=3")
+    single = ws.cli(*FLAGS, "--batch_size=61", "--epochs=3")
     assert single.returncode == 0, single.stderr
     one_run = next(r for r in ws.run_dirs() if r != ddp_run)
 
     # Same global batch, same permutation: the ranks' gradients averaged by DDP equal the
     # one-process batch gradient up to float summation order (~1e-7 relative per step), so
-    # after 54 steps every metric agrees far inside 1e-4.
+    # after 54 steps every metric agrees far inside 1e-4 (unweighted rank means would not).
     ddp_hist, one_hist = history(ddp_run), history(one_run)
     assert len(ddp_hist) == len(one_hist) == 3
     for a, b in zip(ddp_hist, one_hist, strict=True):

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from expkit.args import describe_validation_error
@@ -111,7 +112,8 @@ def config_path() -> Path:
 def load_machine_config(path: Path | None = None, announce: Any = print) -> MachineConfig:
     """Read config.yaml (writing the commented default first if it is missing), then env overrides."""
     path = path or config_path()
-    if not path.exists():
+    first_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone writes files
+    if not path.exists() and first_rank:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, DEFAULT_CONFIG)
@@ -121,7 +123,8 @@ def load_machine_config(path: Path | None = None, announce: Any = print) -> Mach
         announce(f"expkit: wrote the default machine config to {path} (edit it to change the "
                  "cache/results folders or wandb settings); continuing")
     try:
-        data, text = read_mapping(path, "the machine config YAML")
+        data, text = (read_mapping(path, "the machine config YAML") if path.exists()
+                      else (yaml.safe_load(DEFAULT_CONFIG) or {}, DEFAULT_CONFIG))
     except UsageError as e:
         raise UsageError(*e.lines, hint=f"fix {path}, or delete it to have the default written "
                          f"again (or point {CONFIG_ENV} elsewhere)") from None

@@ -8,11 +8,17 @@ EXPKIT_TEST_AT says when and what, counted from this process's start:
 SIG is KILL, INT or TERM. EXPKIT_TEST_EVENTS=FILE appends each event to
 FILE, so a test can see a reference run's order of events and pick moments from it.
 Events are named as in EXPKIT_TEST_AT without the count: "step", "write:last.pt".
+
+EXPKIT_TEST_WRITES=FILE appends every change this process makes under its working directory:
+a file opened for writing, a folder made, a file renamed into place or removed (Python's
+audit events; expkit's atomic writes, torch.save into them and numpy go through these);
+`{rank}` in FILE is replaced by the process's RANK.
 """
 
 import os
 import re
 import signal
+import sys
 
 _WHEN, _, _SIG = os.environ.get("EXPKIT_TEST_AT", "").rpartition(":")
 _AT_EVENT, _, _AT_COUNT = _WHEN.rpartition(":")
@@ -50,3 +56,39 @@ def _hooked_fsync(fd: int) -> None:
 
 
 os.fsync = _hooked_fsync
+
+
+_WRITES = os.environ.get("EXPKIT_TEST_WRITES", "").replace("{rank}", os.environ.get("RANK", "0"))
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+_cwd = os.getcwd()
+_log_fd: list[int] = []
+
+
+_CHANGES = {"os.mkdir": 0, "os.rename": 1, "os.remove": 0, "os.rmdir": 0, "os.symlink": 1}
+
+
+def _audit(event: str, args: tuple[object, ...]) -> None:
+    if _log_fd == [-1]:
+        return
+    if event == "open":
+        path, mode, flags = args
+        if not (any(c in mode for c in "wax+") if isinstance(mode, str)
+                else isinstance(flags, int) and bool(flags & _WRITE_FLAGS)):
+            return
+    elif event in _CHANGES:  # a folder made, a file renamed into place or removed
+        path = args[_CHANGES[event]]
+    else:
+        return
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        return
+    path = os.path.abspath(os.fsdecode(path))
+    if not path.startswith(_cwd + os.sep) or path == _WRITES:
+        return
+    if not _log_fd:
+        _log_fd.append(-1)  # the log's own open is not logged
+        _log_fd[0] = os.open(_WRITES, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.write(_log_fd[0], f"{event} {path}\n".encode())
+
+
+if _WRITES:
+    sys.addaudithook(_audit)
