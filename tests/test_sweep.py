@@ -192,9 +192,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+PG_PASSWORD = "PGPASS-" + "5" * 20  # the database password: in the --storage URL, nowhere else
+
+
 @pytest.fixture
 def postgres() -> Iterator[str]:
-    """A PostgreSQL server on 127.0.0.1 with an `optuna` database; its URL. Run as non-root."""
+    """A PostgreSQL server on 127.0.0.1 with an `optuna` database that takes a password over
+    TCP (scram-sha-256); its URL, password included. Run as non-root."""
     bindir = _pg_bin()
     if bindir is None:
         if os.environ.get("CI"):
@@ -202,31 +206,42 @@ def postgres() -> Iterator[str]:
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/run does)")
     # outside pytest's tmp folder, which only root may enter: the server runs as another user
     folder = Path(tempfile.mkdtemp(prefix="expkit-pg-"))
+    (folder / "pw").write_text(PG_PASSWORD + "\n")
     prefix: list[str] = []
     if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(folder, "postgres")
+        for path in (folder, folder / "pw"):
+            shutil.chown(path, "postgres")
         prefix = ["runuser", "-u", "postgres", "--"]
     port = _free_port()
     data = folder / "data"
 
     def pg(*cmd: str) -> None:
-        done = subprocess.run([*prefix, *cmd], capture_output=True, text=True, timeout=120)
+        done = subprocess.run([*prefix, *cmd], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PGPASSWORD": PG_PASSWORD})
         assert done.returncode == 0, f"{cmd[0]} failed: {done.stdout}{done.stderr}"
 
-    pg(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
-    pg(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(folder / "server.log"), "-o",
-       f"-c listen_addresses=127.0.0.1 -p {port} -k {folder}", "start")
+    pg(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", f"--pwfile={folder / 'pw'}",
+       "--auth-local=trust", "--auth-host=scram-sha-256")
     try:
+        pg(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(folder / "server.log"), "-o",
+           f"-c listen_addresses=127.0.0.1 -p {port} -k {folder}", "start")
         pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "optuna")
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/optuna"
+        yield f"postgresql+psycopg://postgres:{PG_PASSWORD}@127.0.0.1:{port}/optuna"
     finally:
-        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=120)
         shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.slow
-def test_postgresql_study_shared_by_two_workers(data_workspace: Workspace, postgres: str) -> None:
+def test_postgresql_study_shared_by_two_workers(data_workspace: Workspace, postgres: str,
+                                                tmp_path: Path) -> None:
+    """Two workers share one study in PostgreSQL; the password in --storage is used to connect
+    and is then found in no file the sweep wrote (HOME included) and no line it printed."""
     ws = data_workspace
+    wrong = sweep(ws, "--trials", "1", *SPACE, "--name", "pg",
+                  "--storage", postgres.replace(PG_PASSWORD, "wrong-password"))
+    assert wrong.returncode == 1 and "password authentication failed" in wrong.stderr, wrong.stderr
     result = sweep(ws, "--trials", "4", "--workers", "2", *SPACE, "--storage", postgres,
                    "--name", "pg", "--seed", "0", *TRIAL_FLAGS)
     assert result.returncode == 0, result.stderr
@@ -234,6 +249,12 @@ def test_postgresql_study_shared_by_two_workers(data_workspace: Workspace, postg
     trials = study(ws, "pg", postgres).get_trials()
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4
     check_trials(ws, trials, "pg")
-    assert len({t.user_attrs["pid"] for t in trials}) == 2, "both workers ran trials"
-
-
+    status = ws.run("sweep", "--status", "pg", "--storage", postgres)
+    assert status.returncode == 0, status.stderr
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "sweep.json" for p in written) and any(p.name == "run.json" for p in written)
+    leaked = [str(p) for p in written if PG_PASSWORD.encode() in p.read_bytes()]
+    assert leaked == [], f"the database password leaked into {leaked}"
+    for out in (wrong, result, status):
+        assert PG_PASSWORD not in out.stdout + out.stderr, "the database password was printed"
+    assert "postgres:***@127.0.0.1" in result.stdout, "the storage is shown with the password masked"
