@@ -9,16 +9,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
 
-from conftest import REPO, Workspace
+from conftest import Workspace
 
 SPACE = ("--space", "lr=loguniform:1e-4:1e-1", "--space", "hidden_sizes=choice:[16],[32,16]")
 TRIAL_FLAGS = ("--epochs=2", "--max_train_samples=200", "--eval_batch_size=256")
@@ -81,22 +79,16 @@ def test_rerun_keeps_finished_trials_and_retries_an_interrupted_one(data_workspa
     assert first.returncode == 0, first.stderr
     kept = {t.number: t.params for t in study(ws).get_trials()}
 
-    # kill -9 the sweep in the middle of its next trial: that trial stays "running" in the study
-    cmd = [sys.executable, str(REPO / "run.py"), "sweep", "--experiment_id=mnist", "--trials", "3",
-           *SPACE, "--seed", "1", "--epochs=2", "--max_train_samples=200", "--eval_batch_size=256",
-           "--batch_size=1"]
-    proc = subprocess.Popen(cmd, cwd=ws.root, env=ws.env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while len(ws.run_dirs()) < 3 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # kill -9 the sweep in the middle of its next trial (at its 5th optimizer step): that
+    # trial stays "running" in the study
+    killed = ws.cli("sweep", "--experiment_id=mnist", "--trials", "3", *SPACE, "--seed", "1",
+                    *TRIAL_FLAGS, env={"PYTHONPATH": str(Path(__file__).parent / "hooks"),
+                                       "EXPKIT_TEST_AT": "step:5:KILL"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     states = [t.state for t in study(ws).get_trials()]
     assert states.count(optuna.trial.TrialState.RUNNING) == 1, states
 
-    again = sweep(ws, "--trials", "3", *SPACE, "--seed", "1", *TRIAL_FLAGS, "--batch_size=1")
+    again = sweep(ws, "--trials", "3", *SPACE, "--seed", "1", *TRIAL_FLAGS)
     assert again.returncode == 0, again.stderr
     assert "retrying failed trials [2]" in again.stdout
     trials = study(ws).get_trials()

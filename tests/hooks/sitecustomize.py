@@ -5,7 +5,8 @@ EXPKIT_TEST_AT says when and what, counted from this process's start:
   step:N:SIG      after the N-th optimizer step
   write:NAME:K:SIG  inside the K-th atomic write of the file NAME (last.pt, history.csv, ...):
                     the temp file is complete and fsynced-to-be, the rename has not happened
-SIG is KILL, INT or TERM. EXPKIT_TEST_EVENTS=FILE appends each event to
+SIG is KILL, INT or TERM; with EXPKIT_TEST_RANK=R only torchrun's rank R does it.
+EXPKIT_TEST_EVENTS=FILE appends each event to
 FILE, so a test can see a reference run's order of events and pick moments from it.
 Events are named as in EXPKIT_TEST_AT without the count: "step", "write:last.pt".
 
@@ -15,18 +16,22 @@ audit events; expkit's atomic writes, torch.save into them and numpy go through 
 `{rank}` in FILE is replaced by the process's RANK.
 """
 
+import importlib.abc
+import importlib.util
 import os
 import re
 import signal
 import sys
+import types
 
-_WHEN, _, _SIG = os.environ.get("EXPKIT_TEST_AT", "").rpartition(":")
+_ONLY_RANK = os.environ.get("EXPKIT_TEST_RANK")  # under torchrun: only this rank signals itself
+_WHEN, _, _SIG = (os.environ.get("EXPKIT_TEST_AT", "")
+                  if _ONLY_RANK in (None, os.environ.get("RANK")) else "").rpartition(":")
 _AT_EVENT, _, _AT_COUNT = _WHEN.rpartition(":")
 _EVENTS = os.environ.get("EXPKIT_TEST_EVENTS")
 _TMP = re.compile(r"^\.(.+)\.[^.]+\.tmp$")  # expkit.files.atomic_write's temp names
 _counts: dict[str, int] = {}
 _fsync = os.fsync
-_hooked = [False]
 
 
 def _event(name: str) -> None:
@@ -42,13 +47,31 @@ def _on_step(*_: object) -> None:
     _event("step")
 
 
-def _hooked_fsync(fd: int) -> None:
-    if not _hooked[0]:
-        # the first write (run.json) comes after torch is imported and before the first step
-        _hooked[0] = True
-        from torch.optim.optimizer import register_optimizer_step_post_hook
+class _StepHook(importlib.abc.MetaPathFinder):
+    """Counts optimizer steps from the moment torch.optim.optimizer is imported (on every rank,
+    whether or not it writes anything)."""
 
-        register_optimizer_step_post_hook(_on_step)
+    def find_spec(self, name: str, path: object, target: object = None) -> object:
+        if name != "torch.optim.optimizer":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.loader is not None
+        run_module = spec.loader.exec_module
+
+        def exec_module(module: types.ModuleType) -> None:
+            run_module(module)
+            module.register_optimizer_step_post_hook(_on_step)
+
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+if _AT_EVENT == "step" or _EVENTS:
+    sys.meta_path.insert(0, _StepHook())
+
+
+def _hooked_fsync(fd: int) -> None:
     match = _TMP.match(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
     if match:
         _event(f"write:{match.group(1)}")
