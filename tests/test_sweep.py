@@ -59,7 +59,10 @@ def test_sqlite_sweep_with_two_workers(data_workspace: Workspace) -> None:
     trials = study(ws).get_trials()
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 6
     check_trials(ws, trials)
-    assert {t.user_attrs["pid"] for t in trials}.__len__() == 2, "both workers ran trials"
+    assert "2 workers" in result.stdout
+    seeds = {json.loads((Path(t.user_attrs["run_dir"]) / "config.json").read_text())["seed"]
+             for t in trials}
+    assert seeds == {0}, "--seed 0 seeds every trial's training too"
     assert len(ws.run_dirs()) == 6
     best = max(trials, key=lambda t: t.value or 0)
     assert f"best: trial {best.number}  value {best.value:.4f}" in result.stdout

@@ -65,7 +65,8 @@ class SweepSpec(Args):
     storage: str | None = Field(None, description="Optuna storage URL; auto = SQLite at "
                                 "results/sweeps/<name>/study.db")
     workers: int = Field(1, ge=1, description="local worker processes")
-    seed: int | None = Field(None, ge=0, description="sampler seed (worker k uses seed + k)")
+    seed: int | None = Field(None, ge=0, description="sampler seed (worker k uses seed + k) and "
+                             "every trial's training seed")
     args: list[str] = Field(default_factory=list, description="fixed flags for every trial")
 
     @field_validator("direction", mode="before")
@@ -237,7 +238,8 @@ def run_worker(spec: SweepSpec, registry: Registry, prog: str, worker: int = 0) 
                              "choice list cannot change within a study: start a new one with "
                              "--name") from None
         argv = [f"--experiment_id={spec.experiment_id}", *spec.args,
-                *(f"--{name}={value}" for name, value in values.items())]
+                *(f"--{name}={value}" for name, value in values.items()),
+                *([f"--seed={spec.seed}"] if spec.seed is not None else [])]  # repeatable trials
         args = parse_argv(experiment_cls.args_class, argv, prog)
         console = Console()
         console.quiet = True  # one line per trial on the console; each run's log.txt has the rest
