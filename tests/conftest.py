@@ -194,12 +194,13 @@ def _clean_env(tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("EXPKIT_", "WANDB_")) and k != "PYTHONPATH"}
     # nothing a test runs writes outside its temp folder: HOME (wandb's ~/.cache and ~/.config,
-    # netrc), XDG caches and matplotlib's config all live in it
+    # netrc), XDG caches, matplotlib's config and torch.compile's generated code all live in it
     env.update(MPLCONFIGDIR=str(tmp / ".mpl"), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="2",
                HOME=str(tmp / "home"), XDG_CACHE_HOME=str(tmp / "home" / ".cache"),
                XDG_CONFIG_HOME=str(tmp / "home" / ".config"),
                WANDB_CACHE_DIR=str(tmp / "home" / ".cache" / "wandb"),
-               WANDB_CONFIG_DIR=str(tmp / "home" / ".config" / "wandb"))
+               WANDB_CONFIG_DIR=str(tmp / "home" / ".config" / "wandb"),
+               TORCHINDUCTOR_CACHE_DIR=str(tmp / "home" / ".cache" / "torchinductor"))
     return env
 
 

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import Workspace, write_idx_set
+from expkit.training.checkpoint import load_checkpoint
 
 
 @pytest.fixture
@@ -51,8 +54,8 @@ def test_compile_on_cpu(data_workspace: Workspace) -> None:
     assert result.returncode == 0, result.stderr
     run = data_workspace.last_run()
     assert data_workspace.metrics(run)["test"]["test_acc"] > 0.3
-    from expkit.training.checkpoint import load_checkpoint
-
+    generated = Path(data_workspace.env["TORCHINDUCTOR_CACHE_DIR"]).rglob("*.py")
+    assert any("def call(" in p.read_text() for p in generated), "--compile=true compiled nothing"
     keys = load_checkpoint(run / "checkpoints" / "last.pt")["model"].keys()
     assert all(not k.startswith("_orig_mod") for k in keys)  # loads into an uncompiled model
 
@@ -66,3 +69,7 @@ def test_channels_last_gives_the_same_training(data_workspace: Workspace) -> Non
     assert result.returncode == 0, result.stderr
     fast = ws.metrics(ws.last_run("fashion_cnn"))
     assert fast["final"]["train_loss"] == pytest.approx(plain["final"]["train_loss"], rel=1e-4)
+    weights = load_checkpoint(ws.last_run("fashion_cnn") / "checkpoints" / "last.pt")["model"]
+    convs = [w for w in weights.values() if w.dim() == 4]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs), \
+        "--channels_last=true trained a model whose conv weights are not channels-last"

@@ -111,8 +111,13 @@ def test_non_finite_loss_stops_with_a_clear_reason(data_workspace: Workspace) ->
 
 def test_precision_accumulation_and_clipping(data_workspace: Workspace) -> None:
     ws = data_workspace
+    assert ws.run("--experiment_id=mnist", *TINY).returncode == 0
+    full = ws.metrics(ws.last_run())["final"]
     bf16 = ws.run("--experiment_id=mnist", "--precision=bf16", *TINY)
     assert bf16.returncode == 0, bf16.stderr
+    half = ws.metrics(ws.last_run())["final"]  # autocast to bfloat16: close, but not the same
+    assert half["train_loss"] != full["train_loss"], "--precision=bf16 changed nothing"
+    assert half["train_loss"] == pytest.approx(full["train_loss"], rel=0.05)
     if not torch.cuda.is_available():
         fp16 = ws.run("--experiment_id=mnist", "--precision=fp16", *TINY)
         assert fp16.returncode == 2 and "needs CUDA" in fp16.stderr
