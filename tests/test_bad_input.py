@@ -4,6 +4,7 @@ failed with the reason), and every file that existed before is byte-for-byte the
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import json
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, Workspace, _clean_env, write_idx_set
+from expkit.training.checkpoint import load_checkpoint
 
 Setup = Callable[[Path], None]
 
@@ -314,3 +316,29 @@ def test_disk_full_mid_run_keeps_the_last_good_checkpoint(template: Path, tmp_pa
                              env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("error", ["ENOSPC", "EDQUOT"])
+def test_a_full_disk_or_quota_keeps_the_last_good_checkpoint(template: Path, tmp_path: Path,
+                                                             error: str) -> None:
+    """Epoch 2's last.pt cannot be written (no space left, or the quota is used up): one
+    clear line, the run marked failed, epoch 1's checkpoint intact and resumable."""
+    root = tmp_path / "ws"
+    shutil.copytree(template, root)
+    ws = Workspace(root, _clean_env(tmp_path))
+    hooks = {"PYTHONPATH": str(Path(__file__).parent / "hooks"),
+             "EXPKIT_TEST_AT": f"write:last.pt:2:{error}"}
+    result = ws.cli(MNIST, "--hidden_sizes=[16]", "--max_train_samples=100", "--seed=0",
+                    "--epochs=3", env=hooks)
+    assert result.returncode == 1, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("run.py: error: disk full: ") and os.strerror(getattr(errno, error)) in line
+    assert "the last good checkpoint is" in line and "resume" in line
+    run = ws.last_run()
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 1
+    assert not list((run / "checkpoints").glob(".*.tmp")), "no half-written file is left"
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "failed" and "disk full" in record["error"]
+    resumed = ws.run("resume", str(run))
+    assert resumed.returncode == 0, resumed.stderr

@@ -115,3 +115,10 @@ def test_sigterm_to_one_rank_stops_the_job_with_a_resumable_checkpoint(
     assert record["status"] == "finished"
     assert record["resumes"][-1]["distributed"]["world_size"] == 2
     assert [row["epoch"] for row in history(run_dir)] == list(range(1, goal + 1))
+
+    # and in one process, without torchrun: the same global batch, on one rank
+    single = ws.cli("resume", str(run_dir), f"--epochs={goal + 1}", entry="expkit")
+    assert single.returncode == 0, single.stderr
+    assert [row["epoch"] for row in history(run_dir)] == list(range(1, goal + 2))
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "finished" and "distributed" not in record["resumes"][-1]

@@ -86,6 +86,26 @@ def test_stop_signal_saves_mid_epoch_and_resume_is_exact(big_workspace: Workspac
     assert_same_training(reference, stopped)
 
 
+def test_a_second_ctrl_c_aborts_at_once_and_keeps_the_last_whole_checkpoint(
+        data_workspace: Workspace) -> None:
+    """The first SIGINT asks for a mid-epoch checkpoint; a second one, while it is being
+    written, aborts there: the half-written file is dropped, last.pt stays epoch 1's."""
+    ws = data_workspace  # 540 training examples, batch 64: 9 steps an epoch
+    args = ("--experiment_id=mnist", "--epochs=3", "--seed=0")
+    second = {"PYTHONPATH": HOOKS, "EXPKIT_TEST_AT": "step:12:INT,write:last.pt:2:INT"}
+    aborted = ws.cli(*args, env=second)
+    assert aborted.returncode == 130, aborted.stderr
+    assert "aborted by a second SIGINT" in aborted.stdout and "Traceback" not in aborted.stderr
+    run = ws.last_run()
+    saved = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert saved["epoch"] == 1 and saved["partial"] is None, "the last whole checkpoint is kept"
+    assert not list((run / "checkpoints").glob(".*.tmp")), "no half-written file is left"
+    assert '"status": "stopped"' in (run / "run.json").read_text()
+    resumed = ws.run("resume", str(run))
+    assert resumed.returncode == 0, resumed.stderr
+    assert [r["epoch"] for r in metric_columns(run)] == ["1", "2", "3"]
+
+
 def test_resume_finished_run_and_train_longer(data_workspace: Workspace) -> None:
     ws = data_workspace
     assert ws.run("--experiment_id=mnist", "--epochs=2", "--max_train_samples=100").returncode == 0

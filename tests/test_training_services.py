@@ -163,7 +163,7 @@ def test_progress_bar_on_a_terminal_only(data_workspace: Workspace) -> None:
 @pytest.mark.slow
 def test_secret_free_wandb_offline_run_with_resume(data_workspace: Workspace) -> None:
     pytest.importorskip("wandb")
-    from wandb_reader import read_wandb_history
+    from wandb_reader import read_wandb_history, read_wandb_run
 
     ws = data_workspace
     key = "WANDBKEY" + "7" * 32
@@ -184,6 +184,13 @@ def test_secret_free_wandb_offline_run_with_resume(data_workspace: Workspace) ->
     final_png = hashlib.sha256((run / "history.png").read_bytes()).hexdigest()
     assert len(images) == 2 and images[-1]["history/sha256"] == final_png, \
         "each run segment sends history.png once, as finally drawn (after the worker's last draw)"
+    config, summary = read_wandb_run(offline[-1])
+    assert config["optimizer"]["lr"] == 0.001 and config["epochs"] == 3, \
+        "the config goes to wandb nested, as config.json has it"
+    metrics = ws.metrics(run)
+    assert summary["test/test_acc"] == metrics["test"]["test_acc"]
+    assert summary["best/val_loss"] == metrics["best"]["val_loss"]
+    assert summary["best_epoch"] == metrics["best_epoch"]
     leaked = [p for p in ws.root.rglob("*") if p.is_file() and key.encode() in p.read_bytes()]
     assert leaked == [] and key not in result.stdout + result.stderr
 

@@ -21,3 +21,23 @@ def read_wandb_history(path: Path) -> list[dict[str, Any]]:
             rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
                          for item in record.history.item})
     return rows
+
+
+def read_wandb_run(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's config (as wandb.init received it) and its summary, as a run file has them."""
+    from wandb.proto import wandb_internal_pb2
+
+    config: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
+    for data in read_records(path):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(data)
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            config |= {item.key: json.loads(item.value_json) for item in record.run.config.update}
+        elif kind == "config":
+            config |= {item.key: json.loads(item.value_json) for item in record.config.update}
+        elif kind == "summary":
+            summary |= {item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                        for item in record.summary.update}
+    return config, summary

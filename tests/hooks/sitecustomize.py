@@ -1,11 +1,14 @@
 """Test-only process hooks, on PYTHONPATH for the crash and stop tests: a deterministic moment
 to kill or signal a run, chosen by the test instead of a timer racing the machine's load.
 
-EXPKIT_TEST_AT says when and what, counted from this process's start:
+EXPKIT_TEST_AT says when and what, counted from this process's start (several moments:
+separated by commas):
   step:N:SIG      after the N-th optimizer step
   write:NAME:K:SIG  inside the K-th atomic write of the file NAME (last.pt, history.csv, ...):
                     the temp file is complete and fsynced-to-be, the rename has not happened
-SIG is KILL, INT or TERM; with EXPKIT_TEST_RANK=R only torchrun's rank R does it.
+SIG is KILL, INT or TERM (the process signals itself), or ENOSPC or EDQUOT (that write's
+fsync fails with this error, as on a full disk or quota); with EXPKIT_TEST_RANK=R only
+torchrun's rank R does it.
 EXPKIT_TEST_EVENTS=FILE appends each event to
 FILE, so a test can see a reference run's order of events and pick moments from it.
 Events are named as in EXPKIT_TEST_AT without the count: "step", "write:last.pt".
@@ -16,6 +19,7 @@ audit events; expkit's atomic writes, torch.save into them and numpy go through 
 `{rank}` in FILE is replaced by the process's RANK.
 """
 
+import errno
 import importlib.abc
 import importlib.util
 import os
@@ -25,9 +29,9 @@ import sys
 import types
 
 _ONLY_RANK = os.environ.get("EXPKIT_TEST_RANK")  # under torchrun: only this rank signals itself
-_WHEN, _, _SIG = (os.environ.get("EXPKIT_TEST_AT", "")
-                  if _ONLY_RANK in (None, os.environ.get("RANK")) else "").rpartition(":")
-_AT_EVENT, _, _AT_COUNT = _WHEN.rpartition(":")
+_AT = {moment.rsplit(":", 1)[0]: moment.rsplit(":", 1)[1]  # "step:5" -> "KILL"
+       for moment in os.environ.get("EXPKIT_TEST_AT", "").split(",") if moment
+       if _ONLY_RANK in (None, os.environ.get("RANK"))}
 _EVENTS = os.environ.get("EXPKIT_TEST_EVENTS")
 _TMP = re.compile(r"^\.(.+)\.[^.]+\.tmp$")  # expkit.files.atomic_write's temp names
 _counts: dict[str, int] = {}
@@ -39,8 +43,12 @@ def _event(name: str) -> None:
     if _EVENTS:
         with open(_EVENTS, "a") as f:
             f.write(name + "\n")
-    if name == _AT_EVENT and str(_counts[name]) == _AT_COUNT:
-        os.kill(os.getpid(), getattr(signal, "SIG" + _SIG))
+    what = _AT.get(f"{name}:{_counts[name]}")
+    if what in ("ENOSPC", "EDQUOT"):
+        code = getattr(errno, what)
+        raise OSError(code, os.strerror(code))
+    if what:
+        os.kill(os.getpid(), getattr(signal, "SIG" + what))
 
 
 def _on_step(*_: object) -> None:
@@ -67,7 +75,7 @@ class _StepHook(importlib.abc.MetaPathFinder):
         return spec
 
 
-if _AT_EVENT == "step" or _EVENTS:
+if any(moment.startswith("step:") for moment in _AT) or _EVENTS:
     sys.meta_path.insert(0, _StepHook())
 
 
