@@ -2,11 +2,12 @@
 # make test   set up .venv and run the test suite (what CI runs)
 # make test-fast  the inner loop: the suite without the slow end-to-end tests
 # make fuzz   explore new command lines: many more random examples, a new draw each time
+# make mutants  mutation testing (cosmic-ray) of the guarantee code in a copy of the tree
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
 
-.PHONY: setup demo demo-offline test test-fast fuzz lint bench clean
+.PHONY: setup demo demo-offline test test-fast fuzz mutants lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +32,20 @@ test-fast: setup
 
 fuzz: setup   # the suite's property tests use fixed examples; this profile draws new ones
 	HYPOTHESIS_PROFILE=explore $(PY) -m pytest -n 2 --dist load tests/test_fuzz.py
+
+# cosmic-ray edits the files it mutates, so it works on a copy (.cache/mutants/, which
+# the tests import through PYTHONPATH); tests/mutants.toml names the modules and the tests.
+MUTANTS := .cache/mutants
+mutants: setup
+	$(PY) -m pip install -q -c constraints.txt -e ".[mutants]"
+	rm -rf $(MUTANTS) && mkdir -p $(MUTANTS)
+	cp -r src tests pyproject.toml README.md $(MUTANTS)/
+	find $(MUTANTS) -name __pycache__ -prune -exec rm -rf {} +
+	cd $(MUTANTS) && PATH=$(CURDIR)/$(VENV)/bin:$$PATH cosmic-ray init tests/mutants.toml session.sqlite
+	cd $(MUTANTS) && PATH=$(CURDIR)/$(VENV)/bin:$$PATH PYTHONPATH=$(CURDIR)/$(MUTANTS)/src \
+		cosmic-ray exec tests/mutants.toml session.sqlite
+	$(VENV)/bin/cr-report $(MUTANTS)/session.sqlite --show-pending | tail -n 3
+	$(PY) tests/mutants_summary.py $(MUTANTS)/session.sqlite
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench wild_west run.py
