@@ -42,10 +42,10 @@ mutants: setup
 	cp -r src tests pyproject.toml README.md $(MUTANTS)/
 	find $(MUTANTS) -name __pycache__ -prune -exec rm -rf {} +
 	cd $(MUTANTS) && PATH=$(CURDIR)/$(VENV)/bin:$$PATH cosmic-ray init tests/mutants.toml session.sqlite
+	cd $(MUTANTS) && $(CURDIR)/$(PY) tests/mutants_summary.py --skip-annotations session.sqlite
 	cd $(MUTANTS) && PATH=$(CURDIR)/$(VENV)/bin:$$PATH PYTHONPATH=$(CURDIR)/$(MUTANTS)/src \
 		cosmic-ray exec tests/mutants.toml session.sqlite
-	$(VENV)/bin/cr-report $(MUTANTS)/session.sqlite --show-pending | tail -n 3
-	$(PY) tests/mutants_summary.py $(MUTANTS)/session.sqlite
+	cd $(MUTANTS) && $(CURDIR)/$(PY) tests/mutants_summary.py session.sqlite
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench wild_west run.py

@@ -176,6 +176,24 @@ def test_what_is_not_a_checkpoint_is_one_clear_error(tmp_path: Path) -> None:
             load_checkpoint(tmp_path / name)
 
 
+class Payload:
+    """A pickle that runs code when loaded: it creates the file it names."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    torch.save({"expkit_checkpoint": 1, "model": {}, "extra": Payload(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(ExpkitError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists(), "loading a checkpoint must never run code from it"
+
+
 def test_rng_state_restores_every_generator() -> None:
     saved = rng_state()
     expected = (random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist())
@@ -189,6 +207,9 @@ def test_rng_state_restores_every_generator() -> None:
     after = np.random.randn()
     set_rng_state(with_gauss)
     assert np.random.randn() == after
+    if not torch.cuda.is_available():  # a GPU run's checkpoint resumed on a CPU machine
+        set_rng_state({**saved, "cuda": [torch.zeros(16, dtype=torch.uint8)]})
+        assert random.random() == expected[0]
 
 
 def test_weights_that_do_not_fit_are_one_clear_error() -> None:
@@ -200,6 +221,14 @@ def test_weights_that_do_not_fit_are_one_clear_error() -> None:
         "\n" not in str(wrong.value)
     with pytest.raises(ExpkitError, match=r"src\.pt: its weights do not fit"):
         load_weights(model, {}, Path("src.pt"))
+    bigger = torch.nn.Sequential(*(torch.nn.Linear(3, 3) for _ in range(20))).state_dict()
+    with pytest.raises(RuntimeError) as torch_says:
+        model.load_state_dict(bigger)
+    detail = " ".join(str(torch_says.value).split())
+    assert len(detail) > 300
+    with pytest.raises(ExpkitError) as long:
+        load_weights(model, {"model": bigger}, Path("src.pt"))
+    assert str(long.value).endswith(f": {detail[:300]}"), "torch's reason, cut at 300 characters"
 
 
 def _trainer(epoch: int, best: int) -> Any:
@@ -223,5 +252,7 @@ def test_checkpointing_writes_last_every_epoch_and_best_on_improvement(tmp_path:
     saver.on_interrupt(_trainer(3, 1))
     assert load_checkpoint(folder / LAST)["epoch"] == 3
     assert load_checkpoint(folder / BEST)["epoch"] == 1
+    saver.on_epoch_end(_trainer(int("300"), int("300")), {"val_loss": 0.1})  # equal, not identical
+    assert load_checkpoint(folder / BEST)["epoch"] == 300, "a long run's best epoch is saved too"
     Checkpointing(tmp_path / "new", dict)
     assert (tmp_path / "new").is_dir()
