@@ -207,19 +207,24 @@ def postgres() -> Iterator[str]:
         for path in (folder, folder / "pw"):
             shutil.chown(path, "postgres")
         prefix = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
     data = folder / "data"
 
-    def pg(*cmd: str) -> None:
+    def pg(*cmd: str, check: bool = True) -> bool:
         done = subprocess.run([*prefix, *cmd], capture_output=True, text=True, timeout=120,
                               env={**os.environ, "PGPASSWORD": PG_PASSWORD})
-        assert done.returncode == 0, f"{cmd[0]} failed: {done.stdout}{done.stderr}"
+        assert done.returncode == 0 or not check, f"{cmd[0]} failed: {done.stdout}{done.stderr}"
+        return done.returncode == 0
 
     pg(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", f"--pwfile={folder / 'pw'}",
        "--auth-local=trust", "--auth-host=scram-sha-256")
     try:
-        pg(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(folder / "server.log"), "-o",
-           f"-c listen_addresses=127.0.0.1 -p {port} -k {folder}", "start")
+        for _ in range(5):  # a free port can be taken before the server binds it: take another
+            port = _free_port()
+            if pg(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(folder / "server.log"),
+                  "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {folder}", "start", check=False):
+                break
+        else:
+            pytest.fail(f"PostgreSQL did not start: {(folder / 'server.log').read_text()[-2000:]}")
         pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "optuna")
         yield f"postgresql+psycopg://postgres:{PG_PASSWORD}@127.0.0.1:{port}/optuna"
     finally:
