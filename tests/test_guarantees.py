@@ -189,9 +189,13 @@ class Payload:
 def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     torch.save({"expkit_checkpoint": 1, "model": {}, "extra": Payload(marker)}, tmp_path / "evil.pt")
-    with pytest.raises(ExpkitError, match="not a readable checkpoint"):
+    with pytest.raises(ExpkitError, match="not a readable checkpoint") as refused:
         load_checkpoint(tmp_path / "evil.pt")
     assert not marker.exists(), "loading a checkpoint must never run code from it"
+    with pytest.raises(Exception) as torch_says:  # torch's own words: several lines
+        torch.load(tmp_path / "evil.pt", weights_only=True)
+    first_line = str(torch_says.value).strip().splitlines()[0]
+    assert str(refused.value).endswith(f": {first_line[:200]}"), "the first line of torch's reason"
 
 
 def test_rng_state_restores_every_generator() -> None:
