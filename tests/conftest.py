@@ -149,6 +149,15 @@ class Workspace:
         return subprocess.run([*cmd, *args], cwd=self.root, env={**self.env, **(env or {})},
                               capture_output=True, text=True, timeout=timeout)
 
+    def fork(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+             ) -> subprocess.CompletedProcess[str]:
+        """`run.py ARGS` in a process of its own that starts without importing torch again
+        (tests/forked.py): for runs a test kills or signals. Exit status as subprocess's."""
+        from forked import run_forked
+
+        code, out, err = run_forked(self.root, {**self.env, **(env or {})}, list(args), timeout)
+        return subprocess.CompletedProcess(["run.py", *args], code, out, err)
+
     def run(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """`run.py ARGS` inside this test process: expkit.cli.main, the function run.py calls,
         with the workspace as working directory and its environment.

@@ -25,7 +25,8 @@ from expkit.training.checkpoint import load_checkpoint
 
 Setup = Callable[[Path], None]
 
-# a run.py process per case: the whole table is in `make test`, not in `make test-fast`
+# a run.py process per case (forked: tests/forked.py; test_cli.py runs usage errors through
+# every entry point as a new program): the whole table is in `make test`, not in `make test-fast`
 pytestmark = pytest.mark.slow
 
 
@@ -222,11 +223,10 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_idx_set(root / "cache" / "mnist", n_train=300, n_test=100)
     write_idx_set(root / "cache" / "fashion_mnist", n_train=300, n_test=100, seed=5)
     (root / "afile").write_text("a file where a folder is expected\n")
-    env = _clean_env(root)
+    ws = Workspace(root, _clean_env(root))
     for argv in ((MNIST, "--hidden_sizes=[16]", *QUICK),
                  ("--experiment_id=fashion_cnn", "--channels=[4,8]", *QUICK)):
-        done = subprocess.run([sys.executable, str(REPO / "run.py"), *argv], cwd=root, env=env,
-                              capture_output=True, text=True, timeout=300)
+        done = ws.run(*argv)
         assert done.returncode == 0, done.stderr
     return root
 
@@ -245,7 +245,7 @@ def test_bad_input(case: Case, template: Path, tmp_path: Path) -> None:
         case.setup(root)
     before = _digest(root)
     runs_before = set((root / "results").glob("*/*"))
-    result = Workspace(root, _clean_env(tmp_path)).cli(*case.argv, timeout=300)
+    result = Workspace(root, _clean_env(tmp_path)).fork(*case.argv, timeout=300)
 
     assert result.returncode == case.code, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -291,10 +291,9 @@ def test_disk_full_mid_run_keeps_the_last_good_checkpoint(template: Path, tmp_pa
     """RLIMIT_FSIZE just above epoch 1's last.pt: epoch 2's (longer history) cannot be written."""
     root = tmp_path / "ws"
     shutil.copytree(template, root)
-    env = _clean_env(tmp_path)
-    argv = [sys.executable, str(REPO / "run.py"), MNIST, "--hidden_sizes=[16]",
-            "--max_train_samples=100", "--seed=0"]
-    probe = subprocess.run([*argv, "--epochs=1"], cwd=root, env=env, capture_output=True, text=True)
+    ws = Workspace(root, _clean_env(tmp_path))
+    flags = [MNIST, "--hidden_sizes=[16]", "--max_train_samples=100", "--seed=0"]
+    probe = ws.run(*flags, "--epochs=1")
     assert probe.returncode == 0, probe.stderr
     probe_run = max((root / "results" / "mnist").iterdir(), key=lambda p: p.stat().st_mtime)
     limit = (probe_run / "checkpoints" / "last.pt").stat().st_size + 64
@@ -303,8 +302,8 @@ def test_disk_full_mid_run_keeps_the_last_good_checkpoint(template: Path, tmp_pa
     def small_disk() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    result = subprocess.run([*argv, "--epochs=4"], cwd=root, env=env, capture_output=True,
-                            text=True, preexec_fn=small_disk)
+    result = subprocess.run([sys.executable, str(REPO / "run.py"), *flags, "--epochs=4"], cwd=root,
+                            env=ws.env, capture_output=True, text=True, preexec_fn=small_disk)
     assert result.returncode == 1
     assert "disk full" in result.stderr and "the last good checkpoint is" in result.stderr
     assert "Traceback" not in result.stderr
@@ -312,8 +311,7 @@ def test_disk_full_mid_run_keeps_the_last_good_checkpoint(template: Path, tmp_pa
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "failed" and "disk full" in record["error"]
     assert not list((run / "checkpoints").glob(".*.tmp")), "no half-written file is left"
-    resumed = subprocess.run([sys.executable, str(REPO / "run.py"), "resume", str(run)], cwd=root,
-                             env=env, capture_output=True, text=True)
+    resumed = ws.run("resume", str(run))
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
 
@@ -329,8 +327,8 @@ def test_a_full_disk_or_quota_keeps_the_last_good_checkpoint(template: Path, tmp
     ws = Workspace(root, _clean_env(tmp_path))
     hooks = {"PYTHONPATH": str(Path(__file__).parent / "hooks"),
              "EXPKIT_TEST_AT": f"write:last.pt:2:{error}"}
-    result = ws.cli(MNIST, "--hidden_sizes=[16]", "--max_train_samples=100", "--seed=0",
-                    "--epochs=3", env=hooks)
+    result = ws.fork(MNIST, "--hidden_sizes=[16]", "--max_train_samples=100", "--seed=0",
+                     "--epochs=3", env=hooks)
     assert result.returncode == 1, result.stderr
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("run.py: error: disk full: ") and os.strerror(getattr(errno, error)) in line

@@ -81,7 +81,7 @@ def test_sigkill_at_many_moments_then_resume_is_exact(workspace: Workspace) -> N
         assert runs <= KILLS, f"too few kills landed: {kills}"
         known = set(ws.run_dirs())
         moment = kill_moment(len(kills), rng, steps_per_epoch, fresh=True)
-        proc = ws.cli(*ARGS, env=at(moment))
+        proc = ws.fork(*ARGS, env=at(moment))
         assert proc.returncode == -signal.SIGKILL, f"{moment}: {proc.returncode} {proc.stderr}"
         kills.append(moment)
         (run_dir,) = set(ws.run_dirs()) - known
@@ -90,7 +90,7 @@ def test_sigkill_at_many_moments_then_resume_is_exact(workspace: Workspace) -> N
                 break
             lagging += _history_lags_checkpoint(run_dir)
             moment = kill_moment(len(kills), rng, steps_per_epoch, fresh=False)
-            proc = ws.cli("resume", str(run_dir), env=at(moment))
+            proc = ws.fork("resume", str(run_dir), env=at(moment))
             if proc.returncode == 0:
                 break  # it finished before that moment came
             assert proc.returncode == -signal.SIGKILL, f"{moment}: {proc.returncode} {proc.stderr}"
@@ -175,7 +175,7 @@ def test_a_killed_run_shows_as_killed_and_resumes(data_workspace: Workspace) -> 
     (same host: the pid is gone; another host: the heartbeat is stale); resume finishes it."""
     ws = data_workspace
     args = ("--experiment_id=mnist", "--epochs=2", "--max_train_samples=200", "--seed=0")
-    killed = ws.cli(*args, env=at("step:4"))  # 3 steps an epoch: dies in epoch 2
+    killed = ws.fork(*args, env=at("step:4"))  # 3 steps an epoch: dies in epoch 2
     assert killed.returncode == -signal.SIGKILL
     run = ws.last_run()
     record = json.loads((run / "run.json").read_text())

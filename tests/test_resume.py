@@ -48,7 +48,7 @@ def reference_and_interrupted(ws: Workspace, sig: str, step: int
     after its `step`-th optimizer step (tests/hooks: the moment is exact on any machine)."""
     assert ws.run(*ARGS).returncode == 0
     reference = ws.last_run()
-    result = ws.cli(*ARGS, env={"PYTHONPATH": HOOKS, "EXPKIT_TEST_AT": f"step:{step}:{sig}"})
+    result = ws.fork(*ARGS, env={"PYTHONPATH": HOOKS, "EXPKIT_TEST_AT": f"step:{step}:{sig}"})
     interrupted = next(r for r in ws.run_dirs() if r != reference)
     return reference, interrupted, result
 
@@ -93,7 +93,7 @@ def test_a_second_ctrl_c_aborts_at_once_and_keeps_the_last_whole_checkpoint(
     ws = data_workspace  # 540 training examples, batch 64: 9 steps an epoch
     args = ("--experiment_id=mnist", "--epochs=3", "--seed=0")
     second = {"PYTHONPATH": HOOKS, "EXPKIT_TEST_AT": "step:12:INT,write:last.pt:2:INT"}
-    aborted = ws.cli(*args, env=second)
+    aborted = ws.fork(*args, env=second)
     assert aborted.returncode == 130, aborted.stderr
     assert "aborted by a second SIGINT" in aborted.stdout and "Traceback" not in aborted.stderr
     run = ws.last_run()

@@ -27,17 +27,17 @@ def test_planted_keys_appear_nowhere(data_workspace: Workspace) -> None:
     outputs = []
 
     def cli(*args: str, env: dict[str, str] | None = None, code: int = 0,
-            in_process: bool = False) -> None:
-        result = (ws.run if in_process else ws.cli)(*args, env=env)
+            in_process: bool = False, forked: bool = False) -> None:
+        result = (ws.run if in_process else ws.fork if forked else ws.cli)(*args, env=env)
         assert result.returncode == code, result.stderr
         outputs.append(result.stdout + result.stderr)
 
     train = ("--experiment_id=mnist", "--use_wandb=true", "--epochs=2", "--seed=0",
              "--max_train_samples=200")
-    cli(*train)                                    # the key from config.yaml only
+    cli(*train, forked=True)                       # the key from config.yaml only
     run = ws.last_run()
     cli(*train, "--print_config", in_process=True)  # the commands without wandb: in this process
-    cli("resume", str(run), "--epochs=3", env={"WANDB_API_KEY": ENV_KEY})
+    cli("resume", str(run), "--epochs=3", env={"WANDB_API_KEY": ENV_KEY}, forked=True)
     cli("reproduce", str(run), "--tolerance=1", env={"WANDB_API_KEY": ENV_KEY})
     cli("report", str(run), in_process=True)
     cli("report", "--index", in_process=True)

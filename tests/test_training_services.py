@@ -168,8 +168,8 @@ def test_secret_free_wandb_offline_run_with_resume(data_workspace: Workspace) ->
     ws = data_workspace
     key = "WANDBKEY" + "7" * 32
     env = {"WANDB_MODE": "offline", "WANDB_API_KEY": key}
-    result = ws.cli("--experiment_id=mnist", "--use_wandb=true", "--epochs=2", "--seed=0",
-                    "--max_train_samples=200", env=env)
+    result = ws.fork("--experiment_id=mnist", "--use_wandb=true", "--epochs=2", "--seed=0",
+                     "--max_train_samples=200", env=env)
     assert result.returncode == 0, result.stderr
     run = ws.last_run()
     more = ws.cli("resume", str(run), "--epochs=3", entry="expkit", env=env)
@@ -221,10 +221,10 @@ def test_wandb_gets_every_epoch_exactly_once_after_a_kill(data_workspace: Worksp
 
     ws = data_workspace
     env = {"WANDB_MODE": "offline"}
-    stopped = ws.cli("--experiment_id=mnist", "--use_wandb=true", "--epochs=5", "--seed=0",
-                     "--max_train_samples=200",  # 3 steps an epoch: stops in epoch 4
-                     env={**env, "PYTHONPATH": str(Path(__file__).parent / "hooks"),
-                          "EXPKIT_TEST_AT": "step:10:TERM"})
+    stopped = ws.fork("--experiment_id=mnist", "--use_wandb=true", "--epochs=5", "--seed=0",
+                      "--max_train_samples=200",  # 3 steps an epoch: stops in epoch 4
+                      env={**env, "PYTHONPATH": str(Path(__file__).parent / "hooks"),
+                           "EXPKIT_TEST_AT": "step:10:TERM"})
     assert stopped.returncode == 143, stopped.stderr
     run = ws.last_run()
     copy = shutil.copytree(run, run.with_name(run.name + "-copy"))
@@ -232,7 +232,8 @@ def test_wandb_gets_every_epoch_exactly_once_after_a_kill(data_workspace: Worksp
         [first] = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
         _cut_after_epoch(first, kept)
         assert {row.get("epoch") for row in read_wandb_history(first)} <= {1, 2}
-        resumed = ws.cli("resume", str(run_dir), entry="expkit", env=env)
+        resumed = (ws.cli("resume", str(run_dir), entry="expkit", env=env) if kept
+                   else ws.fork("resume", str(run_dir), env=env))
         assert resumed.returncode == 0, resumed.stderr
         segments = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
         assert len(segments) == 2 and first in segments

@@ -76,7 +76,10 @@ class _StepHook(importlib.abc.MetaPathFinder):
 
 
 if any(moment.startswith("step:") for moment in _AT) or _EVENTS:
-    sys.meta_path.insert(0, _StepHook())
+    if "torch.optim.optimizer" in sys.modules:  # loaded into a process forked after the import
+        sys.modules["torch.optim.optimizer"].register_optimizer_step_post_hook(_on_step)
+    else:
+        sys.meta_path.insert(0, _StepHook())
 
 
 def _hooked_fsync(fd: int) -> None:
