@@ -44,7 +44,7 @@ mutants: setup
 	cd $(MUTANTS) && PATH=$(CURDIR)/$(VENV)/bin:$$PATH cosmic-ray init tests/mutants.toml session.sqlite
 	cd $(MUTANTS) && $(CURDIR)/$(PY) tests/mutants_summary.py --skip-annotations session.sqlite
 	cd $(MUTANTS) && PATH=$(CURDIR)/$(VENV)/bin:$$PATH PYTHONPATH=$(CURDIR)/$(MUTANTS)/src \
-		cosmic-ray exec tests/mutants.toml session.sqlite
+		MUTANTS_ORIGINAL=$(CURDIR) cosmic-ray exec tests/mutants.toml session.sqlite
 	cd $(MUTANTS) && $(CURDIR)/$(PY) tests/mutants_summary.py session.sqlite
 
 lint: setup

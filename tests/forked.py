@@ -15,11 +15,14 @@ entry point) keep using real subprocesses (`Workspace.cli`).
 from __future__ import annotations
 
 import importlib.util
+import json
 import multiprocessing
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HOOKS = Path(__file__).parent / "hooks" / "sitecustomize.py"
 PRELOAD = ["torch", "torch._dynamo", "torch.optim", "expkit.cli", "lab.registry",
@@ -69,3 +72,32 @@ def run_forked(root: Path, env: dict[str, str], argv: list[str], timeout: float 
     finally:
         out.unlink(missing_ok=True)
         err.unlink(missing_ok=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_ranks(target: Callable[[int, int, str], None], world: int, folder: Path,
+              timeout: float = 120, tries: int = 3) -> list[Any]:
+    """`target(rank, port, out_file)` in `world` forked processes that form one process group
+    (MASTER_PORT `port` on 127.0.0.1); each writes JSON to its out file; their values, by rank.
+    A port taken between choosing it and binding it is another try with a new port."""
+    for attempt in range(tries):
+        port, outs = _free_port(), [folder / f"rank{r}-{attempt}.json" for r in range(world)]
+        ranks = [_context.Process(target=target, args=(r, port, str(outs[r]))) for r in range(world)]
+        for p in ranks:
+            p.start()
+        for p in ranks:
+            p.join(timeout)
+        for p in ranks:
+            if p.exitcode is None:
+                p.kill()
+                p.join()
+        if all(p.exitcode == 0 for p in ranks):
+            return [json.loads(out.read_text()) for out in outs]
+    raise AssertionError(f"{world} ranks did not all finish: exit codes {[p.exitcode for p in ranks]}")

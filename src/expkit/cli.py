@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from expkit.errors import ExpkitError, UsageError, one_line
+from expkit.errors import ExpkitError, UsageError, report
 from expkit.registry import Registry
 
 # pydantic, yaml and torch are imported inside the commands that need them, so that
@@ -321,25 +321,12 @@ def main(argv: list[str] | None = None, *, registry: str | None = None,
         rest = argv[1:] if argv and argv[0] == name else argv
         WORK_STARTED[0] = name != "run"  # `run` says so itself once its flags are valid
         return COMMANDS[name][0](rest, reg, prog)
-    except ExpkitError as e:
-        rank = os.environ.get("RANK", "0")
-        if rank != "0" and e.exit_code == 2:
-            return e.exit_code  # under torchrun, every rank parses the same flags: rank 0 tells
-        for line in e.lines:
-            print(f"{prog}: error: {'' if rank == '0' else f'[rank {rank}] '}{one_line(line)}",
-                  file=sys.stderr)
-        if e.hint:
-            print(f"{prog}: {one_line(e.hint)}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        return report(e, prog)
     except Exception as e:  # a bug: one line (the traceback with EXPKIT_DEBUG=1), never a dump
-        if os.environ.get("EXPKIT_DEBUG"):
+        if os.environ.get("EXPKIT_DEBUG") and not isinstance(e, ExpkitError):
             raise
-        print(f"{prog}: error: unexpected {type(e).__name__}: {one_line(str(e))} (a bug in expkit "
-              "or the experiment; EXPKIT_DEBUG=1 shows the traceback)", file=sys.stderr)
-        return 1
+        return report(e, prog, os.environ.get("RANK", "0"))
 
 
 def run_cli(registry: str | None = None) -> NoReturn:

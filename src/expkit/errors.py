@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 def one_line(text: str) -> str:
     """`text` with every character a terminal would not show as one (newlines, control and
@@ -27,3 +29,25 @@ class UsageError(ExpkitError):
     """Bad command-line input or a bad config file: exit code 2, nothing written."""
 
     exit_code = 2
+
+
+def report(error: BaseException, prog: str, rank: str = "0") -> int:
+    """Tell a person about `error` on stderr and return the exit code: one line per problem
+    and the hint once (an ExpkitError), `interrupted` (Ctrl-C: 130), or for anything else one
+    line that names it as a bug (1), never a traceback. Under torchrun (`rank` other than "0")
+    a usage error is left to rank 0, which parses the same flags; other errors name the rank."""
+    if isinstance(error, KeyboardInterrupt):
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    if not isinstance(error, ExpkitError):
+        print(f"{prog}: error: unexpected {type(error).__name__}: {one_line(str(error))} (a bug in "
+              "expkit or the experiment; EXPKIT_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
+    if rank != "0" and error.exit_code == 2:
+        return error.exit_code
+    for line in error.lines:
+        print(f"{prog}: error: {'' if rank == '0' else f'[rank {rank}] '}{one_line(line)}",
+              file=sys.stderr)
+    if error.hint:
+        print(f"{prog}: {one_line(error.hint)}", file=sys.stderr)
+    return error.exit_code
