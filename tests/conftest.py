@@ -158,7 +158,8 @@ class Workspace:
         code, out, err = run_forked(self.root, {**self.env, **(env or {})}, list(args), timeout)
         return subprocess.CompletedProcess(["run.py", *args], code, out, err)
 
-    def run(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, env: dict[str, str] | None = None,
+            registry: str = "lab.registry") -> subprocess.CompletedProcess[str]:
         """`run.py ARGS` inside this test process: expkit.cli.main, the function run.py calls,
         with the workspace as working directory and its environment.
 
@@ -181,7 +182,7 @@ class Workspace:
             os.environ.update({**self.env, **(env or {})})
             os.chdir(self.root)
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                code = main(list(args), registry="lab.registry", prog="run.py")
+                code = main(list(args), registry=registry, prog="run.py")
         finally:
             os.chdir(cwd)
             os.environ.clear()

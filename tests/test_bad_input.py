@@ -139,7 +139,12 @@ CASES = [
     Case("no-experiment", ("--epochs=2",), 2, ("--experiment_id is required", "mnist")),
     Case("traversal-experiment", ("--experiment_id=../../etc",), 2, ("../../etc", "mnist")),
     Case("unknown-command", ("trian",), 2, ("unknown command 'trian'", "run")),
-    Case("bad-monitor", (MNIST, "--monitor=val_f1", *QUICK), 1, ("--monitor", "val_acc"), run_dir=True),
+    Case("bad-monitor", (MNIST, "--monitor=val_f1", *QUICK), 2,
+         ("--monitor: got 'val_f1', which mnist does not compute",
+          "choose one of: train_loss, train_acc, val_loss, val_acc")),
+    Case("monitor-near-miss", (MNIST, "--monitor=val_accuracy", *QUICK), 2, ("did you mean 'val_acc'",)),
+    Case("monitor-mode-contradicts", (MNIST, "--monitor=val_loss", "--monitor_mode=max", *QUICK), 2,
+         ("--monitor_mode: got 'max', but val_loss is better lower", "drop --monitor_mode")),
     # config.yaml
     Case("config-unknown-key-near-miss", (MNIST, *QUICK), 2, ("resultz_dir", "did you mean 'results_dir'"),
          write("config.yaml", "cache_dir: cache\nresultz_dir: results\n")),

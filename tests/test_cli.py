@@ -30,6 +30,7 @@ def test_seed_command_trains_into_a_complete_run_dir(data_workspace: Workspace) 
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["hidden_sizes"] == [64] and config["use_cuda"] is False
     assert isinstance(config["seed"], int)  # generated and recorded
+    assert (config["monitor"], config["monitor_mode"]) == ("val_acc", "max"), "mnist's default"
     rows = list(csv.DictReader((run / "history.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time"} <= set(rows[0])
@@ -40,6 +41,22 @@ def test_seed_command_trains_into_a_complete_run_dir(data_workspace: Workspace) 
     log = (run / "log.txt").read_text()
     assert "epoch 5/5" in log and str(run) in result.stdout
     assert "best val_acc" in result.stdout and "test_acc" in result.stdout
+
+
+def test_monitor_mode_follows_the_declared_direction_of_the_metric(data_workspace: Workspace) -> None:
+    ws = data_workspace
+    result = ws.cli("--experiment_id=mnist", "--monitor=val_loss", "--epochs=3", "--seed=0",
+                    "--max_train_samples=200", "--hidden_sizes=[16]")
+    assert result.returncode == 0, result.stderr
+    run = ws.last_run()
+    losses = [float(r["val_loss"]) for r in csv.DictReader((run / "history.csv").open())]
+    lowest, highest = losses.index(min(losses)) + 1, losses.index(max(losses)) + 1
+    assert lowest != highest, "the two modes must pick different epochs for this test to tell"
+    metrics = ws.metrics(run)
+    assert metrics["mode"] == "min" and metrics["best_epoch"] == lowest, \
+        "--monitor=val_loss without --monitor_mode picks the epoch with the lowest val_loss"
+    assert json.loads((run / "config.json").read_text())["monitor_mode"] == "min"
+    assert f"best val_loss {min(losses):.4f} (epoch {lowest})" in result.stdout
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
@@ -239,11 +256,13 @@ def test_missing_dataset_offline_names_files_and_folder(workspace: Workspace) ->
     assert workspace.run_dirs() == []
 
 
-def test_unknown_monitor_lists_the_metrics(data_workspace: Workspace) -> None:
+def test_unknown_monitor_lists_the_metrics_before_anything_is_created(
+        data_workspace: Workspace) -> None:
     result = data_workspace.run("--experiment_id=mnist", "--monitor=val_accuracy", *TINY)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "--monitor: got 'val_accuracy'" in result.stderr and "val_acc" in result.stderr
     assert "Traceback" not in result.stderr
+    assert not data_workspace.results.exists(), "no run directory, not even the results folder"
 
 
 def test_repo_readme_seed_command_is_the_one_tested() -> None:

@@ -101,12 +101,52 @@ def test_non_finite_loss_stops_with_a_clear_reason(data_workspace: Workspace) ->
     result = data_workspace.run("--experiment_id=mnist", "--optimizer=sgd", "--lr=1e12",
                                 "--epochs=5", "--max_train_samples=200", "--restore_best=false")
     assert result.returncode == 1, result.stderr
-    assert "training diverged: train_loss became" in result.stderr and "Traceback" not in result.stderr
+    assert "training diverged: the training loss became" in result.stderr
+    assert "Traceback" not in result.stderr
     run_dir = data_workspace.last_run()
     reason = data_workspace.metrics(run_dir)["stop_reason"]
-    assert "train_loss became" in reason and "--grad_clip_norm" in reason
+    assert "the training loss became" in reason and "--grad_clip_norm" in reason
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "failed" and "diverged" in record["error"]
+
+
+ACC_ONLY = '''
+import torch.nn.functional as F
+
+from lab.experiments.mnist import MnistExperiment
+from lab.models.mlp import MLP
+
+
+class AccOnlyMLP(MLP):
+    def step(self, batch):
+        x, y = batch
+        logits = self(x)
+        return F.cross_entropy(logits, y), {"acc": (logits.argmax(1) == y).sum()}
+
+
+class AccOnly(MnistExperiment):
+    metrics = {"acc": "max"}
+
+    def build_model(self, data):
+        return AccOnlyMLP(self.args.model, data.input_size, data.num_classes)
+'''
+
+
+def test_divergence_is_watched_on_the_backpropagated_loss_whatever_the_metrics(
+        data_workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step that returns no "loss" sum (only accuracy) still stops when its loss blows up."""
+    ws = data_workspace
+    (tmp_path / "acc_only.py").write_text(ACC_ONLY)
+    (tmp_path / "acc_registry.py").write_text("EXPERIMENTS = {'acc_only': 'acc_only:AccOnly'}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = ws.run("--experiment_id=acc_only", "--optimizer=sgd", "--lr=1e12", "--epochs=5",
+                    "--max_train_samples=200", "--restore_best=false", registry="acc_registry")
+    assert result.returncode == 1, result.stderr
+    assert "training diverged: the training loss became" in result.stderr
+    metrics = ws.metrics(ws.last_run("acc_only"))
+    assert metrics["epochs_run"] == 1 and "train_loss" not in metrics["final"]
+    wrong = ws.run("--experiment_id=acc_only", "--monitor=val_loss", registry="acc_registry")
+    assert wrong.returncode == 2 and "choose one of: train_acc, val_acc" in wrong.stderr
 
 
 def test_precision_accumulation_and_clipping(data_workspace: Workspace) -> None:

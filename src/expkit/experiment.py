@@ -6,6 +6,7 @@ ExperimentArgs; its class says how to build the data and the model. `expkit.runn
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
@@ -16,6 +17,7 @@ from expkit.args import Args, flag_table
 from expkit.config import MachineConfig
 from expkit.console import Console
 from expkit.data.base import DataInfo, DataSplits
+from expkit.errors import UsageError
 from expkit.models.base import BaseModel
 from expkit.tracking.base import Tracker
 from expkit.training.callbacks import Callback
@@ -67,9 +69,11 @@ class ExperimentArgs(Args):
     use_cuda: bool | None = Field(None, description="train on the GPU; auto = when CUDA is available")
     deterministic: bool = Field(False, description="deterministic algorithms only (bit-identical "
                                 "reruns; may be slower on GPU)")
-    monitor: str = Field("val_acc", description="metric that decides the best epoch")
-    monitor_mode: Literal["min", "max"] = Field("max", description="whether lower or higher "
-                                                "--monitor is better")
+    monitor: str | None = Field(None, description="metric that decides the best epoch; auto = "
+                                "the experiment's default (mnist: val_acc)")
+    monitor_mode: Literal["min", "max"] | None = Field(
+        None, description="whether lower or higher --monitor is better; auto = the metric's "
+        "declared direction (an explicit mode must agree with it)")
     optimizer: OptimizerArgs = Field(default_factory=OptimizerArgs)
     scheduler: SchedulerArgs = Field(default_factory=SchedulerArgs)
     trainer: TrainerArgs = Field(default_factory=TrainerArgs)
@@ -83,6 +87,9 @@ class ExperimentArgs(Args):
 
 A = TypeVar("A", bound=ExperimentArgs)
 
+Direction = Literal["min", "max"]
+_SPLITS = ("train", "val")  # the splits whose metrics exist during training (test: at the end)
+
 
 class BaseExperiment(Generic[A]):
     """One experiment: its Args class, how to build its data and model; `run()` does the rest.
@@ -92,6 +99,11 @@ class BaseExperiment(Generic[A]):
     """
 
     args_class: ClassVar[type[ExperimentArgs]]
+    #: the metrics the model's `step` returns, each with its direction: "max" when higher is
+    #: better, "min" when lower is; they are logged as train_<name>, val_<name>, test_<name>
+    metrics: ClassVar[dict[str, Direction]] = {"loss": "min", "acc": "max"}
+    #: the metric that picks the best epoch when --monitor is not given
+    default_monitor: ClassVar[str] = "val_acc"
 
     def __init__(self, args: A, machine: MachineConfig | None = None,
                  console: Console | None = None) -> None:
@@ -128,3 +140,25 @@ class BaseExperiment(Generic[A]):
         from expkit.runner import execute
 
         return execute(self, argv=argv or [], sources=sources)
+
+
+def resolve_monitor(experiment_cls: type[BaseExperiment[Any]], args: ExperimentArgs,
+                    resuming: bool = False) -> None:
+    """Fill in `--monitor` (the experiment's default) and `--monitor_mode` (the metric's declared
+    direction) before anything is created; a metric the experiment does not declare, or a mode
+    that contradicts its direction, is a usage error. A resumed run keeps what it recorded."""
+    declared = experiment_cls.metrics
+    names = {f"{split}_{name}": direction for split in _SPLITS for name, direction in declared.items()}
+    monitor = args.monitor or experiment_cls.default_monitor
+    if monitor not in names:
+        near = difflib.get_close_matches(monitor, list(names), n=1, cutoff=0.6)
+        raise UsageError(f"--monitor: got {monitor!r}, which {args.experiment_id} does not compute"
+                         + (f" (did you mean '{near[0]}'?)" if near else ""),
+                         hint=f"choose one of: {', '.join(names)}")
+    direction = names[monitor]
+    if args.monitor_mode is not None and args.monitor_mode != direction and not resuming:
+        better = "higher" if direction == "max" else "lower"
+        raise UsageError(f"--monitor_mode: got {args.monitor_mode!r}, but {monitor} is better "
+                         f"{better} ({args.experiment_id} declares it {direction!r})",
+                         hint=f"drop --monitor_mode (auto: {direction}), or monitor another metric")
+    args.monitor, args.monitor_mode = monitor, args.monitor_mode or direction

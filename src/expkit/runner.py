@@ -27,7 +27,7 @@ from expkit.args import flag_table
 from expkit.data.base import DataInfo
 from expkit.distributed import SINGLE, Dist, setup, teardown
 from expkit.errors import ExpkitError, UsageError
-from expkit.experiment import BaseExperiment, ExperimentArgs
+from expkit.experiment import BaseExperiment, ExperimentArgs, resolve_monitor
 from expkit.invocation import command, pinned
 from expkit.models.base import BaseModel
 from expkit.record import file_checksums, write_start_record
@@ -125,6 +125,7 @@ def execute(experiment: BaseExperiment[Any], *, argv: list[str], run_dir: Path |
 
     `callbacks` join the experiment's own (a sweep's trial reporting, for one).
     """
+    resolve_monitor(type(experiment), experiment.args, resuming=resume is not None)
     device = resolve_device(experiment.args.use_cuda)
     dist = setup(device.type == "cuda")
     try:
@@ -323,6 +324,7 @@ def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, devic
              dist: Dist = SINGLE, extra_callbacks: tuple[Callback, ...] | list[Callback] = ()
              ) -> Trainer:
     args: ExperimentArgs = experiment.args
+    assert args.monitor is not None and args.monitor_mode is not None  # resolve_monitor ran
     t = args.trainer
     optimizer = experiment.build_optimizer(model)
     schedule = build_scheduler(args.scheduler, optimizer, args.epochs,

@@ -20,12 +20,13 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import Field, ValidationError, field_validator
 
 from expkit.args import Args, flag_table, parse_argv
 from expkit.errors import ExpkitError, UsageError
+from expkit.experiment import ExperimentArgs, resolve_monitor
 from expkit.registry import Registry
 from expkit.rundirs import safe_name
 from expkit.sweep_space import Space, grid_values, import_optuna, parse_space, redact, suggest
@@ -172,13 +173,15 @@ def prepare(spec: SweepSpec, registry: Registry, prog: str) -> tuple[dict[str, S
                     raise  # a fixed flag is wrong
                 raise UsageError(*(f"--space {flag}={spec.space[flag]}: {line}" for line in e.lines),
                                  hint=e.hint) from None
-    args = parse_argv(args_cls, [f"--experiment_id={spec.experiment_id}", *spec.args], prog)
-    mode = getattr(args, "monitor_mode", "max")
+    args = cast(ExperimentArgs, parse_argv(
+        args_cls, [f"--experiment_id={spec.experiment_id}", *spec.args], prog))
+    resolve_monitor(experiment_cls, args)
+    mode = args.monitor_mode
     if spec.direction is not None and spec.direction != mode:
-        raise UsageError(f"--direction {spec.direction}: but --monitor {args.monitor} has "  # type: ignore[attr-defined]
-                         f"--monitor_mode={mode}; pass --monitor_mode={spec.direction} too, or "
-                         "drop --direction")
-    spec.direction = spec.direction or mode  # type: ignore[assignment]  # optimize what runs monitor
+        raise UsageError(f"--direction {spec.direction}: but --monitor {args.monitor} has "
+                         f"--monitor_mode={mode}; drop --direction (it follows --monitor), or "
+                         "monitor another metric")
+    spec.direction = spec.direction or mode  # optimize what runs monitor
     if spec.sampler == "grid":
         for space in spaces.values():
             grid_values(space)
@@ -188,13 +191,13 @@ def prepare(spec: SweepSpec, registry: Registry, prog: str) -> tuple[dict[str, S
 class Report(Callback):
     """Report --monitor to the trial each epoch; stop the run when the pruner says so."""
 
-    def __init__(self, trial: Any, monitor: str) -> None:
-        self.trial, self.monitor = trial, monitor
+    def __init__(self, trial: Any) -> None:
+        self.trial = trial
         self.pruned = False
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         """Report this epoch's value; ask the pruner whether to go on."""
-        value = metrics.get(self.monitor)
+        value = metrics.get(trainer.monitor)
         if value is None or not math.isfinite(value):
             return
         self.trial.report(value, trainer.epoch)
@@ -244,7 +247,7 @@ def run_worker(spec: SweepSpec, registry: Registry, prog: str, worker: int = 0) 
         console = Console()
         console.quiet = True  # one line per trial on the console; each run's log.txt has the rest
         experiment = experiment_cls(args, machine, console)
-        report = Report(trial, args.monitor)  # type: ignore[attr-defined]
+        report = Report(trial)
         shown = "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in values.items())
         try:

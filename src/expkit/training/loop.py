@@ -14,7 +14,7 @@ Where each hook fires::
                 on a stop signal: on_interrupt(trainer); return   # resumable mid-epoch
         metrics = train_* means (one device sync per epoch) | val_* from evaluate()
         per-epoch scheduler step;  best epoch;  history.append(metrics)
-        a non-finite train loss stops training
+        a non-finite backpropagated loss stops training
         on_epoch_end(trainer, metrics)              # checkpoints, early stopping, files, ...
         if trainer.should_stop: break
     on_fit_end(trainer)
@@ -106,6 +106,7 @@ class Trainer:
         self.interrupted = False
         self.partial: dict[str, Any] | None = None  # position inside an interrupted epoch
         self.epoch_sums: dict[str, torch.Tensor] = {}  # this epoch's metric sums so far
+        self.loss_total = torch.zeros((), dtype=torch.float64)  # this epoch's backpropagated losses
         self.epoch_seen = 0
 
     def is_better(self, value: float, than: float | None) -> bool:
@@ -144,11 +145,11 @@ class Trainer:
             if self.monitor in metrics and self.is_better(metrics[self.monitor], self.best_value):
                 self.best_epoch, self.best_value = self.epoch, metrics[self.monitor]
             self.history.append(metrics)
-            loss = metrics.get("train_loss", 0.0)
+            loss = self._backprop_loss()
             if not math.isfinite(loss):
                 self.should_stop = self.diverged = True
-                self.stop_reason = (f"train_loss became {loss} in epoch {self.epoch}; lower --lr "
-                                    "or set --grad_clip_norm")
+                self.stop_reason = (f"the training loss became {loss} in epoch {self.epoch}; "
+                                    "lower --lr or set --grad_clip_norm")
             for cb in self.callbacks:
                 cb.on_epoch_end(self, metrics)
         for cb in self.callbacks:
@@ -177,6 +178,7 @@ class Trainer:
             self.generator.set_state(resume["generator"])
         epoch_rng = self.generator.get_state()
         sums: dict[str, torch.Tensor] = resume["sums"] if resume else {}
+        self.loss_total = torch.zeros((), dtype=torch.float64, device=self.device)
         self.epoch_sums = sums
         seen: int = resume["seen"] if resume else 0
         skip: int = resume["batches"] if resume else 0
@@ -194,6 +196,7 @@ class Trainer:
                 if self.accumulate > 1:
                     loss = loss / self.accumulate
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
+            self.loss_total += loss.detach()
             if sums:
                 for name, value in batch_sums.items():
                     sums[name] += value
@@ -215,6 +218,11 @@ class Trainer:
                                 "seen": seen, "lr": lr, "seconds": time.perf_counter() - started}
                 return None
         return self._means(*self._reduce(sums, seen), "train")
+
+    def _backprop_loss(self) -> float:
+        """This epoch's sum of the losses it backpropagated, over all ranks (one sync an epoch):
+        divergence is watched on what the optimizer follows, whatever metrics `step` returns."""
+        return float(self.dist.all_sum(self.loss_total.clone()).item())
 
     def _agreed_stop(self) -> str | None:
         """The stop request every rank acts on (under DDP: any rank's, agreed by an all-reduce).
