@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -11,33 +12,48 @@ import pytest
 from pydantic import Field
 
 from conftest import Workspace
-from expkit.args import Args
+from expkit.args import Args, flag_table
 from expkit.experiment import ExperimentArgs
 from expkit.registry import Registry
 from expkit.results import flatten, read_history
 from lab.registry import EXPERIMENTS
 
+REGISTRY = Registry.from_module("lab.registry")
+
 
 @pytest.mark.parametrize("experiment_id", sorted(EXPERIMENTS))
-def test_every_registered_experiment_runs_an_epoch(data_workspace: Workspace,
-                                                   experiment_id: str) -> None:
-    result = data_workspace.run(f"--experiment_id={experiment_id}", "--epochs=2",
-                                "--max_train_samples=200", "--seed=0")
+def test_every_registered_experiment_runs_its_smoke_configuration(data_workspace: Workspace,
+                                                                 experiment_id: str) -> None:
+    """Each experiment, with the quick flags it declares (`smoke_args`): a finished run with
+    every file of a run directory, finite test values of every metric it declares, and every
+    value not given on the command line the experiment's own default."""
+    experiment = REGISTRY.load(experiment_id)
+    result = data_workspace.run(f"--experiment_id={experiment_id}", *experiment.smoke_args,
+                                "--seed=0")
     assert result.returncode == 0, result.stderr
     run = data_workspace.last_run(experiment_id)
+    for name in ("config.json", "run.json", "history.csv", "metrics.json", "report.html",
+                 "checkpoints/last.pt", "log.txt"):
+        assert (run / name).is_file(), f"{experiment_id}: no {name} in {run}"
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
     metrics = json.loads((run / "metrics.json").read_text())
-    first, second = read_history(run)
-    assert metrics["epochs_run"] == 2 and second["train_loss"] < first["train_loss"], \
-        f"{experiment_id} does not learn: train_loss {first['train_loss']} -> {second['train_loss']}"
-    assert set(metrics["test"]) == {"test_loss", "test_acc"}
-    # every value not given on the command line is the experiment's own default (a flag of a
-    # part, --max_train_samples here, does not reset the rest of the part to its class defaults)
-    args_class = Registry.from_module("lab.registry").load(experiment_id).args_class
-    defaults = flatten(args_class.model_validate({"experiment_id": experiment_id}).model_dump(mode="json"))
+    history = read_history(run)
+    assert len(history) == metrics["epochs_run"] >= 1
+    assert set(metrics["test"]) == {f"test_{name}" for name in experiment.metrics}
+    assert all(math.isfinite(v) for v in metrics["test"].values()), metrics["test"]
+    if "loss" in experiment.metrics and len(history) >= 2:
+        first, last = history[0]["train_loss"], history[-1]["train_loss"]
+        assert last < first, f"{experiment_id} does not learn: train_loss {first} -> {last}"
+    # a flag of a part (--max_train_samples) does not reset the rest of the part to its defaults
+    table = flag_table(experiment.args_class)
+    given = {"seed", *(".".join(table[a.split("=")[0].removeprefix("--")].path)
+                       for a in experiment.smoke_args)}
+    defaults = flatten(experiment.args_class.model_validate(
+        {"experiment_id": experiment_id}).model_dump(mode="json"))
     used = flatten(json.loads((run / "config.json").read_text()))
-    given = {"epochs", "dataset.max_train_samples", "seed"}
-    assert {k: v for k, v in used.items() if k not in given} == \
-        {k: v for k, v in defaults.items() if k not in given}
+    resolved = {"monitor", "monitor_mode"}  # auto values, written out as the run resolved them
+    assert {k: v for k, v in used.items() if k not in given | resolved} == \
+        {k: v for k, v in defaults.items() if k not in given | resolved}
 
 
 def test_broken_experiment_does_not_break_the_others(tmp_path: Path) -> None:

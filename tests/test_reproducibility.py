@@ -14,6 +14,7 @@ import yaml
 
 from conftest import REPO, TINY, Workspace, _clean_env, write_idx_set
 from expkit.training.checkpoint import load_checkpoint
+from lab.registry import EXPERIMENTS
 
 CUSTOM_EXPERIMENT = '''
 import torch
@@ -230,7 +231,7 @@ def test_bash_completion_completes_without_python(workspace: Workspace, tmp_path
         return out.stdout.split()
 
     assert complete("expkit re") == ["resume", "reproduce", "report"]
-    assert complete("expkit run --experiment_id=") == ["fashion_cnn", "mnist"]
+    assert complete("expkit run --experiment_id=") == sorted(EXPERIMENTS), "the registry's ids"
     assert sorted(complete("expkit run --experiment_id=mnist --data")) == ["--data_dir", "--dataset"]
     assert complete("expkit run --experiment_id=mnist --dataset=") == ["mnist", "fashion_mnist", "digits"]
     assert complete("expkit run --experiment_id=mnist --use_cuda ") == ["true", "false"]

@@ -104,6 +104,9 @@ class BaseExperiment(Generic[A]):
     metrics: ClassVar[dict[str, Direction]] = {"loss": "min", "acc": "max"}
     #: the metric that picks the best epoch when --monitor is not given
     default_monitor: ClassVar[str] = "val_acc"
+    #: flags of a small, quick run of this experiment (seconds on a CPU): the test suite walks
+    #: every registered experiment with them (with --seed=0), so adding one never breaks it
+    smoke_args: ClassVar[tuple[str, ...]] = ("--epochs=1",)
 
     def __init__(self, args: A, machine: MachineConfig | None = None,
                  console: Console | None = None) -> None:

@@ -26,6 +26,7 @@ class FashionCnnExperiment(BaseExperiment[FashionCnnArgs]):
     """Small CNN on Fashion-MNIST clothing images."""
 
     args_class = FashionCnnArgs
+    smoke_args = ("--epochs=2", "--max_train_samples=200")
 
     def build_data(self) -> DataSplits:
         """Fashion-MNIST (or the chosen --dataset)."""

@@ -25,6 +25,7 @@ class MnistExperiment(BaseExperiment[MnistArgs]):
     """MLP on MNIST handwritten digits (--dataset=fashion_mnist|digits also work)."""
 
     args_class = MnistArgs
+    smoke_args = ("--epochs=2", "--max_train_samples=200")
 
     def build_data(self) -> DataSplits:
         """MNIST (or the chosen --dataset), cached under the machine's cache_dir."""
