@@ -38,7 +38,7 @@ def load_data() -> tuple[DataSplits, str]:
 
 def mlp(data: DataSplits) -> MLP:
     """The benchmark model: MLP 784-64-10."""
-    return MLP(MLPArgs(hidden_sizes=[64]), data.input_size, data.num_classes)
+    return MLP(MLPArgs(hidden_sizes=[64]), data.input_size, data.classes())
 
 
 def expkit_trainer(data: DataSplits, batch: int, checkpoints: bool = True) -> Trainer:

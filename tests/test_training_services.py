@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import expkit
-from conftest import REPO, TINY, Workspace
+from conftest import REPO, TINY, Workspace, write_idx_set
 from expkit.training.checkpoint import load_checkpoint
 from expkit.training.early_stopping import decide
 
@@ -128,7 +128,7 @@ class AccOnly(MnistExperiment):
     metrics = {"acc": "max"}
 
     def build_model(self, data):
-        return AccOnlyMLP(self.args.model, data.input_size, data.num_classes)
+        return AccOnlyMLP(self.args.model, data.input_size, data.classes())
 '''
 
 
@@ -318,3 +318,63 @@ def test_adam_is_fused_by_default_and_learns_as_the_per_parameter_loop(
     (fused, loss), (loop, loop_loss) = found[()], found[("--fused=false",)]
     assert fused and not loop
     assert loss == pytest.approx(loop_loss, rel=1e-3)  # the same update, other rounding
+
+
+WITH_STATE = '''
+import numpy as np
+
+from lab.experiments.mnist import MnistExperiment
+
+STATE = {"scale": 2.5, "names": ["zero", "one"], "bad": None}
+
+
+class WithState(MnistExperiment):
+    def build_data(self):
+        data = super().build_data()
+        data.state = {"scale": STATE["scale"], "names": STATE["names"]}
+        if STATE["bad"] is not None:
+            data.state["bad"] = np.arange(3)
+        return data
+
+    def build_model(self, data):
+        model = super().build_model(data)
+        model.scale, model.names = data.state["scale"], data.state["names"]
+        return model
+'''
+
+
+def test_dataset_state_reaches_the_model_and_load_run_rebuilds_it_without_the_data(
+        data_workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = data_workspace
+    (tmp_path / "with_state.py").write_text(WITH_STATE)
+    (tmp_path / "state_registry.py").write_text("EXPERIMENTS = {'with_state': 'with_state:WithState'}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = ws.run("--experiment_id=with_state", *TINY, registry="state_registry")
+    assert result.returncode == 0, result.stderr
+    run = ws.last_run("with_state")
+    state = load_checkpoint(run / "checkpoints" / "last.pt")["data_info"]["state"]
+    assert state == {"scale": 2.5, "names": ["zero", "one"]}, "the dataset's state is checkpointed"
+    shutil.rmtree(ws.cache)  # no data: load_run needs the checkpoint alone
+    loaded = expkit.load_run(run, registry="state_registry")
+    assert (loaded.model.scale, loaded.model.names) == (2.5, ["zero", "one"])
+    x = torch.rand(4, 1, 28, 28)
+    assert loaded.model(x).shape == (4, 10)
+
+    import with_state  # state that would not load back from a checkpoint: refused before the run
+    monkeypatch.setitem(with_state.STATE, "bad", True)
+    write_idx_set(ws.cache / "mnist")
+    before = ws.run_dirs("with_state")
+    bad = ws.run("--experiment_id=with_state", *TINY, registry="state_registry")
+    assert bad.returncode == 1 and "the dataset's state cannot be saved in a checkpoint" in bad.stderr
+    assert "numbers, strings, tensors" in bad.stderr and ws.run_dirs("with_state") == before
+
+
+def test_a_model_that_needs_classes_says_so_when_the_dataset_gives_none() -> None:
+    from expkit.data.base import DataInfo
+    from expkit.errors import ExpkitError
+
+    assert DataInfo(10, (1, 28, 28)).classes() == 10
+    info = DataInfo(input_shape=(8,), state={"mean": 1.0})
+    assert info.num_classes is None and info.input_size == 8
+    with pytest.raises(ExpkitError, match="this dataset gives no num_classes"):
+        info.classes()

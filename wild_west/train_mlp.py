@@ -22,7 +22,7 @@ ns = parser.parse_args()
 torch.manual_seed(0)
 cache_dir = load_machine_config().cache_dir  # the same cache the framework uses
 data = ImageData(ImageDataArgs(name=ns.dataset), cache_dir).load()
-model = MLP(MLPArgs(hidden_sizes=ns.hidden_sizes), data.input_size, data.num_classes)
+model = MLP(MLPArgs(hidden_sizes=ns.hidden_sizes), data.input_size, data.classes())
 optimizer = torch.optim.Adam(model.parameters(), lr=ns.lr)
 assert data.test is not None
 

@@ -48,7 +48,8 @@ def load_run(run_dir: str | Path, checkpoint: Literal["best", "last"] = "best",
     info = state.get("data_info") or {}
     if not info:
         raise ExpkitError(f"{path}: has no data_info; it was not written by an expkit run")
-    model = experiment_cls(args).build_model(DataInfo(info["num_classes"], tuple(info["input_shape"])))
+    data_info = DataInfo(info.get("num_classes"), tuple(info["input_shape"]), info.get("state") or {})
+    model = experiment_cls(args).build_model(data_info)
     load_weights(model, state, path)
     model.to(device).eval()
     return LoadedRun(run_dir, args, model, _history(run_dir, state), path, int(state["epoch"]))

@@ -35,7 +35,14 @@ from expkit.rundirs import RunRecord, alive_fields, create_run_dir, now
 from expkit.tracking.base import Tracker, Tracking
 from expkit.tracking.local import LocalFiles
 from expkit.training.callbacks import Callback, ConsoleLine, Heartbeat
-from expkit.training.checkpoint import BEST, LAST, Checkpointing, load_checkpoint, load_weights
+from expkit.training.checkpoint import (
+    BEST,
+    LAST,
+    Checkpointing,
+    check_state,
+    load_checkpoint,
+    load_weights,
+)
 from expkit.training.early_stopping import EarlyStopping
 from expkit.training.loop import Trainer
 from expkit.training.optim import build_scheduler
@@ -162,6 +169,7 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
     data = experiment.build_data()
     if dist.is_main:
         dist.barrier()
+    check_state(data.state)
     fresh = run_dir is None
     if run_dir is None:
         made = create_run_dir(experiment.machine.results_dir, args.experiment_id) if dist.is_main else None
@@ -342,7 +350,8 @@ def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, devic
     def extra() -> dict[str, Any]:
         ids = {k: v for tracker in trackers for k, v in getattr(tracker, "ids", {}).items()}
         return {"experiment_id": args.experiment_id, "config": config,
-                "data_info": {"num_classes": info.num_classes, "input_shape": list(info.input_shape)},
+                "data_info": {"num_classes": info.num_classes, "input_shape": list(info.input_shape),
+                              "state": info.state},
                 "trackers": ids}
 
     if t.save_checkpoints and dist.is_main:

@@ -10,11 +10,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 
 from expkit.args import Args
+from expkit.errors import ExpkitError
 
 if TYPE_CHECKING:
     from expkit.data.stream import StreamSplit
@@ -82,10 +83,24 @@ AnySplit = Union[Split, "StreamSplit"]  # in memory, or streamed from disk
 
 @dataclass
 class DataInfo:
-    """What a model needs to know about its data; stored in checkpoints to rebuild the model."""
+    """What a model needs to know about its data; stored in checkpoints, so that a model is
+    rebuilt from a checkpoint alone (`expkit.load_run`), without loading the data again.
 
-    num_classes: int
-    input_shape: tuple[int, ...]
+    `num_classes` is what a classification dataset adds (None for any other task). `state` is
+    whatever else the dataset computed that the model needs (a target scaler's mean and std, a
+    vocabulary, class names): numbers, strings, tensors, and lists or dicts of them.
+    """
+
+    num_classes: int | None = None
+    input_shape: tuple[int, ...] = ()
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def classes(self) -> int:
+        """`num_classes`, for a model that classifies; an error when the dataset gives none."""
+        if self.num_classes is None:
+            raise ExpkitError("this dataset gives no num_classes (it is not a classification "
+                              "dataset); build a model that does not need one")
+        return self.num_classes
 
     @property
     def input_size(self) -> int:
@@ -109,7 +124,7 @@ class DataSplits(DataInfo):
     @property
     def info(self) -> DataInfo:
         """The DataInfo part alone."""
-        return DataInfo(self.num_classes, self.input_shape)
+        return DataInfo(self.num_classes, self.input_shape, self.state)
 
 
 class BaseDataset(ABC):

@@ -6,6 +6,7 @@ They hold only tensors and plain types, so loading uses `torch.load(weights_only
 
 from __future__ import annotations
 
+import io
 import pickle
 import random
 import zipfile
@@ -47,6 +48,21 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(state, dict) or state.get("expkit_checkpoint") != FORMAT:
         raise ExpkitError(f"{path}: not an expkit checkpoint (no 'expkit_checkpoint' marker)")
     return state
+
+
+def check_state(state: dict[str, Any]) -> None:
+    """A dataset's state goes into every checkpoint, which loads with weights_only=True: state
+    that would not load back (a NumPy array, an object) is one clear error before the run."""
+    buffer = io.BytesIO()
+    try:
+        torch.save(state, buffer)
+        buffer.seek(0)
+        torch.load(buffer, weights_only=True)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExpkitError(f"the dataset's state cannot be saved in a checkpoint: {reason[:200]}",
+                          hint="keep DataInfo.state to numbers, strings, tensors, and lists or "
+                               "dicts of them") from None
 
 
 def rng_state() -> dict[str, Any]:

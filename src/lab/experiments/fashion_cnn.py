@@ -34,4 +34,4 @@ class FashionCnnExperiment(BaseExperiment[FashionCnnArgs]):
 
     def build_model(self, data: DataInfo) -> CNN:
         """A CNN taking the images' channels to the number of classes."""
-        return CNN(self.args.model, data.input_shape[0], data.num_classes)
+        return CNN(self.args.model, data.input_shape[0], data.classes())

@@ -33,4 +33,4 @@ class MnistExperiment(BaseExperiment[MnistArgs]):
 
     def build_model(self, data: DataInfo) -> MLP:
         """An MLP from the flattened image size to the number of classes."""
-        return MLP(self.args.model, data.input_size, data.num_classes)
+        return MLP(self.args.model, data.input_size, data.classes())
