@@ -282,6 +282,41 @@ def cmd_resume(argv: list[str], registry: Registry, prog: str) -> int:
     return resume_run(Path(argv[0]), argv[1:], registry, prog)
 
 
+def cmd_new(argv: list[str], registry: Registry, prog: str) -> int:
+    """Write a new experiment from a template and register it (see expkit.scaffold)."""
+    template, argv = _option(argv, "--template")
+    module, argv = _option(argv, "--registry")
+    if _wants_help(argv) or len(argv) != 1 or argv[0].startswith("-"):
+        if _wants_help(argv):
+            print(f"usage: {prog} new NAME [--template=classification|regression] "
+                  "[--registry MODULE]")
+            return 0
+        raise UsageError(f"new: got {' '.join(argv) or 'no NAME'}; usage: {prog} new NAME "
+                         "[--template=classification|regression] [--registry MODULE]")
+    from expkit.invocation import command
+    from expkit.scaffold import new_experiment
+
+    module = module or REGISTRY_MODULE[0] or _only_registry()
+    path = new_experiment(argv[0], template or "classification", module, registry.ids())
+    print(f"wrote {path} and registered '{argv[0]}' in {module}; train it with: "
+          f"{command('--experiment_id=' + argv[0], '--epochs=1')}")
+    return 0
+
+
+def _only_registry() -> str:
+    """The module of the one installed registry (`new` needs to know which to add to)."""
+    import importlib.metadata
+
+    from expkit.registry import ENTRY_POINT_GROUP
+
+    modules = [ep.value.partition(":")[0]
+               for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)]
+    if len(modules) != 1:
+        raise UsageError(f"new: {len(modules)} registries are installed ({', '.join(modules)}); "
+                         "say which with --registry MODULE")
+    return modules[0]
+
+
 COMMANDS: dict[str, tuple[Command, str]] = {
     "run": (cmd_run, "train an experiment (the default command); --config FILE, --print_config"),
     "resume": (cmd_resume, "continue a run from checkpoints/last.pt: resume RUN_DIR [--epochs=N]"),
@@ -294,6 +329,8 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "list": (cmd_list, "table of runs: list [--experiment_id=ID] [--status=finished|...]"),
     "schema": (cmd_schema, "JSON Schema of an experiment's arguments: schema --experiment_id=ID"),
     "completion": (cmd_completion, "shell completion script: completion bash|zsh"),
+    "new": (cmd_new, "write and register a new experiment: new NAME "
+                     "[--template=classification|regression]"),
 }
 
 
