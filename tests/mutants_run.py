@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-FAST = "not resume and not reproduce and not rank and not not_a_run"
+FAST = "not resume and not reproduce and not two_ranks and not one_process and not not_a_run"
 TESTS = {
     "src/expkit/files.py": FAST,
     "src/expkit/errors.py": FAST,

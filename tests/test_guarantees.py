@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -418,7 +419,8 @@ def test_reproduce_warns_of_code_and_version_drift(tmp_path: Path) -> None:
 
     code, _ = git_state(REPO / "src" / "lab")
     now = environment()
-    same = {"code": code, "environment": {k: now[k] for k in ("python", "torch", "numpy", "cuda")}}
+    same = json.loads(json.dumps(  # as read back from run.json: equal values, other objects
+        {"code": code, "environment": {k: now[k] for k in ("python", "torch", "numpy", "cuda")}}))
     assert drift_warnings(same, REPO / "src" / "lab") == []
     other = {"code": {**code, "commit": "0" * 40},
              "environment": {**same["environment"], "torch": "1.0", "python": "2.7"}}
@@ -443,17 +445,21 @@ def test_reproduce_matches_a_run_and_names_every_value_that_differs(
     was = metrics["best"]["val_loss"], metrics["final"]["val_acc"], metrics["test"]["test_loss"]
     metrics["best"]["val_loss"] += 0.5
     metrics["final"]["val_acc"] -= 0.25
-    metrics["test"]["test_loss"] += 1e-3
+    metrics["test"]["test_loss"] -= 1e-3
     now = metrics["best"]["val_loss"], metrics["final"]["val_acc"], metrics["test"]["test_loss"]
     edge = max(abs(a - b) for a, b in zip(was, now, strict=True))  # the largest change, as a float
     (run / "metrics.json").write_text(json.dumps(metrics))
     assert _in(ws, lambda: reproduce_run(run, 0.0, REGISTRY, "run.py")) == 1
     out = capsys.readouterr().out
-    assert "3 of " in out and "metrics differ" in out
+    assert re.search(r": 3 of \d+ metrics differ$", out, re.M), out
+    assert re.search(r"^test_loss +[\d.]{1,8} +[\d.]{1,8} +differs$", out, re.M), \
+        "values in the table with 6 significant digits"
     again = max(ws.run_dirs(), key=lambda p: p.stat().st_mtime)
     assert _record(again)["reproduction"]["differs"] == ["best.val_loss", "final.val_acc",
                                                          "test_loss"]
     assert _in(ws, lambda: reproduce_run(run, 0.3, REGISTRY, "run.py")) == 1  # 0.5 > 0.3
+    again = max(ws.run_dirs(), key=lambda p: p.stat().st_mtime)
+    assert _record(again)["reproduction"]["differs"] == ["best.val_loss"], "0.25 and 1e-3 are within"
     assert _in(ws, lambda: reproduce_run(run, edge, REGISTRY, "run.py")) == 0, "within, at the edge"
     (run / "metrics.json").unlink()
     with pytest.raises(ExpkitError, match=r"has no metrics\.json .* resume it with `run\.py resume"):

@@ -18,6 +18,7 @@ from expkit.config import MachineConfig
 from expkit.console import Console
 from expkit.data.base import DataInfo, DataSplits
 from expkit.errors import UsageError
+from expkit.metrics import Declared, direction
 from expkit.models.base import BaseModel
 from expkit.tracking.base import Tracker
 from expkit.training.callbacks import Callback
@@ -87,7 +88,6 @@ class ExperimentArgs(Args):
 
 A = TypeVar("A", bound=ExperimentArgs)
 
-Direction = Literal["min", "max"]
 _SPLITS = ("train", "val")  # the splits whose metrics exist during training (test: at the end)
 
 
@@ -99,9 +99,11 @@ class BaseExperiment(Generic[A]):
     """
 
     args_class: ClassVar[type[ExperimentArgs]]
-    #: the metrics the model's `step` returns, each with its direction: "max" when higher is
-    #: better, "min" when lower is; they are logged as train_<name>, val_<name>, test_<name>
-    metrics: ClassVar[dict[str, Direction]] = {"loss": "min", "acc": "max"}
+    #: the metrics of this experiment, each with its direction: "max" when higher is better,
+    #: "min" when lower is; a direction alone is the per-example mean of the sum `step` returns
+    #: under that name, a `Metric` (expkit.metrics: r2, perplexity, ...) is computed over the
+    #: whole split from its sums. Logged as train_<name>, val_<name>, test_<name>.
+    metrics: ClassVar[Declared] = {"loss": "min", "acc": "max"}
     #: the metric that picks the best epoch when --monitor is not given
     default_monitor: ClassVar[str] = "val_acc"
     #: flags of a small, quick run of this experiment (seconds on a CPU): the test suite walks
@@ -151,17 +153,17 @@ def resolve_monitor(experiment_cls: type[BaseExperiment[Any]], args: ExperimentA
     direction) before anything is created; a metric the experiment does not declare, or a mode
     that contradicts its direction, is a usage error. A resumed run keeps what it recorded."""
     declared = experiment_cls.metrics
-    names = {f"{split}_{name}": direction for split in _SPLITS for name, direction in declared.items()}
+    names = {f"{split}_{name}": direction(how) for split in _SPLITS for name, how in declared.items()}
     monitor = args.monitor or experiment_cls.default_monitor
     if monitor not in names:
         near = difflib.get_close_matches(monitor, list(names), n=1, cutoff=0.6)
         raise UsageError(f"--monitor: got {monitor!r}, which {args.experiment_id} does not compute"
                          + (f" (did you mean '{near[0]}'?)" if near else ""),
                          hint=f"choose one of: {', '.join(names)}")
-    direction = names[monitor]
-    if args.monitor_mode is not None and args.monitor_mode != direction and not resuming:
-        better = "higher" if direction == "max" else "lower"
+    mode = names[monitor]
+    if args.monitor_mode is not None and args.monitor_mode != mode and not resuming:
+        better = "higher" if mode == "max" else "lower"
         raise UsageError(f"--monitor_mode: got {args.monitor_mode!r}, but {monitor} is better "
-                         f"{better} ({args.experiment_id} declares it {direction!r})",
-                         hint=f"drop --monitor_mode (auto: {direction}), or monitor another metric")
-    args.monitor, args.monitor_mode = monitor, args.monitor_mode or direction
+                         f"{better} ({args.experiment_id} declares it {mode!r})",
+                         hint=f"drop --monitor_mode (auto: {mode}), or monitor another metric")
+    args.monitor, args.monitor_mode = monitor, args.monitor_mode or mode

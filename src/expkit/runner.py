@@ -364,7 +364,7 @@ def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, devic
                    monitor=args.monitor, monitor_mode=args.monitor_mode, callbacks=callbacks,
                    precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
                    grad_clip_norm=t.grad_clip_norm, compile=t.compile,
-                   channels_last=t.channels_last, dist=dist)
+                   channels_last=t.channels_last, dist=dist, metrics=type(experiment).metrics)
 
 
 def _restore_best(trainer: Trainer, run_dir: Path, args: ExperimentArgs) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from torch import nn
 from expkit.args import Args
 from expkit.data.base import DataInfo, DataSplits, Split, split_off
 from expkit.errors import ExpkitError
-from expkit.experiment import MAX_EPOCHS, BaseExperiment, Direction, ExperimentArgs
+from expkit.experiment import MAX_EPOCHS, BaseExperiment, ExperimentArgs
+from expkit.metrics import Declared, r2
 from expkit.models.base import BaseModel
 """
 
@@ -111,7 +112,7 @@ class TemplateExperiment(BaseExperiment[TemplateArgs]):
 
     args_class = TemplateArgs
     # what `step` returns, and whether lower ("min") or higher ("max") is better
-    metrics: ClassVar[dict[str, Direction]] = {"loss": "min", "acc": "max"}
+    metrics: ClassVar[Declared] = {"loss": "min", "acc": "max"}
     default_monitor = "val_acc"  # picks the best epoch (--monitor to choose another)
     smoke_args = ("--epochs=2",)  # the quick run `make test` does of every experiment
 
@@ -159,14 +160,15 @@ class TemplateModel(TemplateMLP):
 
     def step(self, batch: tuple[torch.Tensor, torch.Tensor]
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """MSE on the standardized target (the loss), and per-batch sums of the errors in
-        target units (-> mae, mse: the loop divides by the number of examples)."""
+        """MSE on the standardized target (the loss), and per-batch sums in target units: of
+        absolute and squared errors (-> mae, mse: the loop divides by the number of examples),
+        and of y and y squared, from which r2 is computed over the whole split."""
         x, y = batch
         standardized = self(x).squeeze(1)
         loss = F.mse_loss(standardized, (y - self.y_mean) / self.y_std)
         error = (standardized.detach() * self.y_std + self.y_mean) - y
         return loss, {"loss": loss.detach() * len(y), "mae": error.abs().sum(),
-                      "mse": (error**2).sum()}
+                      "mse": (error**2).sum(), "y": y.sum(), "y2": (y**2).sum()}
 
 
 class TemplateExperiment(BaseExperiment[TemplateArgs]):
@@ -174,8 +176,10 @@ class TemplateExperiment(BaseExperiment[TemplateArgs]):
 
     args_class = TemplateArgs
     # what `step` returns, and whether lower ("min") or higher ("max") is better
-    metrics: ClassVar[dict[str, Direction]] = {"loss": "min", "mae": "min", "mse": "min"}
-    default_monitor = "val_mae"  # picks the best epoch (--monitor to choose another)
+    # r2 is not a per-example mean: a Metric computes it from the whole split's sums
+    metrics: ClassVar[Declared] = {"loss": "min", "mae": "min", "mse": "min",
+                                   "r2": r2(squared_error="mse")}
+    default_monitor = "val_r2"  # picks the best epoch (--monitor to choose another)
     smoke_args = ("--epochs=2",)  # the quick run `make test` does of every experiment
 
     def build_data(self) -> DataSplits:

@@ -3,4 +3,5 @@
 EXPERIMENTS: dict[str, str] = {
     "mnist": "lab.experiments.mnist:MnistExperiment",
     "fashion_cnn": "lab.experiments.fashion_cnn:FashionCnnExperiment",
+    "diabetes": "lab.experiments.diabetes:DiabetesExperiment",
 }

@@ -33,6 +33,7 @@ from torch import nn
 from expkit.data.base import AnySplit, DataSplits, Split
 from expkit.distributed import SINGLE, Dist
 from expkit.errors import ExpkitError
+from expkit.metrics import Declared, compute_metrics, produced
 from expkit.models.base import BaseModel
 from expkit.training.callbacks import Callback
 from expkit.training.checkpoint import rng_state, set_rng_state
@@ -64,7 +65,8 @@ class Trainer:
                  monitor: str, monitor_mode: Literal["min", "max"], callbacks: list[Callback],
                  precision: Literal["32", "bf16", "fp16"] = "32", accumulate_grad_batches: int = 1,
                  grad_clip_norm: float | None = None, compile: bool = False,
-                 channels_last: bool = False, dist: Dist = SINGLE) -> None:
+                 channels_last: bool = False, dist: Dist = SINGLE,
+                 metrics: Declared | None = None) -> None:
         self.memory_format = torch.channels_last if channels_last else None
         self.model = model.to(device)
         if self.memory_format is not None:
@@ -89,6 +91,7 @@ class Trainer:
         self.device = device
         self.generator = torch.Generator().manual_seed(seed)
         self.monitor, self.monitor_mode = monitor, monitor_mode
+        self.metrics: Declared = {} if metrics is None else metrics  # none declared: every sum's mean
         self.callbacks = callbacks
         self.precision = precision
         self.accumulate = accumulate_grad_batches
@@ -286,16 +289,18 @@ class Trainer:
             seen += len(batch[1])
         return self._means(*self._reduce(sums, seen), prefix)
 
-    @staticmethod
-    def _means(sums: dict[str, torch.Tensor], count: int, prefix: str) -> dict[str, float]:
+    def _means(self, sums: dict[str, torch.Tensor], count: int, prefix: str) -> dict[str, float]:
+        """The declared metrics of a split from its sums (one device sync for all of them)."""
         if not sums:
             return {}
-        values = (torch.stack([v.double() for v in sums.values()]) / max(count, 1)).tolist()
-        return {f"{prefix}_{name}": float(v) for name, v in zip(sums, values, strict=True)}
+        totals = dict(zip(sums, torch.stack([v.double() for v in sums.values()]).tolist(),
+                          strict=True))
+        return {f"{prefix}_{name}": value
+                for name, value in compute_metrics(self.metrics, totals, count).items()}
 
     def _check_monitor(self, names: list[str]) -> None:
         splits = ["train"] + (["val"] if self.val_split is not None else [])
-        known = [f"{split}_{name}" for split in splits for name in names]
+        known = [f"{split}_{name}" for split in splits for name in produced(self.metrics, names)]
         if self.monitor not in known:
             raise ExpkitError(f"--monitor: got {self.monitor!r}, which this experiment does not "
                               f"log; choose one of: {', '.join(known)}")

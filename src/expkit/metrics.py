@@ -1,0 +1,84 @@
+"""Metrics an experiment declares: each a direction, computed over a whole split from sums.
+
+`step` returns per-batch *sums* (tensors); the loop adds them up on the device, reduces them
+across ranks once per evaluation, and then computes each declared metric:
+
+- a plain direction (`"acc": "max"`) is the per-example mean of the sum of the same name;
+- a `Metric` computes its value from the split's sums and example count, which is how
+  metrics that are not per-example means are exact over the whole split: R² from the sums of
+  y, y² and squared errors, perplexity as the exp of the mean negative log-likelihood.
+
+    metrics = {"loss": "min", "mae": "min", "r2": r2()}
+
+Sums that no declared metric names and no `Metric` uses are logged as means too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+Direction = Literal["min", "max"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric computed from a split's sums: `compute(sums, count)`; `uses` names the sums it
+    reads (they are inputs, not metrics of their own, unless declared as well)."""
+
+    direction: Direction
+    compute: Callable[[Mapping[str, float], int], float]
+    uses: tuple[str, ...] = ()
+
+
+Declared = Mapping[str, Direction | Metric]
+
+
+def direction(how: Direction | Metric) -> Direction:
+    """Whether lower ("min") or higher ("max") is better for a declared metric."""
+    return how.direction if isinstance(how, Metric) else how
+
+
+def r2(squared_error: str = "se", target: str = "y", target_squared: str = "y2") -> Metric:
+    """The coefficient of determination over the whole split, 1 - SS_res / SS_tot, from the
+    sums of squared errors, of targets and of squared targets (`step` returns the three)."""
+
+    def compute(sums: Mapping[str, float], count: int) -> float:
+        total = sums[target_squared] - sums[target] ** 2 / max(count, 1)
+        return 1.0 - sums[squared_error] / total if total > 0 else math.nan
+
+    return Metric("max", compute, (squared_error, target, target_squared))
+
+
+def perplexity(nll: str = "nll") -> Metric:
+    """exp of the mean negative log-likelihood per token (`step` returns the NLL's sum and
+    counts tokens as its examples)."""
+
+    def compute(sums: Mapping[str, float], count: int) -> float:
+        mean = sums[nll] / max(count, 1)
+        return math.exp(mean) if mean < 709 else math.inf  # exp overflows past ~709
+
+    return Metric("min", compute, (nll,))
+
+
+def produced(declared: Declared, names: Iterable[str]) -> list[str]:
+    """The metrics that sums of these `names` give: each declared one whose sums are there,
+    then the sums that nothing declares or uses (logged as means)."""
+    present = list(names)
+    used = {name for how in declared.values() if isinstance(how, Metric) for name in how.uses}
+    out = [name for name, how in declared.items()
+           if (all(use in present for use in how.uses) if isinstance(how, Metric) else name in present)]
+    return out + [name for name in present if name not in declared and name not in used]
+
+
+def compute_metrics(declared: Declared, sums: Mapping[str, float], count: int
+                    ) -> dict[str, float]:
+    """The value of each metric the split's `sums` (over `count` examples) give."""
+    out: dict[str, float] = {}
+    for name in produced(declared, sums):
+        how = declared.get(name)
+        out[name] = (float(how.compute(sums, count)) if isinstance(how, Metric)
+                     else sums[name] / max(count, 1))
+    return out

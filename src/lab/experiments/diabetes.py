@@ -1,0 +1,145 @@
+"""diabetes: regression on scikit-learn's bundled diabetes data with an MLP (the regression example).
+
+    python run.py --experiment_id=diabetes
+
+Written by `new diabetes --template=regression`, as is. Inputs and targets are standardized
+with the training split's statistics; the target's mean and std are the dataset's *state*:
+they reach `build_model`, are saved in every checkpoint, and let `expkit.load_run` rebuild a
+model that predicts in target units without the data. The best epoch is the one with the
+highest val_r2 (the direction r2 declares), R² computed over the whole split.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from expkit.args import Args
+from expkit.data.base import DataInfo, DataSplits, Split, split_off
+from expkit.errors import ExpkitError
+from expkit.experiment import MAX_EPOCHS, BaseExperiment, ExperimentArgs
+from expkit.metrics import Declared, r2
+from expkit.models.base import BaseModel
+
+EPOCHS = 100
+
+
+class DiabetesDataArgs(Args):
+    """Which share of the examples is held out for validation and for the test."""
+
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the rest held out for "
+                                "validation")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="share of all examples held out "
+                                 "for the test")
+
+
+class DiabetesModelArgs(Args):
+    """The model's size. Every field is a flag: --hidden=128, --dropout=0.1."""
+
+    hidden: int = Field(64, ge=1, le=1 << 16, description="units in each hidden layer")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout after each hidden layer")
+
+
+class DiabetesArgs(ExperimentArgs):
+    """The experiment's arguments: the common ones, plus the model's and the data's."""
+
+    epochs: int = Field(EPOCHS, ge=1, le=MAX_EPOCHS, description="number of training epochs")
+    batch_size: int = Field(32, ge=1, le=1 << 24, description="training batch size")
+    model: DiabetesModelArgs = Field(default_factory=DiabetesModelArgs)
+    dataset: DiabetesDataArgs = Field(default_factory=DiabetesDataArgs)
+
+
+def _split(x: torch.Tensor, y: torch.Tensor, data: DiabetesDataArgs
+           ) -> tuple[Split, Split | None, Split]:
+    """train, val and test splits, the same every run (seeded permutations)."""
+    rest, test = split_off(Split(x, y), data.test_fraction, seed=0)
+    train, val = split_off(rest, data.val_fraction, seed=1)
+    assert test is not None  # test_fraction > 0
+    return train, val, test
+
+
+def _sklearn() -> None:
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise ExpkitError("diabetes reads its data from scikit-learn's bundled sets; "
+                          "pip install scikit-learn") from None
+
+
+class DiabetesMLP(BaseModel):
+    """An MLP: input features -> hidden -> hidden -> outputs."""
+
+    def __init__(self, args: DiabetesModelArgs, in_features: int, outputs: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_features, args.hidden), nn.ReLU(), nn.Dropout(args.dropout),
+            nn.Linear(args.hidden, args.hidden), nn.ReLU(), nn.Dropout(args.dropout),
+            nn.Linear(args.hidden, outputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Outputs for a batch of inputs (batch, features)."""
+        return self.net(x)  # type: ignore[no-any-return]
+
+
+class DiabetesModel(DiabetesMLP):
+    """Predicts the target in its own units from standardized inputs."""
+
+    def __init__(self, args: DiabetesModelArgs, in_features: int, y_mean: float, y_std: float
+                 ) -> None:
+        super().__init__(args, in_features, 1)
+        self.y_mean, self.y_std = y_mean, y_std
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Predictions in target units, one per example."""
+        standardized: torch.Tensor = self(x)
+        return standardized.squeeze(1) * self.y_std + self.y_mean
+
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor]
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """MSE on the standardized target (the loss), and per-batch sums in target units: of
+        absolute and squared errors (-> mae, mse: the loop divides by the number of examples),
+        and of y and y squared, from which r2 is computed over the whole split."""
+        x, y = batch
+        standardized = self(x).squeeze(1)
+        loss = F.mse_loss(standardized, (y - self.y_mean) / self.y_std)
+        error = (standardized.detach() * self.y_std + self.y_mean) - y
+        return loss, {"loss": loss.detach() * len(y), "mae": error.abs().sum(),
+                      "mse": (error**2).sum(), "y": y.sum(), "y2": (y**2).sum()}
+
+
+class DiabetesExperiment(BaseExperiment[DiabetesArgs]):
+    """MLP regression on scikit-learn's diabetes data (offline)."""
+
+    args_class = DiabetesArgs
+    # what `step` returns, and whether lower ("min") or higher ("max") is better
+    # r2 is not a per-example mean: a Metric computes it from the whole split's sums
+    metrics: ClassVar[Declared] = {"loss": "min", "mae": "min", "mse": "min",
+                                   "r2": r2(squared_error="mse")}
+    default_monitor = "val_r2"  # picks the best epoch (--monitor to choose another)
+    smoke_args = ("--epochs=2",)  # the quick run `make test` does of every experiment
+
+    def build_data(self) -> DataSplits:
+        """442 patients, 10 measurements each; the target is disease progression a year on."""
+        _sklearn()
+        from sklearn.datasets import load_diabetes
+
+        x, y = load_diabetes(return_X_y=True, scaled=False)
+        train, val, test = _split(torch.tensor(x, dtype=torch.float32),
+                                  torch.tensor(y, dtype=torch.float32), self.args.dataset)
+        mean, std = train.x.mean(0), train.x.std(0)  # the training split's statistics only
+
+        def scaled(split: Split) -> Split:
+            return Split((split.x - mean) / std, split.y)
+
+        state = {"y_mean": float(train.y.mean()), "y_std": float(train.y.std())}
+        return DataSplits(None, (x.shape[1],), state, train=scaled(train),
+                          val=None if val is None else scaled(val), test=scaled(test))
+
+    def build_model(self, data: DataInfo) -> DiabetesModel:
+        """An MLP from the measurements to one number, in target units."""
+        return DiabetesModel(self.args.model, data.input_size, data.state["y_mean"],
+                             data.state["y_std"])
