@@ -66,8 +66,8 @@ def test_new_writes_a_checked_experiment_that_trains_and_joins_the_walk(tmp_path
     assert trained.returncode == 0, trained.stderr
     [run_dir] = (project / "results" / "my_task").iterdir()
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["monitor"] == "val_mae" and metrics["mode"] == "min"
-    assert set(metrics["test"]) == {"test_loss", "test_mae", "test_mse"}
+    assert metrics["monitor"] == "val_r2" and metrics["mode"] == "max"
+    assert set(metrics["test"]) == {"test_loss", "test_mae", "test_mse", "test_r2"}
     assert all(math.isfinite(v) for v in metrics["test"].values())
 
     walk = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o",

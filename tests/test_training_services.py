@@ -132,20 +132,28 @@ class AccOnly(MnistExperiment):
 '''
 
 
+def register(folder: Path, monkeypatch: pytest.MonkeyPatch, exp_id: str, source: str,
+             cls: str) -> str:
+    """An experiment module `exp_id` holding `source` and a registry of it, importable from
+    `folder`; returns the registry's module name (for `Workspace.run(registry=...)`)."""
+    (folder / f"{exp_id}.py").write_text(source)
+    (folder / f"{exp_id}_registry.py").write_text(f"EXPERIMENTS = {{'{exp_id}': '{exp_id}:{cls}'}}\n")
+    monkeypatch.syspath_prepend(str(folder))
+    return f"{exp_id}_registry"
+
+
 def test_divergence_is_watched_on_the_backpropagated_loss_whatever_the_metrics(
         data_workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A step that returns no "loss" sum (only accuracy) still stops when its loss blows up."""
     ws = data_workspace
-    (tmp_path / "acc_only.py").write_text(ACC_ONLY)
-    (tmp_path / "acc_registry.py").write_text("EXPERIMENTS = {'acc_only': 'acc_only:AccOnly'}\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    acc_registry = register(tmp_path, monkeypatch, "acc_only", ACC_ONLY, "AccOnly")
     result = ws.run("--experiment_id=acc_only", "--optimizer=sgd", "--lr=1e12", "--epochs=5",
-                    "--max_train_samples=200", "--restore_best=false", registry="acc_registry")
+                    "--max_train_samples=200", "--restore_best=false", registry=acc_registry)
     assert result.returncode == 1, result.stderr
     assert "training diverged: the training loss became" in result.stderr
     metrics = ws.metrics(ws.last_run("acc_only"))
     assert metrics["epochs_run"] == 1 and "train_loss" not in metrics["final"]
-    wrong = ws.run("--experiment_id=acc_only", "--monitor=val_loss", registry="acc_registry")
+    wrong = ws.run("--experiment_id=acc_only", "--monitor=val_loss", registry=acc_registry)
     assert wrong.returncode == 2 and "choose one of: train_acc, val_acc" in wrong.stderr
 
 
@@ -346,16 +354,14 @@ class WithState(MnistExperiment):
 def test_dataset_state_reaches_the_model_and_load_run_rebuilds_it_without_the_data(
         data_workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ws = data_workspace
-    (tmp_path / "with_state.py").write_text(WITH_STATE)
-    (tmp_path / "state_registry.py").write_text("EXPERIMENTS = {'with_state': 'with_state:WithState'}\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    result = ws.run("--experiment_id=with_state", *TINY, registry="state_registry")
+    state_registry = register(tmp_path, monkeypatch, "with_state", WITH_STATE, "WithState")
+    result = ws.run("--experiment_id=with_state", *TINY, registry=state_registry)
     assert result.returncode == 0, result.stderr
     run = ws.last_run("with_state")
     state = load_checkpoint(run / "checkpoints" / "last.pt")["data_info"]["state"]
     assert state == {"scale": 2.5, "names": ["zero", "one"]}, "the dataset's state is checkpointed"
     shutil.rmtree(ws.cache)  # no data: load_run needs the checkpoint alone
-    loaded = expkit.load_run(run, registry="state_registry")
+    loaded = expkit.load_run(run, registry=state_registry)
     assert (loaded.model.scale, loaded.model.names) == (2.5, ["zero", "one"])
     x = torch.rand(4, 1, 28, 28)
     assert loaded.model(x).shape == (4, 10)
@@ -364,7 +370,7 @@ def test_dataset_state_reaches_the_model_and_load_run_rebuilds_it_without_the_da
     monkeypatch.setitem(with_state.STATE, "bad", True)
     write_idx_set(ws.cache / "mnist")
     before = ws.run_dirs("with_state")
-    bad = ws.run("--experiment_id=with_state", *TINY, registry="state_registry")
+    bad = ws.run("--experiment_id=with_state", *TINY, registry=state_registry)
     assert bad.returncode == 1 and "the dataset's state cannot be saved in a checkpoint" in bad.stderr
     assert "numbers, strings, tensors" in bad.stderr and ws.run_dirs("with_state") == before
 

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-_COMMON_IMPORTS = """from __future__ import annotations
+_IMPORTS = """from __future__ import annotations
 
 from typing import ClassVar
 
@@ -18,7 +18,7 @@ from expkit.args import Args
 from expkit.data.base import DataInfo, DataSplits, Split, split_off
 from expkit.errors import ExpkitError
 from expkit.experiment import MAX_EPOCHS, BaseExperiment, ExperimentArgs
-from expkit.metrics import Declared, r2
+from expkit.metrics import METRICS_IMPORT
 from expkit.models.base import BaseModel
 """
 
@@ -90,7 +90,7 @@ the step with your own; the contracts each part keeps are in the README ("Writin
 experiment").
 """
 
-''' + _COMMON_IMPORTS + '''
+''' + _IMPORTS.replace("METRICS_IMPORT", "Declared") + '''
 EPOCHS = 20
 ''' + _DATA_ARGS + '''
 
@@ -141,7 +141,7 @@ they reach `build_model`, are saved in every checkpoint, and let `expkit.load_ru
 model that predicts in target units without the data.
 """
 
-''' + _COMMON_IMPORTS + '''
+''' + _IMPORTS.replace("METRICS_IMPORT", "Declared, r2") + '''
 EPOCHS = 100
 ''' + _DATA_ARGS + '''
 
