@@ -43,6 +43,7 @@ def test_seed_command_trains_into_a_complete_run_dir(data_workspace: Workspace) 
     assert "best val_acc" in result.stdout and "test_acc" in result.stdout
 
 
+@pytest.mark.slow  # several runs or processes: `make test`, not test-fast
 def test_monitor_mode_follows_the_declared_direction_of_the_metric(data_workspace: Workspace) -> None:
     ws = data_workspace
     result = ws.cli("--experiment_id=mnist", "--monitor=val_loss", "--epochs=3", "--seed=0",

@@ -432,6 +432,7 @@ def test_reproduce_warns_of_code_and_version_drift(tmp_path: Path) -> None:
         "code: uncommitted changes differ from the recorded code.diff"]
 
 
+@pytest.mark.slow  # several runs or processes: `make test`, not test-fast
 def test_reproduce_matches_a_run_and_names_every_value_that_differs(
         run_copy: tuple[Workspace, Path], capsys: pytest.CaptureFixture[str]) -> None:
     ws, run = run_copy
@@ -508,6 +509,7 @@ def rank_main(rank: int, port: int, out: str) -> None:
     Path(out).write_text(json.dumps(seen))
 
 
+@pytest.mark.slow  # several runs or processes: `make test`, not test-fast
 def test_two_ranks_agree_on_sums_flags_and_rank_0s_values(tmp_path: Path) -> None:
     from forked import run_ranks
 

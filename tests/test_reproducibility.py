@@ -101,6 +101,7 @@ def test_record_outside_git_and_a_failed_run(data_workspace: Workspace, tmp_path
     assert record["status"] == "failed" and "boom in build_model" in record["traceback"]
 
 
+@pytest.mark.slow  # several whole runs: `make test`, not test-fast
 def test_deterministic_runs_give_identical_weights(data_workspace: Workspace) -> None:
     ws = data_workspace
     args = ("--experiment_id=mnist", "--epochs=2", "--seed=11", "--deterministic=true",
@@ -118,6 +119,7 @@ def test_deterministic_runs_give_identical_weights(data_workspace: Workspace) ->
         strip.sub("", (second / "history.csv").read_text())
 
 
+@pytest.mark.slow  # several whole runs: `make test`, not test-fast
 def test_deterministic_refuses_an_op_that_has_no_deterministic_implementation(
         data_workspace: Workspace, tmp_path: Path) -> None:
     """On CPU training is deterministic with or without the flag (the test above passes either
@@ -131,6 +133,7 @@ def test_deterministic_refuses_an_op_that_has_no_deterministic_implementation(
     assert "put_ does not have a deterministic implementation" in strict.stderr, strict.stderr
 
 
+@pytest.mark.slow  # several whole runs: `make test`, not test-fast
 def test_reproduce_matches_and_reports_differences(data_workspace: Workspace) -> None:
     ws = data_workspace
     assert ws.run("--experiment_id=mnist", "--epochs=2", "--max_train_samples=200").returncode == 0
