@@ -1,4 +1,4 @@
-"""`make mutants`' test command: the guard tests (tests/test_guarantees.py) of the module that
+"""`make mutants`' test command: the guard tests (tests/test_guarantees*.py) of the module that
 cosmic-ray has mutated in this copy of the tree, found by comparing each mutated module with
 the original tree (MUTANTS_ORIGINAL). Exit status: pytest's (non-zero: the mutant was killed).
 
@@ -36,7 +36,7 @@ def main() -> int:
     select = ["-k", TESTS[changed[0]]] if len(changed) == 1 else []
     return subprocess.call([sys.executable, "-m", "pytest", "-x", "-q", "-n", "0",
                             "-p", "no:cacheprovider", "-o", "addopts=",
-                            "tests/test_guarantees.py", *select])
+                            "tests/test_guarantees.py", "tests/test_guarantees_runs.py", *select])
 
 
 if __name__ == "__main__":

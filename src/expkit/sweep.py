@@ -26,7 +26,6 @@ from pydantic import Field, ValidationError, field_validator
 
 from expkit.args import Args, flag_table, parse_argv
 from expkit.errors import ExpkitError, UsageError
-from expkit.experiment import ExperimentArgs, resolve_monitor
 from expkit.registry import Registry
 from expkit.rundirs import safe_name
 from expkit.sweep_space import Space, grid_values, import_optuna, parse_space, redact, suggest
@@ -44,6 +43,7 @@ from expkit.sweep_summary import summarize
 from expkit.training.callbacks import Callback
 
 if TYPE_CHECKING:
+    from expkit.experiment import ExperimentArgs
     from expkit.training.loop import Trainer
 
 SWEEP_OPTIONS = ("name", "trials", "space", "direction", "sampler", "pruner", "storage", "workers",
@@ -173,7 +173,9 @@ def prepare(spec: SweepSpec, registry: Registry, prog: str) -> tuple[dict[str, S
                     raise  # a fixed flag is wrong
                 raise UsageError(*(f"--space {flag}={spec.space[flag]}: {line}" for line in e.lines),
                                  hint=e.hint) from None
-    args = cast(ExperimentArgs, parse_argv(
+    from expkit.experiment import resolve_monitor  # imports torch: only once a sweep starts
+
+    args = cast("ExperimentArgs", parse_argv(
         args_cls, [f"--experiment_id={spec.experiment_id}", *spec.args], prog))
     resolve_monitor(experiment_cls, args)
     mode = args.monitor_mode
