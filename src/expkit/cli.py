@@ -286,13 +286,12 @@ def cmd_new(argv: list[str], registry: Registry, prog: str) -> int:
     """Write a new experiment from a template and register it (see expkit.scaffold)."""
     template, argv = _option(argv, "--template")
     module, argv = _option(argv, "--registry")
-    if _wants_help(argv) or len(argv) != 1 or argv[0].startswith("-"):
-        if _wants_help(argv):
-            print(f"usage: {prog} new NAME [--template=classification|regression] "
-                  "[--registry MODULE]")
-            return 0
-        raise UsageError(f"new: got {' '.join(argv) or 'no NAME'}; usage: {prog} new NAME "
-                         "[--template=classification|regression] [--registry MODULE]")
+    usage = f"{prog} new NAME [--template=classification|regression] [--registry MODULE]"
+    if _wants_help(argv):
+        print(f"usage: {usage}")
+        return 0
+    if len(argv) != 1 or argv[0].startswith("-"):
+        raise UsageError(f"new: got {' '.join(argv) or 'no NAME'}; usage: {usage}")
     from expkit.invocation import command
     from expkit.scaffold import new_experiment
 
@@ -305,12 +304,7 @@ def cmd_new(argv: list[str], registry: Registry, prog: str) -> int:
 
 def _only_registry() -> str:
     """The module of the one installed registry (`new` needs to know which to add to)."""
-    import importlib.metadata
-
-    from expkit.registry import ENTRY_POINT_GROUP
-
-    modules = [ep.value.partition(":")[0]
-               for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)]
+    modules: list[str] = [ep.value.partition(":")[0] for ep in Registry.installed()]
     if len(modules) != 1:
         raise UsageError(f"new: {len(modules)} registries are installed ({', '.join(modules)}); "
                          "say which with --registry MODULE")

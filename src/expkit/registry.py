@@ -29,13 +29,18 @@ class Registry:
         """The registry dict `EXPERIMENTS` of one module, e.g. "lab.registry" (what run.py serves)."""
         return cls(importlib.import_module(module).EXPERIMENTS)
 
+    @staticmethod
+    def installed() -> list[Any]:
+        """The entry points of every installed registry (`module:EXPERIMENTS` each)."""
+        import importlib.metadata  # ~0.05 s: only the `expkit` command pays it, not run.py --help
+
+        return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
     @classmethod
     def from_entry_points(cls) -> Registry:
         """Every registry installed under the `expkit.registries` entry-point group, merged."""
-        import importlib.metadata  # ~0.05 s: only the `expkit` command pays it, not run.py --help
-
         entries: dict[str, str] = {}
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        for ep in cls.installed():
             for exp_id, target in ep.load().items():
                 if exp_id in entries and entries[exp_id] != target:
                     raise ExpkitError(f"experiment id '{exp_id}' is registered twice: "
