@@ -143,6 +143,9 @@ CASES = [
          ("--monitor: got 'val_f1', which mnist does not compute",
           "choose one of: train_loss, train_acc, val_loss, val_acc")),
     Case("monitor-near-miss", (MNIST, "--monitor=val_accuracy", *QUICK), 2, ("did you mean 'val_acc'",)),
+    Case("monitor-stateful-on-train", ("--experiment_id=breast_cancer", "--monitor=train_auroc"), 2,
+         ("--monitor: got 'train_auroc', but auroc is computed on the evaluated splits only "
+          "(val, test)", "monitor val_auroc")),
     Case("monitor-mode-contradicts", (MNIST, "--monitor=val_loss", "--monitor_mode=max", *QUICK), 2,
          ("--monitor_mode: got 'max', but val_loss is better lower", "drop --monitor_mode")),
     # config.yaml

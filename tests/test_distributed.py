@@ -122,3 +122,39 @@ def test_sigterm_to_one_rank_stops_the_job_with_a_resumable_checkpoint(
     assert [row["epoch"] for row in history(run_dir)] == list(range(1, goal + 2))
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "finished" and "distributed" not in record["resumes"][-1]
+
+
+@pytest.mark.slow
+def test_a_torchmetrics_metric_monitors_and_is_reduced_over_two_ranks(workspace: Workspace) -> None:
+    """breast_cancer's AUROC and F1 are torchmetrics objects fed from a NamedSplit: under two
+    gloo ranks each rank sees half of every evaluated split, and the values must still be
+    those of the whole split (the objects gather their state), equal to one process's."""
+    ws = workspace
+    flags = ("--experiment_id=breast_cancer", "--seed=0", "--epochs=3", "--batch_size=32", "--dropout=0",
+             "--monitor=val_auroc")
+    # "--": torchrun would read --monitor as an abbreviation of its own --monitor-interval
+    code, out = finish(torchrun(ws, "--", *flags))
+    assert code == 0, out
+    ddp_run = ws.run_dirs("breast_cancer")[0]
+    single = ws.cli(*flags)
+    assert single.returncode == 0, single.stderr
+    one_run = next(r for r in ws.run_dirs("breast_cancer") if r != ddp_run)
+    ddp_hist, one_hist = history(ddp_run), history(one_run)
+    for a, b in zip(ddp_hist, one_hist, strict=True):
+        for key in ("val_f1", "val_auroc", "val_loss"):
+            assert a[key] == pytest.approx(b[key], abs=1e-4), f"{key}: 2 ranks {a[key]}, 1 process {b[key]}"
+    metrics = ws.metrics(ddp_run)
+    aurocs = [row["val_auroc"] for row in ddp_hist]
+    assert metrics["best_epoch"] == aurocs.index(max(aurocs)) + 1, "the best epoch is val_auroc's max"
+
+    # the test AUROC is the whole test split's, as scikit-learn computes it from the best weights
+    from sklearn.metrics import roc_auc_score
+
+    loaded = load_run(ddp_run, registry="lab.registry")
+    test = loaded.experiment.build_data().test
+    assert test is not None
+    assert loaded.evaluate(test)["test_auroc"] == pytest.approx(metrics["test"]["test_auroc"])
+    with torch.no_grad():
+        prob = loaded.model.predict(test["x"])
+    expected = roc_auc_score(test["y"].numpy(), prob.numpy())
+    assert metrics["test"]["test_auroc"] == pytest.approx(expected, abs=1e-5)

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import pytest
 import torch
 
 import expkit
 from conftest import Workspace
-from expkit.metrics import Metric, compute_metrics, perplexity, produced, r2
+from expkit.data.base import NamedSplit, Split, examples_in, split_off
+from expkit.errors import ExpkitError
+from expkit.metrics import Metric, compute_metrics, direction, perplexity, produced, r2, stateful
+from expkit.models.base import BaseModel
 from expkit.registry import Registry
+from expkit.training.loop import Evaluator
 
 
 def test_r2_over_a_split_is_exact_from_its_sums() -> None:
@@ -68,3 +73,73 @@ def test_diabetes_reports_r2_mae_mse_of_the_whole_test_split_and_loads_without_d
     assert metrics["test"]["test_mae"] == pytest.approx(float((predicted - y).abs().mean()), rel=1e-4)
     assert metrics["test"]["test_mse"] == pytest.approx(float(((predicted - y) ** 2).mean()), rel=1e-4)
     assert 20 < metrics["test"]["test_mae"] < 200, "in target units, not standardized ones"
+
+
+def test_a_named_split_slices_every_tensor_alike_and_keeps_its_names() -> None:
+    n = 10
+    split = NamedSplit(x=torch.arange(n).float().unsqueeze(1), y=torch.arange(n) * 2,
+                       weight=torch.arange(n).double() / 10)
+    for batch in split.batches(4, torch.Generator().manual_seed(0)):
+        assert isinstance(batch, dict) and list(batch) == ["x", "y", "weight"]
+        rows = batch["x"].squeeze(1).long()
+        assert torch.equal(batch["y"], rows * 2) and torch.allclose(batch["weight"], rows.double() / 10)
+    seen = torch.cat([b["y"] for b in split.batches(3)])
+    assert torch.equal(seen, torch.arange(n) * 2) and examples_in(next(split.batches(3))) == 3
+    kept, off = split_off(split, 0.3, seed=0)
+    assert isinstance(kept, NamedSplit) and off is not None and (len(kept), len(off)) == (7, 3)
+    assert torch.equal(off["y"], off.x.squeeze(1).long() * 2)
+    with pytest.raises(ValueError, match="differ in length: x 10, y 9"):
+        NamedSplit(x=torch.zeros(10), y=torch.zeros(9))
+
+
+class _Mean:
+    """A stateful metric with torchmetrics' interface (update, compute, reset)."""
+
+    higher_is_better: bool | None = True
+
+    def __init__(self) -> None:
+        self.total, self.count = 0.0, 0
+
+    def update(self, values: torch.Tensor) -> None:
+        self.total += float(values.sum())
+        self.count += len(values)
+
+    def compute(self) -> torch.Tensor:
+        return torch.tensor(self.total / self.count)
+
+    def reset(self) -> None:
+        self.total, self.count = 0.0, 0
+
+
+def test_a_stateful_metric_is_evaluated_only_and_needs_a_direction() -> None:
+    declared = {"loss": "min", "mean": _Mean()}
+    assert stateful(declared["mean"]) and not stateful("max")
+    assert produced(declared, ["loss", "mean"], evaluation=False) == ["loss"]
+    assert produced(declared, ["loss", "mean"]) == ["loss", "mean"]
+    assert direction(declared["mean"]) == "max"
+    unknown = _Mean()
+    unknown.higher_is_better = None
+    with pytest.raises(ExpkitError, match=r"metric 'm': _Mean.higher_is_better is None"):
+        direction(unknown, "m")
+
+
+def test_torchmetrics_objects_compute_over_the_whole_split_in_an_evaluation() -> None:
+    """An evaluation updates a copy of each stateful metric batch by batch and computes it
+    once: with AUROC (not a mean of per-batch values) the result is the whole split's."""
+    from sklearn.metrics import roc_auc_score
+    from torchmetrics.classification import BinaryAUROC
+
+    class Scorer(BaseModel):
+        def step(self, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+            score, y = batch
+            return score.mean(), {"n": torch.tensor(len(y)), "auroc": (score, y)}
+
+    score = torch.linspace(0, 1, 50)
+    y = (torch.arange(50) % 3 == 0).long()
+    declared = {"auroc": BinaryAUROC()}
+    evaluate = Evaluator(Scorer(), declared, batch_size=7, device=torch.device("cpu"))
+    for _ in range(2):  # reset between evaluations
+        got = evaluate(Split(score, y), "val")
+        assert got["val_auroc"] == pytest.approx(roc_auc_score(y.numpy(), score.numpy()), abs=1e-6)
+        assert got["val_n"] == 1.0, "sums beside a stateful metric stay per-example means"
+    assert declared["auroc"].update_count == 0, "the declared object is a template, never updated"

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import pty
+import re
 import shutil
 import subprocess
 import sys
@@ -38,15 +39,29 @@ def test_best_and_last_checkpoints_and_load_run(data_workspace: Workspace) -> No
     assert expkit.load_run(run, checkpoint="last").epoch == 4
 
 
-def test_wild_west_evaluates_a_loaded_run(data_workspace: Workspace) -> None:
+@pytest.mark.parametrize("flags", [("--experiment_id=mnist", "--epochs=2"),
+                                   ("--experiment_id=diabetes", "--epochs=3")])
+def test_wild_west_evaluates_any_run(data_workspace: Workspace, flags: tuple[str, ...]) -> None:
+    """evaluate_run.py is task-neutral: the declared test metrics of a classification and of a
+    regression run, equal to the run's own, and predictions in the task's terms."""
     ws = data_workspace
-    assert ws.run("--experiment_id=mnist", "--epochs=2", "--seed=0").returncode == 0
-    run = ws.last_run()
-    result = subprocess.run([sys.executable, str(REPO / "wild_west" / "evaluate_run.py"), str(run)],
+    assert ws.run(*flags, "--seed=0").returncode == 0
+    run = ws.last_run(flags[0].split("=")[1])
+    result = subprocess.run([sys.executable, str(REPO / "wild_west" / "evaluate_run.py"), str(run),
+                             "--examples=3"],
                             cwd=ws.root, env=ws.env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    accuracy = float(result.stdout.split("test accuracy")[1])
-    assert accuracy == pytest.approx(ws.metrics(run)["test"]["test_acc"], abs=1e-6)
+    shown = dict(line.split() for line in result.stdout.splitlines() if line.startswith("  test_"))
+    test = ws.metrics(run)["test"]
+    assert set(shown) == set(test), result.stdout
+    for name, value in test.items():
+        assert float(shown[name]) == pytest.approx(value, rel=1e-5, abs=1e-6), name
+    predictions = [line for line in result.stdout.splitlines() if line.startswith("  #")]
+    assert len(predictions) == 3
+    if "mnist" in flags[0]:
+        assert all(re.search(r"predicted class \d \(p 0\.\d{3}\)", line) for line in predictions)
+    else:  # disease progression, in target units (tens to hundreds), not standardized
+        assert all(abs(float(line.split("predicted ")[1])) > 10 for line in predictions), predictions
 
 
 def test_init_from_fine_tunes_and_refuses_other_shapes(data_workspace: Workspace) -> None:

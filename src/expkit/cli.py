@@ -335,7 +335,8 @@ def main(argv: list[str] | None = None, *, registry: str | None = None,
     `registry` names a module with an EXPERIMENTS dict (run.py passes "lab.registry");
     without it, every registry installed under the `expkit.registries` entry point is used.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
+    # a bare "--" ends torchrun's options (`torchrun ... run.py -- --monitor=val_f1`): a no-op here
+    argv = [token for token in (sys.argv[1:] if argv is None else argv) if token != "--"]
     prog = prog or os.path.basename(sys.argv[0]) or "expkit"
     if prog == "__main__.py":
         prog = "python -m expkit"

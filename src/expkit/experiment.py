@@ -18,7 +18,7 @@ from expkit.config import MachineConfig
 from expkit.console import Console
 from expkit.data.base import DataInfo, DataSplits
 from expkit.errors import UsageError
-from expkit.metrics import Declared, direction
+from expkit.metrics import Declared, direction, stateful
 from expkit.models.base import BaseModel
 from expkit.tracking.base import Tracker
 from expkit.training.callbacks import Callback
@@ -153,8 +153,14 @@ def resolve_monitor(experiment_cls: type[BaseExperiment[Any]], args: ExperimentA
     direction) before anything is created; a metric the experiment does not declare, or a mode
     that contradicts its direction, is a usage error. A resumed run keeps what it recorded."""
     declared = experiment_cls.metrics
-    names = {f"{split}_{name}": direction(how) for split in _SPLITS for name, how in declared.items()}
+    names = {f"{split}_{name}": direction(how, name) for split in _SPLITS
+             for name, how in declared.items() if split != "train" or not stateful(how)}
     monitor = args.monitor or experiment_cls.default_monitor
+    evaluated = monitor.removeprefix("train_")
+    if monitor.startswith("train_") and stateful(declared.get(evaluated)):
+        raise UsageError(f"--monitor: got {monitor!r}, but {evaluated} is computed on the "
+                         "evaluated splits only (val, test), not while training",
+                         hint=f"monitor val_{evaluated}")
     if monitor not in names:
         near = difflib.get_close_matches(monitor, list(names), n=1, cutoff=0.6)
         raise UsageError(f"--monitor: got {monitor!r}, which {args.experiment_id} does not compute"

@@ -10,6 +10,14 @@ across ranks once per evaluation, and then computes each declared metric:
 
     metrics = {"loss": "min", "mae": "min", "r2": r2()}
 
+- a metric object that keeps its own state (a torchmetrics `Metric`, e.g. F1 or AUROC) is
+  updated with what `step` returns under its name (a tuple of tensors: `update(*value)`), and
+  computed once per evaluation (reduced across ranks by the object itself under torchrun). Its
+  direction is its `higher_is_better`. It is computed on the evaluated splits (val, test),
+  not while training.
+
+    metrics = {"loss": "min", "f1": BinaryF1Score(), "auroc": BinaryAUROC()}
+
 Sums that no declared metric names and no `Metric` uses are logged as means too.
 """
 
@@ -18,7 +26,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol, TypeGuard
+
+from expkit.errors import ExpkitError
 
 Direction = Literal["min", "max"]
 
@@ -33,12 +43,42 @@ class Metric:
     uses: tuple[str, ...] = ()
 
 
-Declared = Mapping[str, Direction | Metric]
+class Stateful(Protocol):
+    """A metric object with its own state: torchmetrics' `Metric` interface (what expkit uses)."""
+
+    @property
+    def higher_is_better(self) -> bool | None:
+        """Whether higher values are better (None: unknown)."""
+
+    def update(self, *args: Any, **kwargs: Any) -> Any:
+        """Add one batch to the state."""
+
+    def compute(self) -> Any:
+        """The value over everything added since the last reset."""
+
+    def reset(self) -> Any:
+        """Forget the state."""
 
 
-def direction(how: Direction | Metric) -> Direction:
+Declared = Mapping[str, Direction | Metric | Stateful]
+
+
+def stateful(how: object) -> TypeGuard[Stateful]:
+    """Whether a declared metric is an object that keeps its own state (a torchmetrics Metric)."""
+    return all(callable(getattr(how, name, None)) for name in ("update", "compute", "reset"))
+
+
+def direction(how: Direction | Metric | Stateful, name: str = "") -> Direction:
     """Whether lower ("min") or higher ("max") is better for a declared metric."""
-    return how.direction if isinstance(how, Metric) else how
+    if isinstance(how, Metric):
+        return how.direction
+    if isinstance(how, str):
+        return how
+    better = getattr(how, "higher_is_better", None)
+    if better is None:
+        raise ExpkitError(f"metric {name!r}: {type(how).__name__}.higher_is_better is None, so "
+                          "expkit cannot tell which way is better; set it to True or False")
+    return "max" if better else "min"
 
 
 def r2(squared_error: str = "se", target: str = "y", target_squared: str = "y2") -> Metric:
@@ -63,21 +103,24 @@ def perplexity(nll: str = "nll") -> Metric:
     return Metric("min", compute, (nll,))
 
 
-def produced(declared: Declared, names: Iterable[str]) -> list[str]:
-    """The metrics that sums of these `names` give: each declared one whose sums are there,
-    then the sums that nothing declares or uses (logged as means)."""
+def produced(declared: Declared, names: Iterable[str], evaluation: bool = True) -> list[str]:
+    """The metrics that what `step` returns under these `names` gives: each declared one whose
+    inputs are there (stateful ones only in an `evaluation`), then the sums that nothing
+    declares or uses (logged as means)."""
     present = list(names)
     used = {name for how in declared.values() if isinstance(how, Metric) for name in how.uses}
     out = [name for name, how in declared.items()
-           if (all(use in present for use in how.uses) if isinstance(how, Metric) else name in present)]
+           if (all(use in present for use in how.uses) if isinstance(how, Metric)
+               else name in present and (evaluation or not stateful(how)))]
     return out + [name for name in present if name not in declared and name not in used]
 
 
 def compute_metrics(declared: Declared, sums: Mapping[str, float], count: int
                     ) -> dict[str, float]:
-    """The value of each metric the split's `sums` (over `count` examples) give."""
+    """The value of each metric the split's `sums` (over `count` examples) give (stateful
+    metrics aside: they compute themselves)."""
     out: dict[str, float] = {}
-    for name in produced(declared, sums):
+    for name in produced(declared, sums, evaluation=False):
         how = declared.get(name)
         out[name] = (float(how.compute(sums, count)) if isinstance(how, Metric)
                      else sums[name] / max(count, 1))

@@ -4,4 +4,5 @@ EXPERIMENTS: dict[str, str] = {
     "mnist": "lab.experiments.mnist:MnistExperiment",
     "fashion_cnn": "lab.experiments.fashion_cnn:FashionCnnExperiment",
     "diabetes": "lab.experiments.diabetes:DiabetesExperiment",
+    "breast_cancer": "lab.experiments.breast_cancer:BreastCancerExperiment",
 }

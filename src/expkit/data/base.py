@@ -21,29 +21,56 @@ if TYPE_CHECKING:
     from expkit.data.stream import StreamSplit
 
 
-@dataclass
+#: what a split yields per batch: `(x, y)` from a Split, a dict of named tensors from a NamedSplit
+Batch = tuple[torch.Tensor, ...] | dict[str, torch.Tensor]
+
+
 class Split:
-    """One split held in memory: inputs `x` and targets `y` of equal length."""
+    """One split held in memory: inputs `x` and targets `y` of equal length, any dtype and
+    shape. A batch is `(x, y)`, index slices of both (no per-item __getitem__, no collate)."""
 
-    x: torch.Tensor
-    y: torch.Tensor
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if len(x) != len(y):
+            raise ValueError(f"split has {len(x)} inputs but {len(y)} targets")
+        self.tensors: tuple[torch.Tensor, ...] = (x, y)
 
-    def __post_init__(self) -> None:
-        if len(self.x) != len(self.y):
-            raise ValueError(f"split has {len(self.x)} inputs but {len(self.y)} targets")
+    @property
+    def x(self) -> torch.Tensor:
+        """The inputs."""
+        return self.tensors[0]
+
+    @property
+    def y(self) -> torch.Tensor:
+        """The targets."""
+        return self.tensors[1]
+
+    def _pack(self, parts: tuple[torch.Tensor, ...]) -> Batch:
+        """One batch from the rows of each tensor."""
+        return parts
+
+    def _like(self, tensors: tuple[torch.Tensor, ...]) -> Split:
+        """A split of the same kind (and names) holding `tensors`."""
+        return Split(*tensors)
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.tensors[0])
+
+    def take(self, index: torch.Tensor) -> Split:
+        """The rows at `index` of every tensor, as a split of the same kind."""
+        return self._like(tuple(t[index] for t in self.tensors))
 
     def to(self, device: torch.device, memory_format: torch.memory_format | None = None) -> Split:
-        """This split on `device` (a no-op when already there), 4-D inputs in `memory_format`."""
-        x = self.x.to(device)
-        if memory_format is not None and x.dim() == 4:
-            x = x.contiguous(memory_format=memory_format)
-        return Split(x, self.y.to(device))
+        """This split on `device` (a no-op when already there), 4-D float tensors in `memory_format`."""
+        moved = []
+        for t in self.tensors:
+            t = t.to(device)
+            if memory_format is not None and t.dim() == 4 and t.is_floating_point():
+                t = t.contiguous(memory_format=memory_format)
+            moved.append(t)
+        return self._like(tuple(moved))
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None, skip: int = 0,
-                shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                shard: tuple[int, int] = (0, 1)) -> Iterator[Batch]:
         """Batches in order (views, no copy), or shuffled by `generator` (one randperm per epoch).
 
         `skip` leaves out the first batches of the pass (a resume in the middle of an epoch).
@@ -53,18 +80,61 @@ class Split:
         rank, world = shard
         if generator is None and world == 1:
             for start in range(skip * batch_size, n, batch_size):
-                yield self.x[start:start + batch_size], self.y[start:start + batch_size]
+                yield self._pack(tuple(t[start:start + batch_size] for t in self.tensors))
             return
         order = (torch.randperm(n, generator=generator) if generator is not None
-                 else torch.arange(n)).to(self.x.device)
+                 else torch.arange(n)).to(self.tensors[0].device)
         for start in range(skip * batch_size, n, batch_size):
             index = shard_of(order[start:start + batch_size], rank, world)
             if index is not None:
-                yield self.x[index], self.y[index]
+                yield self._pack(tuple(t[index] for t in self.tensors))
 
     def num_batches(self, batch_size: int) -> int:
         """How many batches one pass yields."""
         return -(-len(self) // batch_size)
+
+
+class NamedSplit(Split):
+    """A split of several named tensors of equal length (inputs, masks, per-example weights,
+    targets: any names); a batch is a dict of them, sliced alike:
+
+        NamedSplit(x=features, y=labels, weight=weights)   # step gets batch["weight"], ...
+    """
+
+    def __init__(self, **tensors: torch.Tensor) -> None:
+        if not tensors:
+            raise ValueError("a NamedSplit needs at least one tensor")
+        lengths = {name: len(t) for name, t in tensors.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError("split's tensors differ in length: "
+                             + ", ".join(f"{name} {n}" for name, n in lengths.items()))
+        self.names = tuple(tensors)
+        self.tensors = tuple(tensors.values())
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.tensors[self.names.index(name)]
+
+    @property
+    def x(self) -> torch.Tensor:
+        """The tensor named "x"."""
+        return self["x"]
+
+    @property
+    def y(self) -> torch.Tensor:
+        """The tensor named "y"."""
+        return self["y"]
+
+    def _pack(self, parts: tuple[torch.Tensor, ...]) -> Batch:
+        return dict(zip(self.names, parts, strict=True))
+
+    def _like(self, tensors: tuple[torch.Tensor, ...]) -> Split:
+        return NamedSplit(**dict(zip(self.names, tensors, strict=True)))
+
+
+def examples_in(batch: Batch) -> int:
+    """How many examples a batch holds (the length of its first tensor)."""
+    first = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
+    return len(first)
 
 
 def shard_of(batch: torch.Tensor, rank: int, world: int) -> torch.Tensor | None:
@@ -130,8 +200,8 @@ class DataSplits(DataInfo):
 class BaseDataset(ABC):
     """A dataset: built from its validated Args and the machine's cache folder; `load()` gives splits.
 
-    Subclasses implement `load()`. Splits held in memory are served as whole-batch tensor
-    slices by the loop; keep inputs pre-normalized float tensors and targets int64.
+    Subclasses implement `load()`. Splits held in memory (Split, NamedSplit) are served as
+    whole-batch tensor slices by the loop; keep inputs pre-normalized, on the CPU.
     """
 
     def __init__(self, args: Args, cache_dir: Path) -> None:
@@ -155,4 +225,4 @@ def split_off(split: Split, fraction: float, seed: int = 0) -> tuple[Split, Spli
     keep, off = split_indices(len(split), fraction, seed)
     if len(off) == 0:
         return split, None
-    return Split(split.x[keep], split.y[keep]), Split(split.x[off], split.y[off])
+    return split.take(keep), split.take(off)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,14 +12,15 @@ from torch import nn
 class BaseModel(nn.Module):
     """An nn.Module the loop can train: implement `forward`; `step` defaults to classification.
 
-    `step(batch)` returns the loss to backpropagate (a batch mean) and a dict of metric *sums*
-    over the batch, as tensors. The loop adds the sums up on the device and divides by the
-    number of examples once per epoch, so nothing per step forces a device sync (.item()).
-    The metric names become `train_<name>`, `val_<name>` and `test_<name>`.
+    `step(batch)` gets what the split yields: `(x, y)` from a Split, a dict of named tensors
+    from a NamedSplit. It returns the loss to backpropagate (a batch mean) and a dict of metric
+    *sums* over the batch, as tensors; the loop adds the sums up on the device and turns them
+    into the declared metrics once per epoch, so nothing per step forces a device sync
+    (.item()). A stateful metric (a torchmetrics Metric) gets a tuple instead: the arguments
+    of its `update`. The names become `train_<name>`, `val_<name>` and `test_<name>`.
     """
 
-    def step(self, batch: tuple[torch.Tensor, torch.Tensor]
-             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def step(self, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         """Cross-entropy loss and the batch's summed loss and correct count (-> loss, acc)."""
         x, y = batch
         logits = self(x)

@@ -23,17 +23,19 @@ Where each hook fires::
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from expkit.data.base import AnySplit, DataSplits, Split
+from expkit.data.base import AnySplit, Batch, DataSplits, Split, examples_in
 from expkit.distributed import SINGLE, Dist
 from expkit.errors import ExpkitError
-from expkit.metrics import Declared, compute_metrics, produced
+from expkit.metrics import Declared, Stateful, compute_metrics, produced, stateful
 from expkit.models.base import BaseModel
 from expkit.training.callbacks import Callback
 from expkit.training.checkpoint import rng_state, set_rng_state
@@ -51,8 +53,7 @@ class _Steps(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, batch: tuple[torch.Tensor, torch.Tensor]
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
         return self.model.step(batch)
 
 
@@ -92,6 +93,9 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(seed)
         self.monitor, self.monitor_mode = monitor, monitor_mode
         self.metrics: Declared = {} if metrics is None else metrics  # none declared: every sum's mean
+        self.evaluator = Evaluator(self.model, self.metrics, batch_size=eval_batch_size,
+                                   device=device, dist=dist, autocast=self._autocast,
+                                   memory_format=self.memory_format)
         self.callbacks = callbacks
         self.precision = precision
         self.accumulate = accumulate_grad_batches
@@ -195,19 +199,21 @@ class Trainer:
             with self._sync(steps), self._autocast():
                 loss, batch_sums = self.ddp(batch) if self.ddp else self.model.step(batch)
                 if world > 1:  # DDP averages over ranks; weigh by this rank's share of the batch
-                    loss = loss * (len(batch[1]) * world / min(self.batch_size, n - i * self.batch_size))
+                    loss = loss * (examples_in(batch) * world
+                                   / min(self.batch_size, n - i * self.batch_size))
                 if self.accumulate > 1:
                     loss = loss / self.accumulate
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             self.loss_total += loss.detach()
             if sums:
-                for name, value in batch_sums.items():
-                    sums[name] += value
+                for name in sums:  # the sums; a stateful metric's inputs are for evaluations
+                    sums[name] += batch_sums[name]
             else:
-                sums = {name: value.detach().double() for name, value in batch_sums.items()}
-                self._check_monitor(list(sums))
+                sums = {name: value.detach().double() for name, value in batch_sums.items()
+                        if isinstance(value, torch.Tensor)}
+                self._check_monitor(list(sums), list(batch_sums))
                 self.epoch_sums = sums  # updated in place from here on
-            seen += len(batch[1])
+            seen += examples_in(batch)
             self.epoch_seen = seen
             self.global_step += 1
             if not steps:
@@ -246,13 +252,7 @@ class Trainer:
 
     def _reduce(self, sums: dict[str, torch.Tensor], seen: int
                 ) -> tuple[dict[str, torch.Tensor], int]:
-        """Metric sums and example count over all ranks (one all-reduce); as is in one process."""
-        if not self.dist.enabled:
-            return sums, seen
-        total = self.dist.all_sum(torch.stack([*(v.double() for v in sums.values()),
-                                               torch.tensor(float(seen), device=self.device,
-                                                            dtype=torch.float64)]))
-        return dict(zip(sums, total[:-1], strict=True)), int(total[-1].item())
+        return reduce_sums(self.dist, sums, seen, self.device)
 
     def _optimizer_step(self) -> None:
         if self.scaler is not None:
@@ -274,33 +274,18 @@ class Trainer:
         total = self.epoch_sums.get(name)
         return float(total) / self.epoch_seen if total is not None and self.epoch_seen else None
 
-    @torch.inference_mode()
     def evaluate(self, split: AnySplit, prefix: str) -> dict[str, float]:
-        """Mean metrics of the model over `split`, named `<prefix>_<metric>`."""
-        self.model.eval()
-        split = split.to(self.device, self.memory_format)
-        sums: dict[str, torch.Tensor] = {}
-        seen = 0
-        for batch in split.batches(self.eval_batch_size, shard=self.dist.shard()):
-            with self._autocast():
-                _, batch_sums = self.model.step(batch)
-            for name, value in batch_sums.items():
-                sums[name] = sums[name] + value if name in sums else value.double()
-            seen += len(batch[1])
-        return self._means(*self._reduce(sums, seen), prefix)
+        """The declared metrics of the model over `split`, named `<prefix>_<metric>`."""
+        return self.evaluator(split, prefix)
 
     def _means(self, sums: dict[str, torch.Tensor], count: int, prefix: str) -> dict[str, float]:
-        """The declared metrics of a split from its sums (one device sync for all of them)."""
-        if not sums:
-            return {}
-        totals = dict(zip(sums, torch.stack([v.double() for v in sums.values()]).tolist(),
-                          strict=True))
-        return {f"{prefix}_{name}": value
-                for name, value in compute_metrics(self.metrics, totals, count).items()}
+        return metric_values(self.metrics, sums, count, prefix)
 
-    def _check_monitor(self, names: list[str]) -> None:
-        splits = ["train"] + (["val"] if self.val_split is not None else [])
-        known = [f"{split}_{name}" for split in splits for name in produced(self.metrics, names)]
+    def _check_monitor(self, sums: list[str], returned: list[str]) -> None:
+        """The monitored metric is among those the first batch's `step` output gives."""
+        known = [f"train_{name}" for name in produced(self.metrics, sums, evaluation=False)]
+        if self.val_split is not None:
+            known += [f"val_{name}" for name in produced(self.metrics, returned)]
         if self.monitor not in known:
             raise ExpkitError(f"--monitor: got {self.monitor!r}, which this experiment does not "
                               f"log; choose one of: {', '.join(known)}")
@@ -349,3 +334,74 @@ class Trainer:
             if cb.key in state["callbacks"]:
                 cb.load_state_dict(state["callbacks"][cb.key])
         set_rng_state(state["rng"])
+
+
+def reduce_sums(dist: Dist, sums: dict[str, torch.Tensor], seen: int, device: torch.device
+                ) -> tuple[dict[str, torch.Tensor], int]:
+    """Metric sums and example count over all ranks (one all-reduce); as is in one process."""
+    if not dist.enabled:
+        return sums, seen
+    total = dist.all_sum(torch.stack([*(v.double() for v in sums.values()),
+                                      torch.tensor(float(seen), device=device, dtype=torch.float64)]))
+    return dict(zip(sums, total[:-1], strict=True)), int(total[-1].item())
+
+
+def metric_values(metrics: Declared, sums: dict[str, torch.Tensor], count: int, prefix: str
+                  ) -> dict[str, float]:
+    """The declared metrics of a split from its sums, named `<prefix>_<metric>` (one device
+    sync for all of them)."""
+    if not sums:
+        return {}
+    totals = dict(zip(sums, torch.stack([v.double() for v in sums.values()]).tolist(), strict=True))
+    return {f"{prefix}_{name}": value for name, value in compute_metrics(metrics, totals, count).items()}
+
+
+class Evaluator:
+    """The declared metrics of a model over a whole split: sums added up on the device and
+    reduced once, stateful metrics (torchmetrics) updated per batch and computed once. The
+    trainer evaluates val and test with it; `LoadedRun.evaluate` any split after a run."""
+
+    def __init__(self, model: BaseModel, metrics: Declared, *, batch_size: int,
+                 device: torch.device, dist: Dist = SINGLE,
+                 autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+                 memory_format: torch.memory_format | None = None) -> None:
+        self.model, self.metrics, self.batch_size = model, metrics, batch_size
+        self.device, self.dist, self.autocast, self.memory_format = device, dist, autocast, memory_format
+        self.states: dict[str, Stateful] = {}  # copies of the stateful metrics, on the device
+
+    @torch.inference_mode()
+    def __call__(self, split: AnySplit, prefix: str) -> dict[str, float]:
+        """The metrics over `split`, named `<prefix>_<metric>`."""
+        self.model.eval()
+        split = split.to(self.device, self.memory_format)
+        sums: dict[str, torch.Tensor] = {}
+        states = self._reset_states()
+        updated: set[str] = set()
+        seen = 0
+        for batch in split.batches(self.batch_size, shard=self.dist.shard()):
+            with self.autocast():
+                _, batch_sums = self.model.step(batch)
+            for name, value in batch_sums.items():
+                if name in states:  # a stateful metric's inputs: update(*value) or (**value)
+                    (states[name].update(**value) if isinstance(value, dict)
+                     else states[name].update(*value))
+                    updated.add(name)
+                else:
+                    sums[name] = sums[name] + value if name in sums else value.double()
+            seen += examples_in(batch)
+        means = metric_values(self.metrics, *reduce_sums(self.dist, sums, seen, self.device), prefix)
+        # a stateful metric reduces itself across ranks (torchmetrics: in compute)
+        return means | {f"{prefix}_{name}": float(state.compute())
+                        for name, state in states.items() if name in updated}
+
+    def _reset_states(self) -> dict[str, Stateful]:
+        """The stateful metrics, emptied for an evaluation (each a copy of the declared object,
+        on the device)."""
+        for name, how in self.metrics.items():
+            if stateful(how) and name not in self.states:
+                state = copy.deepcopy(how)
+                to = getattr(state, "to", None)
+                self.states[name] = to(self.device) if callable(to) else state
+        for state in self.states.values():
+            state.reset()
+        return self.states
