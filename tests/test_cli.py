@@ -67,6 +67,8 @@ def test_monitor_mode_follows_the_declared_direction_of_the_metric(data_workspac
     (["--epochs=1", "--hidden_sizes=64,32", "--use_cuda=0", "--download", "--optimizer=sgd"],
      {("model", "hidden_sizes"): [64, 32], "use_cuda": False, ("dataset", "download"): True,
       ("optimizer", "name"): "sgd"}),
+    # a bare "--" (what ends torchrun's own options) is a no-op
+    (["--", "--epochs=2", "--monitor=val_loss"], {"epochs": 2, "monitor": "val_loss"}),
     (["--epochs=1", "--hidden_sizes=16", "--hidden_sizes=8", "--use_cuda=False",
       "--dataset", "fashion_mnist", "--download=yes", "--activation=gelu"],
      {("model", "hidden_sizes"): [16, 8], ("dataset", "name"): "fashion_mnist",

@@ -89,8 +89,8 @@ def _leaf(name: str, path: tuple[str, ...], group: str, field: FieldInfo) -> Fla
 def flag_table(cls: type[BaseModel]) -> dict[str, Flag]:
     """The flat flags of a stitched Args model: each leaf field once, under its own name.
 
-    A leaf may choose its flag name with `json_schema_extra={"flag": "..."}` (e.g. the
-    optimizer's `name` is `--optimizer`). A flag name used by two parts is a TypeError that
+    A leaf may choose its flag name with `json_schema_extra={"flag": "..."}`; a part's `name`
+    field is the part's flag (the optimizer's `name` is `--optimizer`). A flag name used by two parts is a TypeError that
     names both, raised when the experiment class is defined, never a silent shadow.
     """
     table: dict[str, Flag] = {}
@@ -102,7 +102,9 @@ def flag_table(cls: type[BaseModel]) -> dict[str, Flag]:
                 walk(annotation, (*prefix, name), group if prefix else name)
                 continue
             extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-            flag_name = str(extra.get("flag", name))
+            # a part's `name` is the part's flag (--optimizer=sgd, --dataset=digits), so a
+            # subclass that widens `name` keeps it without repeating json_schema_extra
+            flag_name = str(extra.get("flag", prefix[-1] if name == "name" and prefix else name))
             flag = _leaf(flag_name, (*prefix, name), group, field)
             if flag_name in table:
                 other = ".".join(table[flag_name].path)

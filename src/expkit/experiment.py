@@ -22,7 +22,7 @@ from expkit.metrics import Declared, direction, stateful
 from expkit.models.base import BaseModel
 from expkit.tracking.base import Tracker
 from expkit.training.callbacks import Callback
-from expkit.training.optim import OptimizerArgs, SchedulerArgs, build_optimizer
+from expkit.training.optim import OptimizerArgs, Schedule, SchedulerArgs, build_optimizer, build_scheduler
 
 #: bounds past which a value is a typo, not a plan (a run of a million epochs, a batch of 16M)
 MAX_EPOCHS = 1_000_000
@@ -94,8 +94,9 @@ _SPLITS = ("train", "val")  # the splits whose metrics exist during training (te
 class BaseExperiment(Generic[A]):
     """One experiment: its Args class, how to build its data and model; `run()` does the rest.
 
-    Override `build_data` and `build_model`. `build_optimizer`, `build_callbacks` and
-    `build_trackers` have defaults driven by the args; override them to change the recipe.
+    Override `build_data` and `build_model`. `build_optimizer`, `build_scheduler`,
+    `build_callbacks` and `build_trackers` have defaults driven by the args; override them to
+    change the recipe.
     """
 
     args_class: ClassVar[type[ExperimentArgs]]
@@ -128,6 +129,17 @@ class BaseExperiment(Generic[A]):
     def build_optimizer(self, model: BaseModel) -> torch.optim.Optimizer:
         """The optimizer from `--optimizer`, `--lr`, ... over the model's parameters."""
         return build_optimizer(self.args.optimizer, model.parameters())
+
+    def build_scheduler(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+                        ) -> Schedule | None:
+        """The learning-rate schedule from `--scheduler`, `--warmup_epochs`, ... (None: constant).
+
+        To add a schedule with its own flags, subclass SchedulerArgs (new fields, a wider
+        `name`), use it in your Args, and override this method (as with `build_optimizer`).
+        """
+        assert self.args.monitor_mode is not None  # resolve_monitor ran
+        return build_scheduler(self.args.scheduler, optimizer, self.args.epochs, steps_per_epoch,
+                               self.args.monitor_mode)
 
     def build_trackers(self, run_dir: Path) -> list[Tracker]:
         """Extra trackers beyond the defaults (local files always, wandb with --use_wandb)."""

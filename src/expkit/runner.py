@@ -45,7 +45,6 @@ from expkit.training.checkpoint import (
 )
 from expkit.training.early_stopping import EarlyStopping
 from expkit.training.loop import Trainer
-from expkit.training.optim import build_scheduler
 from expkit.training.progress import ProgressBar
 
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
@@ -335,8 +334,7 @@ def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, devic
     assert args.monitor is not None and args.monitor_mode is not None  # resolve_monitor ran
     t = args.trainer
     optimizer = experiment.build_optimizer(model)
-    schedule = build_scheduler(args.scheduler, optimizer, args.epochs,
-                               data.train.num_batches(args.batch_size), args.monitor_mode)
+    schedule = experiment.build_scheduler(optimizer, data.train.num_batches(args.batch_size))
     callbacks: list[Callback] = []
     if dist.is_main and (t.progress or (t.progress is None and experiment.console.stream.isatty())):
         callbacks.append(ProgressBar())
