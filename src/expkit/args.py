@@ -90,8 +90,9 @@ def flag_table(cls: type[BaseModel]) -> dict[str, Flag]:
     """The flat flags of a stitched Args model: each leaf field once, under its own name.
 
     A leaf may choose its flag name with `json_schema_extra={"flag": "..."}`; a part's `name`
-    field is the part's flag (the optimizer's `name` is `--optimizer`). A flag name used by two parts is a TypeError that
-    names both, raised when the experiment class is defined, never a silent shadow.
+    field is the part's flag (the optimizer's `name` is `--optimizer`). A flag name used by
+    two parts is a TypeError that names both, raised when the experiment class is defined,
+    never a silent shadow.
     """
     table: dict[str, Flag] = {}
 
