@@ -19,9 +19,17 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ARGS = ("--experiment_id=mnist", "--seed=0", "--max_train_samples=300")
 
 
+# run.py, and at its exit a line saying whether the training process imported matplotlib
+PROBE = ("import atexit, runpy, sys\n"
+         "atexit.register(lambda: print('matplotlib imported:', 'matplotlib' in sys.modules))\n"
+         "sys.argv = sys.argv[1:]\n"
+         "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+
+
 def start(ws: Workspace, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, str(REPO / "run.py"), *ARGS, *args], cwd=ws.root,
-                            env=ws.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-c", PROBE, str(REPO / "run.py"), *ARGS, *args],
+                            cwd=ws.root, env=ws.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def worker_of(run: subprocess.Popen[str], timeout: float = 60) -> int:
@@ -54,12 +62,13 @@ def alive(pid: int) -> bool:
 def test_the_worker_draws_history_png_and_ends_with_the_run(data_workspace: Workspace) -> None:
     run = start(data_workspace, "--epochs=3")
     worker = worker_of(run)
-    _, err = run.communicate(timeout=300)
+    out, err = run.communicate(timeout=300)
     assert run.returncode == 0, err
     assert not alive(worker)
     png = data_workspace.last_run() / "history.png"
     assert png.read_bytes()[:8] == PNG_MAGIC
     assert "warning" not in err
+    assert "matplotlib imported: False" in out, "matplotlib stays out of the training process"
 
 
 @pytest.mark.slow
@@ -67,7 +76,8 @@ def test_a_run_whose_worker_dies_draws_history_png_itself(data_workspace: Worksp
     run = start(data_workspace, "--epochs=3")
     os.kill(worker_of(run), signal.SIGKILL)
     killed = time.time()
-    _, err = run.communicate(timeout=300)
+    out, err = run.communicate(timeout=300)
+    assert "matplotlib imported: True" in out, "without its worker the run draws itself"
     assert run.returncode == 0, err
     png = data_workspace.last_run() / "history.png"
     assert png.read_bytes()[:8] == PNG_MAGIC
