@@ -24,8 +24,10 @@ from expkit.training.checkpoint import (
     BEST,
     LAST,
     Checkpointing,
+    check_state,
     load_checkpoint,
     load_weights,
+    reason,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -199,6 +201,22 @@ def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path
     assert str(refused.value).endswith(f": {first_line[:200]}"), "the first line of torch's reason"
 
 
+def test_a_reason_is_one_short_line() -> None:
+    assert reason(ValueError("first\nsecond")) == "first"
+    assert reason(ValueError("x" * 300)) == "x" * 200
+    assert reason(ValueError("  ")) == "ValueError" and reason(KeyError()) == "KeyError"
+
+
+def test_dataset_state_that_would_not_load_back_is_refused_before_the_run() -> None:
+    check_state({"y_mean": 1.5, "classes": ["a", "b"], "scale": torch.ones(3), "n": {"k": 2}})
+    with pytest.raises(ExpkitError, match=r"the dataset's state cannot be saved in a checkpoint: "
+                                          r"Weights only load failed") as refused:
+        check_state({"scale": np.ones(3)})
+    assert refused.value.hint and "numbers, strings, tensors" in refused.value.hint
+    with pytest.raises(ExpkitError, match=r"cannot be saved in a checkpoint: .*lambda"):
+        check_state({"f": lambda: 0})  # not even picklable
+
+
 def test_rng_state_restores_every_generator() -> None:
     saved = rng_state()
     expected = (random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist())
@@ -212,6 +230,7 @@ def test_rng_state_restores_every_generator() -> None:
     after = np.random.randn()
     set_rng_state(with_gauss)
     assert np.random.randn() == after
+    assert ("cuda" in saved) == torch.cuda.is_available(), "a CPU run saves no CUDA state"
     if not torch.cuda.is_available():  # a GPU run's checkpoint resumed on a CPU machine
         set_rng_state({**saved, "cuda": [torch.zeros(16, dtype=torch.uint8)]})
         assert random.random() == expected[0]

@@ -99,6 +99,8 @@ def test_resume_of_a_finished_run_does_nothing_and_longer_trains_on(
     assert _in(ws, lambda: resume_run(run, [], REGISTRY, "run.py")) == 0
     assert "already finished after 2 epochs; nothing to do" in capsys.readouterr().out
     assert (run / "history.csv").read_text() == rows and "resumes" not in _record(run)
+    assert _in(ws, lambda: resume_run(run, ["--epochs=1"], REGISTRY, "run.py")) == 0
+    assert "already finished after 2 epochs" in capsys.readouterr().out, "fewer epochs: done too"
     assert _in(ws, lambda: resume_run(run, ["--epochs=3"], REGISTRY, "run.py")) == 0
     assert load_checkpoint(run / "checkpoints" / LAST)["epoch"] == 3
     assert (run / "history.csv").read_text().startswith(rows) and _record(run)["resumes"][0][
@@ -108,6 +110,13 @@ def test_resume_of_a_finished_run_does_nothing_and_longer_trains_on(
     (run / "run.json").write_text(json.dumps(record))
     assert _in(ws, lambda: resume_run(run, [], REGISTRY, "run.py")) == 0
     assert _record(run)["status"] == "finished" and len(_record(run)["resumes"]) == 2
+    record = _record(run)
+    record["status"] = "failed"  # e.g. it failed in the test after its last epoch: test again
+    (run / "run.json").write_text(json.dumps(record))
+    capsys.readouterr()
+    assert _in(ws, lambda: resume_run(run, [], REGISTRY, "run.py")) == 0
+    assert "already finished" not in capsys.readouterr().out
+    assert _record(run)["status"] == "finished" and len(_record(run)["resumes"]) == 3
 
 
 def test_resume_refuses_unsafe_changes_and_checkpoints_of_other_runs(

@@ -43,7 +43,7 @@ def report(error: BaseException, prog: str, rank: str = "0") -> int:
         print(f"{prog}: error: unexpected {type(error).__name__}: {one_line(str(error))} (a bug in "
               "expkit or the experiment; EXPKIT_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
-    if rank != "0" and error.exit_code == 2:
+    if rank != "0" and isinstance(error, UsageError):
         return error.exit_code
     for line in error.lines:
         print(f"{prog}: error: {'' if rank == '0' else f'[rank {rank}] '}{one_line(line)}",

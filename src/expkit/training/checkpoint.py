@@ -33,6 +33,13 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda f: torch.save({"expkit_checkpoint": FORMAT, **state}, f))
 
 
+def reason(error: BaseException, limit: int = 200) -> str:
+    """An exception as one short line for a message: its first line, cut at `limit`
+    characters, or its type's name when it says nothing."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read an expkit checkpoint with weights_only=True; one clear error for anything else."""
     path = Path(path)
@@ -42,9 +49,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile,
             ValueError, KeyError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ExpkitError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
-                          f"{reason[:200]}") from None
+                          f"{reason(e)}") from None
     if not isinstance(state, dict) or state.get("expkit_checkpoint") != FORMAT:
         raise ExpkitError(f"{path}: not an expkit checkpoint (no 'expkit_checkpoint' marker)")
     return state
@@ -59,8 +65,7 @@ def check_state(state: dict[str, Any]) -> None:
         buffer.seek(0)
         torch.load(buffer, weights_only=True)
     except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ExpkitError(f"the dataset's state cannot be saved in a checkpoint: {reason[:200]}",
+        raise ExpkitError(f"the dataset's state cannot be saved in a checkpoint: {reason(e)}",
                           hint="keep DataInfo.state to numbers, strings, tensors, and lists or "
                                "dicts of them") from None
 
