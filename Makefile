@@ -12,10 +12,10 @@ export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
 setup: $(VENV)/.installed
 
 # torch is pinned by constraints.txt to the CPU build; see README "Choosing a torch build".
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml src/lab/pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]" -e src/lab
 	touch $@
 
 demo: setup

@@ -69,7 +69,8 @@ def _wants_help(argv: list[str]) -> bool:
 def overview(registry: Registry, prog: str) -> str:
     """The top-level help: usage, the commands, and each registered experiment in one line."""
     lines = [f"usage: {prog} [run] --experiment_id=ID [--flag=value ...]",
-             f"       {prog} --experiment_id=ID --help    that experiment's arguments", ""]
+             f"       {prog} --experiment_id=ID --help    that experiment's arguments",
+             f"       {prog} --version                    expkit's version", ""]
     lines += ["commands:", *(f"  {name:<12}{doc}" for name, (_, doc) in COMMANDS.items()), ""]
     lines.append("experiments:")
     width = max((len(i) for i in registry.ids()), default=0) + 2
@@ -347,6 +348,11 @@ def main(argv: list[str] | None = None, *, registry: str | None = None,
     remember(prog)
     try:
         reg = Registry.from_module(registry) if registry else Registry.from_entry_points()
+        if argv[:1] == ["--version"]:
+            from expkit import version
+
+            print(f"expkit {version()}")
+            return 0
         name = argv[0] if argv and not argv[0].startswith("-") else "run"
         if name not in COMMANDS:
             raise UsageError(f"unknown command {name!r}; commands: {', '.join(COMMANDS)}")

@@ -119,12 +119,15 @@ def _cpu_model() -> str:
 
 
 def environment() -> dict[str, Any]:
-    """Python, torch, CUDA and cuDNN versions; host, OS, CPU and GPUs."""
+    """expkit, Python, torch, CUDA and cuDNN versions; host, OS, CPU and GPUs."""
     import numpy
     import torch
 
+    from expkit import version
+
     cuda = torch.cuda.is_available()
     return {
+        "expkit": version(),
         "python": sys.version.split()[0], "executable": sys.executable,
         "torch": torch.__version__, "numpy": numpy.__version__, "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if cuda else None,  # type: ignore[no-untyped-call]
