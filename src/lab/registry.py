@@ -5,4 +5,5 @@ EXPERIMENTS: dict[str, str] = {
     "fashion_cnn": "lab.experiments.fashion_cnn:FashionCnnExperiment",
     "diabetes": "lab.experiments.diabetes:DiabetesExperiment",
     "breast_cancer": "lab.experiments.breast_cancer:BreastCancerExperiment",
+    "char_lm": "lab.experiments.char_lm:CharLMExperiment",
 }

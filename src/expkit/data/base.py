@@ -131,6 +131,69 @@ class NamedSplit(Split):
         return NamedSplit(**dict(zip(self.names, tensors, strict=True)))
 
 
+class TokenSplit(Split):
+    """One long 1-D tensor of token ids, served as windows of `block_size` tokens: a batch is
+    `(x, y)`, both (batch, block_size), `y` being `x` shifted by one token (next-token targets).
+
+    One pass has `(len(tokens) - 1) // block_size` windows. Training draws their start
+    positions at random from the trainer's generator (one `randint` per pass, so a resume in
+    the middle of a pass draws the same windows); evaluation reads consecutive windows from the
+    start. Windows are gathered by index arithmetic on the device, no per-item Python.
+    """
+
+    def __init__(self, tokens: torch.Tensor, block_size: int) -> None:
+        if tokens.dim() != 1:
+            raise ValueError(f"a token split is one 1-D tensor, got shape {tuple(tokens.shape)}")
+        if len(tokens) <= block_size:
+            raise ValueError(f"a token split needs more than block_size={block_size} tokens, "
+                             f"got {len(tokens)}")
+        self.tokens, self.block_size = tokens, block_size
+        self.tensors = (tokens,)
+
+    @property
+    def x(self) -> torch.Tensor:
+        """The token ids."""
+        return self.tokens
+
+    @property
+    def y(self) -> torch.Tensor:
+        """The token ids (the targets are the inputs shifted by one)."""
+        return self.tokens
+
+    def __len__(self) -> int:
+        return (len(self.tokens) - 1) // self.block_size
+
+    def _like(self, tensors: tuple[torch.Tensor, ...]) -> Split:
+        return TokenSplit(tensors[0], self.block_size)
+
+    def take(self, index: torch.Tensor) -> Split:
+        """Not defined for a stream: split it by position (`tokens[:n]`, `tokens[n:]`)."""
+        raise TypeError("a token split is split by position: TokenSplit(tokens[:n], ...), "
+                        "TokenSplit(tokens[n:], ...)")
+
+    def to(self, device: torch.device, memory_format: torch.memory_format | None = None) -> Split:
+        """This split on `device` (a no-op when already there)."""
+        return TokenSplit(self.tokens.to(device), self.block_size)
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, skip: int = 0,
+                shard: tuple[int, int] = (0, 1)) -> Iterator[Batch]:
+        """Windows in batches: random starts from `generator` (training), consecutive ones
+        without it (evaluation). `skip` and `shard` as for Split."""
+        n, block = len(self), self.block_size
+        device = self.tokens.device
+        if generator is None:
+            starts = torch.arange(n) * block
+        else:  # any start that leaves block + 1 tokens
+            starts = torch.randint(0, len(self.tokens) - block, (n,), generator=generator)
+        starts, offsets = starts.to(device), torch.arange(block + 1, device=device)
+        rank, world = shard
+        for first in range(skip * batch_size, n, batch_size):
+            index = shard_of(starts[first:first + batch_size], rank, world)
+            if index is not None:
+                rows = self.tokens[index.unsqueeze(1) + offsets]
+                yield rows[:, :-1], rows[:, 1:]
+
+
 def examples_in(batch: Batch) -> int:
     """How many examples a batch holds (the length of its first tensor)."""
     first = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]

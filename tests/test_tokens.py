@@ -1,0 +1,79 @@
+"""Token streams: windows of a 1-D token tensor (next-token pairs), drawn from the trainer's
+generator, the same across a resume; the char_lm example stopped mid-epoch resumes exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import expkit
+from conftest import Workspace
+from expkit.data.base import TokenSplit
+from expkit.training.checkpoint import load_checkpoint
+from test_resume import HOOKS, assert_same_training
+
+
+def test_windows_are_next_token_pairs_consecutive_in_evaluation() -> None:
+    tokens = torch.arange(100)
+    split = TokenSplit(tokens, block_size=8)
+    assert len(split) == 12 and split.num_batches(5) == 3  # (100 - 1) // 8 windows
+    batches = list(split.batches(5))
+    x = torch.cat([b[0] for b in batches])
+    y = torch.cat([b[1] for b in batches])
+    assert x.shape == y.shape == (12, 8)
+    assert torch.equal(x.flatten(), tokens[:96]) and torch.equal(y, x + 1)
+    with pytest.raises(ValueError, match="more than block_size=8 tokens, got 8"):
+        TokenSplit(torch.arange(8), 8)
+    with pytest.raises(TypeError, match="split by position"):
+        split.take(torch.arange(3))
+
+
+def test_random_windows_come_from_the_generator_and_a_resume_draws_the_same() -> None:
+    split = TokenSplit(torch.arange(1000) * 3, block_size=16)
+    state = torch.Generator().manual_seed(7).get_state()
+
+    def windows(skip: int = 0, shard: tuple[int, int] = (0, 1)) -> list[torch.Tensor]:
+        generator = torch.Generator()
+        generator.set_state(state)
+        return [x for x, _ in split.batches(10, generator, skip, shard)]
+
+    full = windows()
+    assert len(full) == split.num_batches(10) and all(torch.equal(y, x + 3) for x, y in
+                                                     split.batches(10, torch.Generator()))
+    starts = torch.cat([w[:, 0] for w in full]) // 3
+    assert len(set(starts.tolist())) > 40 and int(starts.max()) <= 1000 - 17, "any start that fits"
+    assert all(torch.equal(a, b) for a, b in zip(windows(skip=4), full[4:], strict=True)), \
+        "a pass resumed after 4 batches draws the windows the uninterrupted pass drew"
+    halves = [windows(shard=(rank, 2)) for rank in (0, 1)]
+    assert all(torch.equal(torch.cat([a, b]).sort(0).values, whole.sort(0).values)
+               for a, b, whole in zip(*halves, full, strict=True)), "ranks split each batch"
+
+
+CHAR_LM = ("--experiment_id=char_lm", "--epochs=2", "--seed=0", "--max_chars=20000",
+           "--n_layer=1", "--n_embd=32", "--block_size=32", "--dropout=0.1")
+STEPS = 9  # 18,000 training characters: 562 windows of 32, batches of 64
+
+
+@pytest.mark.slow
+def test_char_lm_stopped_mid_epoch_resumes_to_the_same_numbers(workspace: Workspace) -> None:
+    ws = workspace
+    assert ws.run(*CHAR_LM).returncode == 0
+    reference = ws.last_run("char_lm")
+    # stopped 4 batches into the second epoch: the resume draws the rest of that epoch's windows
+    stopped = ws.fork(*CHAR_LM, env={"PYTHONPATH": HOOKS, "EXPKIT_TEST_AT": f"step:{STEPS + 4}:INT"})
+    assert stopped.returncode == 130, stopped.stderr
+    run = next(r for r in ws.run_dirs("char_lm") if r != reference)
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["partial"]["batches"] == 4
+    resumed = ws.run("resume", str(run))
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_training(reference, run)
+
+    # the vocabulary is in the checkpoint: the model encodes and samples without the corpus
+    loaded = expkit.load_run(run)
+    text = loaded.model.generate("def ", 20, temperature=0.8, top_k=10,
+                                 generator=torch.Generator().manual_seed(0))
+    assert text.startswith("def ") and len(text) == 24
+    assert set(text) <= set(loaded.model.chars)
+    assert Path(run / "metrics.json").is_file()
