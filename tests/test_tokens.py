@@ -3,13 +3,14 @@ generator, the same across a resume; the char_lm example stopped mid-epoch resum
 
 from __future__ import annotations
 
-from pathlib import Path
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import expkit
-from conftest import Workspace
+from conftest import REPO, Workspace
 from expkit.data.base import TokenSplit
 from expkit.training.checkpoint import load_checkpoint
 from test_resume import HOOKS, assert_same_training
@@ -76,4 +77,8 @@ def test_char_lm_stopped_mid_epoch_resumes_to_the_same_numbers(workspace: Worksp
                                  generator=torch.Generator().manual_seed(0))
     assert text.startswith("def ") and len(text) == 24
     assert set(text) <= set(loaded.model.chars)
-    assert Path(run / "metrics.json").is_file()
+    sampled = subprocess.run([sys.executable, str(REPO / "wild_west" / "sample_char_lm.py"), str(run),
+                              "--prompt=import ", "--length=30"], cwd=ws.root, env=ws.env,
+                             capture_output=True, text=True, timeout=120)
+    assert sampled.returncode == 0, sampled.stderr
+    assert sampled.stdout.startswith("import ") and len(sampled.stdout.rstrip("\n")) >= 30
