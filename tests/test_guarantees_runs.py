@@ -5,23 +5,27 @@ end-to-end tests check the same guarantees through the CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from conftest import REPO, Workspace, _clean_env, write_idx_set
+from conftest import Workspace, _clean_env, write_idx_set
 from expkit.distributed import SINGLE, env_rank, setup, teardown
 from expkit.errors import ExpkitError, UsageError
 from expkit.registry import Registry
 from expkit.reproduce import comparable_metrics, drift_warnings, reproduce_run
 from expkit.resume import read_run_config, resume_run, unsafe_changes
+from expkit.training.callbacks import Callback
 from expkit.training.checkpoint import LAST, load_checkpoint, save_checkpoint
+from lab.experiments.mnist import MnistExperiment
 
 REGISTRY = Registry.from_module("lab.registry")
 
@@ -153,18 +157,27 @@ def test_reproduce_compares_final_best_and_test_values_and_the_best_epoch() -> N
 def test_reproduce_warns_of_code_and_version_drift(tmp_path: Path) -> None:
     from expkit.record import environment, git_state
 
-    code, _ = git_state(REPO / "src" / "lab")
+    # a repository of its own, with a commit and an uncommitted change (a code.diff)
+    folder = tmp_path / "code"
+    folder.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(folder)]
+    (folder / "exp.py").write_text("x = 1\n")
+    for args in (["init", "-q"], ["add", "exp.py"], ["commit", "-qm", "one"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    (folder / "exp.py").write_text("x = 2\n")
+    code, _ = git_state(folder)
+    assert code.get("commit") and code.get("diff_sha256"), code
     now = environment()
     same = json.loads(json.dumps(  # as read back from run.json: equal values, other objects
         {"code": code, "environment": {k: now[k] for k in ("python", "torch", "numpy", "cuda")}}))
-    assert drift_warnings(same, REPO / "src" / "lab") == []
+    assert drift_warnings(same, folder) == []
     other = {"code": {**code, "commit": "0" * 40},
              "environment": {**same["environment"], "torch": "1.0", "python": "2.7"}}
-    assert drift_warnings(other, REPO / "src" / "lab") == [
+    assert drift_warnings(other, folder) == [
         f"code: recorded commit {'0' * 40}, now {code.get('commit')}",
         "python: recorded 2.7, now " + now["python"], "torch: recorded 1.0, now " + now["torch"]]
     edited = {**same, "code": {**code, "diff_sha256": "edited"}}
-    assert drift_warnings(edited, REPO / "src" / "lab") == [
+    assert drift_warnings(edited, folder) == [
         "code: uncommitted changes differ from the recorded code.diff"]
 
 
@@ -198,9 +211,39 @@ def test_reproduce_matches_a_run_and_names_every_value_that_differs(
     again = max(ws.run_dirs(), key=lambda p: p.stat().st_mtime)
     assert _record(again)["reproduction"]["differs"] == ["best.val_loss"], "0.25 and 1e-3 are within"
     assert _in(ws, lambda: reproduce_run(run, edge, REGISTRY, "run.py")) == 0, "within, at the edge"
+    metrics["test"]["test_extra"] = 1.0  # recorded, and not reproduced: a difference too
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert _in(ws, lambda: reproduce_run(run, edge, REGISTRY, "run.py")) == 1
+    again = max(ws.run_dirs(), key=lambda p: p.stat().st_mtime)
+    assert _record(again)["reproduction"]["differs"] == ["test_extra"]
     (run / "metrics.json").unlink()
     with pytest.raises(ExpkitError, match=r"has no metrics\.json .* resume it with `run\.py resume"):
         _in(ws, lambda: reproduce_run(run, 0.0, REGISTRY, "run.py"))
+
+
+class _StopAtOnce(Callback):
+    """Asks the loop to stop after its first step, as a Ctrl-C would."""
+
+    def on_train_batch_end(self, trainer: Any, batch_index: int) -> None:
+        trainer.stop_requested = "SIGINT"
+
+
+class StoppedMnist(MnistExperiment):
+    """mnist, stopped after its first step."""
+
+    def build_callbacks(self, run_dir: Path) -> list[Callback]:
+        return [_StopAtOnce()]
+
+
+def test_reproduce_of_a_run_that_stops_returns_its_code_without_a_verdict(
+        run_copy: tuple[Workspace, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    ws, run = run_copy
+    stopping = Registry({"mnist": f"{__name__}:StoppedMnist"})
+    assert _in(ws, lambda: reproduce_run(run, 0.0, stopping, "run.py")) == 130
+    assert "metrics differ" not in capsys.readouterr().out
+    again = max(ws.run_dirs(), key=lambda p: p.stat().st_mtime)
+    assert again != run and _record(again)["status"] == "stopped"
+    assert "reproduction" not in _record(again), "no verdict on a run that did not finish"
 
 
 def _record(run: Path) -> dict[str, Any]:
@@ -212,6 +255,8 @@ def _record(run: Path) -> dict[str, Any]:
 
 def test_one_process_is_rank_0_of_1_and_every_collective_is_a_no_op(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        SINGLE.rank = 1  # type: ignore[misc]  # the shared one-process Dist stays what it is
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.delenv("RANK", raising=False)
     assert setup(False) is SINGLE and env_rank() == 0

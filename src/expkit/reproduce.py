@@ -79,18 +79,18 @@ def reproduce_run(run_dir: Path, tolerance: float, registry: Registry, prog: str
         a, b = old.get(name), new.get(name)
         same = a == b or (isinstance(a, int | float) and isinstance(b, int | float)
                           and abs(a - b) <= tolerance)
-        rows.append((name, a, b, "match" if same else "differs"))
-    width = max(len(r[0]) for r in rows)
+        rows.append((name, a, b, same))
+    width = max(len(name) for name, *_ in rows)
     console.print(f"{'metric'.ljust(width)}  {'recorded':>12}  {'reproduced':>12}  result")
-    for name, a, b, verdict in rows:
-        console.print(f"{name.ljust(width)}  {_fmt(a):>12}  {_fmt(b):>12}  {verdict}")
-    matched = all(r[3] == "match" for r in rows)
+    for name, a, b, same in rows:
+        console.print(f"{name.ljust(width)}  {_fmt(a):>12}  {_fmt(b):>12}  "
+                      f"{'match' if same else 'differs'}")
+    differs = [name for name, _, _, same in rows if not same]
     RunRecord(new_dir).update(reproduction={"of": str(run_dir), "tolerance": tolerance,
-                                            "all_match": matched,
-                                            "differs": [r[0] for r in rows if r[3] != "match"]})
-    console.print(f"reproduction of {run_dir.name}: " + ("every metric matches" if matched else
-                  f"{sum(r[3] != 'match' for r in rows)} of {len(rows)} metrics differ"))
-    return 0 if matched else 1
+                                            "all_match": not differs, "differs": differs})
+    console.print(f"reproduction of {run_dir.name}: " + (
+        f"{len(differs)} of {len(rows)} metrics differ" if differs else "every metric matches"))
+    return 1 if differs else 0
 
 
 def _fmt(value: Any) -> str:
