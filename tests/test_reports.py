@@ -4,6 +4,7 @@ real headless Chromium, and TensorBoard event files read back with TensorBoard's
 from __future__ import annotations
 
 import html
+import io
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import struct
 from pathlib import Path
 
 import pytest
+import torch
 
 import expkit
 from browser import Browser, find_chromium
@@ -163,6 +165,56 @@ def test_report_renders_in_chromium_without_network(two_runs: tuple[Workspace, l
     width, height = png_size(shot)
     assert width >= 1000 and height > 1000
     print(f"report screenshot: {shot}")
+
+
+def test_artifacts_render_in_the_report(workspace: Workspace, browser: Browser) -> None:
+    """char_lm's samples, one per evaluation, newest first, as text (escaped) in Chromium."""
+    ws = workspace
+    result = ws.run("--experiment_id=char_lm", "--epochs=2", "--seed=0", "--max_chars=20000",
+                    "--n_layer=1", "--n_embd=32", "--block_size=32", "--sample_length=40")
+    assert result.returncode == 0, result.stderr
+    run_dir = ws.last_run("char_lm")
+    url = (run_dir / "report.html").absolute().as_uri()
+    requests = browser.open(url)
+    assert all(r == url or r.startswith("data:") for r in requests), requests
+    shown = browser.evaluate("[...document.querySelectorAll('.artifact')].map(e => "
+                             "[e.dataset.name, e.dataset.epoch, e.querySelector('pre').textContent])")
+    samples = {e: (run_dir / "artifacts" / "sample" / f"{e}.txt").read_text() for e in ("1", "2")}
+    assert shown == [["sample", "2", samples["2"]], ["sample", "1", samples["1"]]]
+
+
+def test_image_artifacts_are_pngs_and_their_names_stay_in_the_run(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from expkit.errors import ExpkitError
+    from expkit.report import _artifacts_html
+    from expkit.tracking.artifacts import Artifacts, png_bytes
+
+    gray = torch.linspace(0, 1, 12).reshape(3, 4)
+    rgb = torch.stack([gray, 1 - gray, gray * 0])
+    logged = []
+
+    class Tracker:
+        def log_artifact(self, name: str, path: Path, value: object, epoch: int) -> None:
+            logged.append((name, path.name, epoch))
+
+    artifacts = Artifacts(tmp_path, [Tracker()])
+    artifacts.epoch = 3
+    with Image.open(artifacts.save("grid", rgb)) as image:  # type: ignore[arg-type]
+        assert image.mode == "RGB" and image.size == (4, 3)
+        assert image.getpixel((0, 0)) == (0, 255, 0) and image.getpixel((3, 2)) == (255, 0, 0)
+    with Image.open(io.BytesIO(png_bytes(gray))) as image:
+        assert image.mode == "L" and (image.getpixel((0, 0)), image.getpixel((3, 2))) == (0, 255)
+    with Image.open(io.BytesIO(png_bytes((gray * 255).to(torch.uint8)[None]))) as image:
+        assert image.mode == "L" and image.getpixel((3, 2)) == 255
+    assert logged == [("grid", "3.png", 3)]
+    assert '<img alt="grid 3" src="data:image/png;base64,' in _artifacts_html(tmp_path)
+    for bad in ("../x", ".hidden", "a/b", ""):
+        with pytest.raises(ExpkitError, match="artifact name"):
+            artifacts.save(bad, "text")
+    with pytest.raises(ExpkitError, match=r"an image artifact is .* got shape \(2, 3, 4\)"):
+        png_bytes(torch.zeros(2, 3, 4))
+    assert sorted(p.name for p in (tmp_path / "artifacts").rglob("*")) == ["3.png", "grid"]
 
 
 def test_index_lists_sorts_and_compares_runs(two_runs: tuple[Workspace, list[Path]],

@@ -3,6 +3,7 @@ generator, the same across a resume; the char_lm example stopped mid-epoch resum
 
 from __future__ import annotations
 
+import html
 import subprocess
 import sys
 
@@ -70,6 +71,11 @@ def test_char_lm_stopped_mid_epoch_resumes_to_the_same_numbers(workspace: Worksp
     resumed = ws.run("resume", str(run))
     assert resumed.returncode == 0, resumed.stderr
     assert_same_training(reference, run)
+    samples = {p.name: p.read_text() for p in (run / "artifacts" / "sample").iterdir()}
+    assert samples.keys() == {"1.txt", "2.txt"} and all(s.startswith("def ") for s in samples.values())
+    assert samples == {p.name: p.read_text() for p in (reference / "artifacts" / "sample").iterdir()}, \
+        "the samples of a resumed run are the uninterrupted run's"
+    assert html.escape(samples["2.txt"]) in (run / "report.html").read_text(), "shown in the report"
 
     # the vocabulary is in the checkpoint: the model encodes and samples without the corpus
     loaded = expkit.load_run(run)
@@ -82,3 +88,29 @@ def test_char_lm_stopped_mid_epoch_resumes_to_the_same_numbers(workspace: Worksp
                              capture_output=True, text=True, timeout=120)
     assert sampled.returncode == 0, sampled.stderr
     assert sampled.stdout.startswith("import ") and len(sampled.stdout.rstrip("\n")) >= 30
+
+
+def test_artifacts_go_to_wandb_and_tensorboard(workspace: Workspace) -> None:
+    pytest.importorskip("wandb")
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    from wandb_reader import read_wandb_history
+
+    ws = workspace
+    result = ws.fork("--experiment_id=char_lm", "--epochs=2", "--seed=0", "--max_chars=20000",
+                    "--n_layer=1", "--n_embd=32", "--block_size=32", "--sample_length=40",
+                    "--use_wandb=true", "--use_tensorboard=true", env={"WANDB_MODE": "offline"})
+    assert result.returncode == 0, result.stderr
+    run = ws.last_run("char_lm")
+    samples = [(run / "artifacts" / "sample" / f"{epoch}.txt").read_text() for epoch in (1, 2)]
+    (offline,) = (run / "wandb").glob("offline-run-*/run-*.wandb")
+    logged = [row for row in read_wandb_history(offline) if "artifacts/sample/_type" in row]
+    assert [(row["_step"], row["artifacts/sample/_type"]) for row in logged] == [
+        (1, "html-file"), (2, "html-file")], "one HTML media per evaluation, at its epoch"
+    pages = sorted(offline.parent.glob("files/media/html/artifacts/sample_*.html"),
+                   key=lambda p: int(p.stem.split("_")[1]))
+    assert [html.escape(s) in p.read_text() for s, p in zip(samples, pages, strict=True)] == [True, True]
+    events = event_accumulator.EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    texts = events.Tensors("artifacts/sample/text_summary")
+    assert [e.step for e in texts] == [1, 2]
+    assert samples[1].splitlines()[0] in texts[1].tensor_proto.string_val[0].decode()

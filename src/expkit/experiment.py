@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 import torch
 from pydantic import Field
@@ -23,6 +23,9 @@ from expkit.models.base import BaseModel
 from expkit.tracking.base import Tracker
 from expkit.training.callbacks import Callback
 from expkit.training.optim import OptimizerArgs, Schedule, SchedulerArgs, build_optimizer, build_scheduler
+
+if TYPE_CHECKING:
+    from expkit.training.loop import Trainer
 
 #: bounds past which a value is a typo, not a plan (a run of a million epochs, a batch of 16M)
 MAX_EPOCHS = 1_000_000
@@ -140,6 +143,13 @@ class BaseExperiment(Generic[A]):
         assert self.args.monitor_mode is not None  # resolve_monitor ran
         return build_scheduler(self.args.scheduler, optimizer, self.args.epochs, steps_per_epoch,
                                self.args.monitor_mode)
+
+    def evaluation_artifacts(self, trainer: Trainer) -> dict[str, str | torch.Tensor]:
+        """Text and images to save at each evaluation (epoch end), by name: a `str`, or an
+        image tensor (H, W) or (C, H, W) in [0, 1]. They land in RUN_DIR/artifacts/NAME/EPOCH.*,
+        report.html, wandb and TensorBoard. Runs on rank 0 only; leave the global RNGs alone
+        (draw from a generator of your own) so that a resumed run stays exact."""
+        return {}
 
     def build_trackers(self, run_dir: Path) -> list[Tracker]:
         """Extra trackers beyond the defaults (local files always, wandb with --use_wandb)."""

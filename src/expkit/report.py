@@ -15,7 +15,7 @@ from typing import Any
 
 from expkit.files import atomic_write_text
 from expkit.invocation import pinned
-from expkit.results import Run, as_typed, flag_of, flatten, read_run, runs
+from expkit.results import Run, as_typed, flag_of, flatten, read_artifacts, read_run, runs
 
 REPORT = "report.html"
 INDEX = "index.html"
@@ -78,6 +78,24 @@ def _as_used(key: str, value: Any, record: dict[str, Any]) -> str:
     return as_typed(value, none="none")
 
 
+def _artifacts_html(run_dir: Path, last: int = 3) -> str:
+    """The Artifacts section: each artifact's last few evaluations, newest first (text
+    preformatted and escaped, images inline as data URIs)."""
+    parts = []
+    for name, files in read_artifacts(run_dir).items():
+        shown = []
+        for path in reversed(files[-last:]):
+            if path.suffix == ".txt":
+                body = f"<pre>{escape(path.read_text(encoding='utf-8', errors='replace'))}</pre>"
+            else:
+                uri = _png_uri(path)
+                body = f'<img alt="{escape(name)} {path.stem}" src="{uri}">' if uri else ""
+            shown.append(f'<div class=artifact data-name="{escape(name)}" data-epoch="{path.stem}">'
+                         f"<p class=muted>epoch {path.stem}</p>{body}</div>")
+        parts.append(f"<h3>{escape(name)}</h3>" + "".join(shown))
+    return "<h2>Artifacts</h2>" + "".join(parts) if parts else ""
+
+
 def report_html(run: Run) -> str:
     """The report page of one run (status, metrics, plots, config with sources, record, command)."""
     m, rec = run.metrics, run.record
@@ -111,6 +129,7 @@ def report_html(run: Run) -> str:
                     for f, h in ((rec.get("data") or {}).get("files") or {}).items())
     error = (f"<h2>Error</h2><pre>{escape(str(rec.get('error')))}</pre>" if rec.get("error") else "")
     status = escape(run.status)
+    artifacts = _artifacts_html(run.path)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
@@ -122,6 +141,7 @@ def report_html(run: Run) -> str:
 <div style="display:flex;gap:2em;flex-wrap:wrap">{_table(summary, "metric-")}{_table(key_metrics)}</div>
 <h2>History</h2>
 {plots or '<p class=muted>no history.png (no epoch finished)</p>'}
+{artifacts}
 {error}
 <h2>Reproduce</h2>
 <pre id="command">{escape(reproduce_command(run))}</pre>

@@ -173,3 +173,18 @@ def runs(results_dir: str | Path = "results", experiment_id: str | None = None,
                  if p.parent.parent.name != "sweeps")
     found.sort(key=lambda r: (str(r.record.get("started") or ""), r.id))
     return found.filter(status, experiment_id, **config)
+
+
+ARTIFACTS = "artifacts"  # RUN_DIR/artifacts/NAME/EPOCH.txt|png (expkit.tracking.artifacts)
+
+
+def read_artifacts(run_dir: Path) -> dict[str, list[Path]]:
+    """Each artifact name of a run and its files, in evaluation order."""
+    folder = Path(run_dir) / ARTIFACTS
+    if not folder.is_dir():
+        return {}
+    out = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        files = [p for p in sub.iterdir() if p.suffix in (".txt", ".png") and p.stem.isdigit()]
+        out[sub.name] = sorted(files, key=lambda p: int(p.stem))
+    return out

@@ -32,6 +32,7 @@ from expkit.invocation import command, pinned
 from expkit.models.base import BaseModel
 from expkit.record import file_checksums, write_start_record
 from expkit.rundirs import RunRecord, alive_fields, create_run_dir, now
+from expkit.tracking.artifacts import Artifacts, SaveArtifacts
 from expkit.tracking.base import Tracker, Tracking
 from expkit.tracking.local import LocalFiles
 from expkit.training.callbacks import Callback, ConsoleLine, Heartbeat
@@ -355,14 +356,18 @@ def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, devic
     if t.save_checkpoints and dist.is_main:
         callbacks.append(Checkpointing(run_dir / "checkpoints", extra))
     callbacks += [*experiment.build_callbacks(run_dir), *extra_callbacks]
-    callbacks.append(Tracking(trackers))
+    artifacts = Artifacts(run_dir, trackers, dist.is_main)
+    callbacks += [SaveArtifacts(artifacts, experiment.evaluation_artifacts), Tracking(trackers)]
     assert args.seed is not None
-    return Trainer(model, optimizer, schedule, data, epochs=args.epochs, batch_size=args.batch_size,
-                   eval_batch_size=args.eval_batch_size, device=device, seed=args.seed,
-                   monitor=args.monitor, monitor_mode=args.monitor_mode, callbacks=callbacks,
-                   precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
-                   grad_clip_norm=t.grad_clip_norm, compile=t.compile,
-                   channels_last=t.channels_last, dist=dist, metrics=type(experiment).metrics)
+    trainer = Trainer(model, optimizer, schedule, data, epochs=args.epochs,
+                      batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
+                      device=device, seed=args.seed, monitor=args.monitor,
+                      monitor_mode=args.monitor_mode, callbacks=callbacks, precision=t.precision,
+                      accumulate_grad_batches=t.accumulate_grad_batches,
+                      grad_clip_norm=t.grad_clip_norm, compile=t.compile,
+                      channels_last=t.channels_last, dist=dist, metrics=type(experiment).metrics)
+    trainer.artifacts = artifacts
+    return trainer
 
 
 def _restore_best(trainer: Trainer, run_dir: Path, args: ExperimentArgs) -> dict[str, Any]:

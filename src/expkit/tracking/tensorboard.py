@@ -12,6 +12,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from expkit.errors import ExpkitError
 from expkit.results import flatten
 
@@ -46,6 +48,19 @@ class TensorBoardTracker:
         for key, value in row.items():
             if key != "epoch":
                 self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def log_artifact(self, name: str, path: Path, value: Any, epoch: int) -> None:
+        """An evaluation's artifact at step = epoch: text (preformatted) or an image."""
+        if self.writer is None:
+            self.writer = self._writer_class(str(self.folder), purge_step=epoch)
+        if isinstance(value, str):
+            self.writer.add_text(f"artifacts/{name}", "    " + value.replace("\n", "\n    "), epoch)
+        else:
+            image = value.detach().cpu().float()
+            image = image / 255 if value.dtype == torch.uint8 else image.clamp(0, 1)
+            self.writer.add_image(f"artifacts/{name}", image if image.dim() == 3 else image[None],
+                                  epoch)
         self.writer.flush()
 
     def log_summary(self, summary: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ a log line or the run directory. Resume continues the same wandb run (its id is 
 
 from __future__ import annotations
 
+import html
 import os
 import struct
 from collections.abc import Callable, Iterator
@@ -76,6 +77,16 @@ class WandbTracker:
         if self.step is None or int(row["epoch"]) > self.step:
             self.step = int(row["epoch"])
             self.run.log(row, step=self.step)
+
+    def log_artifact(self, name: str, path: Path, value: Any, epoch: int) -> None:
+        """An evaluation's artifact as media at step = epoch: text as HTML (preformatted,
+        escaped), an image as an image."""
+        media: Any
+        if isinstance(value, str):
+            media = self.wandb.Html(f"<pre>{html.escape(value)}</pre>", inject=False)
+        else:
+            media = self.wandb.Image(str(path))
+        self.run.log({f"artifacts/{name}": media}, step=epoch)
 
     def log_summary(self, summary: dict[str, Any]) -> None:
         """Best/final/test values into the run summary."""

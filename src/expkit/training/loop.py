@@ -115,6 +115,7 @@ class Trainer:
         self.epoch_sums: dict[str, torch.Tensor] = {}  # this epoch's metric sums so far
         self.loss_total = torch.zeros((), dtype=torch.float64)  # this epoch's backpropagated losses
         self.epoch_seen = 0
+        self.artifacts: Any = None  # the run's Artifacts: `trainer.artifacts.save(name, value)`
 
     def is_better(self, value: float, than: float | None) -> bool:
         """Whether `value` of the monitored metric beats `than` (None: anything does)."""

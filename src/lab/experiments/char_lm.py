@@ -10,6 +10,8 @@ position: a token stream has no examples to shuffle). It is a TokenSplit: random
 windows for evaluation. The character vocabulary is the dataset's state, saved in every
 checkpoint, so `expkit.load_run` rebuilds a model that encodes and samples without the corpus.
 Metrics: the loss (mean NLL per character, in nats), bits per character and perplexity.
+After each epoch it samples `--sample_length` characters (`--temperature`, `--top_k`) into
+RUN_DIR/artifacts/sample/EPOCH.txt, shown in report.html (and sent to wandb, TensorBoard).
 """
 
 from __future__ import annotations
@@ -49,6 +51,16 @@ class GPTArgs(Args):
     block_size: int = Field(128, ge=2, le=1 << 16, description="context length in characters")
 
 
+class SampleArgs(Args):
+    """The text sampled at each evaluation (saved in RUN_DIR/artifacts/sample/)."""
+
+    sample_length: int = Field(300, ge=0, le=100_000, description="characters sampled at each "
+                               "evaluation (0 = none)")
+    temperature: float = Field(0.8, gt=0, le=10, description="sampling temperature")
+    top_k: int | None = Field(20, ge=1, description="sample among the k likeliest characters; "
+                              "auto = all")
+
+
 class CharLMArgs(ExperimentArgs):
     """The experiment's arguments: the common ones, plus the model's and the corpus'."""
 
@@ -58,6 +70,7 @@ class CharLMArgs(ExperimentArgs):
                                  "and test")
     model: GPTArgs = Field(default_factory=GPTArgs)
     dataset: CorpusArgs = Field(default_factory=CorpusArgs)
+    sample: SampleArgs = Field(default_factory=SampleArgs)
 
 
 def corpus_files() -> list[Path]:
@@ -157,7 +170,7 @@ class CharLMExperiment(BaseExperiment[CharLMArgs]):
     }
     default_monitor = "val_loss"
     smoke_args = ("--epochs=1", "--max_chars=20000", "--n_layer=1", "--n_embd=32",
-                  "--block_size=32")
+                  "--block_size=32", "--sample_length=20")
 
     def build_data(self) -> DataSplits:
         """The corpus as character ids, split 90/5/5 by position; the vocabulary as state."""
@@ -180,3 +193,17 @@ class CharLMExperiment(BaseExperiment[CharLMArgs]):
     def build_model(self, data: DataInfo) -> CharGPT:
         """The Transformer, over the corpus' characters."""
         return CharGPT(self.args.model, data.state["chars"])
+
+    def evaluation_artifacts(self, trainer: Any) -> dict[str, str | torch.Tensor]:
+        """A sample after each epoch, drawn from a generator of its own (seeded by the run's
+        seed and the epoch), so sampling leaves the training's random streams alone."""
+        s = self.args.sample
+        if not s.sample_length:
+            return {}
+        model: CharGPT = trainer.model
+        generator = torch.Generator().manual_seed((self.args.seed or 0) * 1000 + trainer.epoch)
+        was_training = model.training
+        model.eval()
+        text = model.generate("def ", s.sample_length, s.temperature, s.top_k, generator)
+        model.train(was_training)
+        return {"sample": text}
