@@ -15,7 +15,7 @@ from pydantic import Field
 from torch import nn
 
 from expkit.args import Args
-from expkit.data.base import DataInfo, DataSplits, Split, split_off
+from expkit.data.base import DataInfo, DataSplits, HoldoutArgs, Split
 from expkit.errors import ExpkitError
 from expkit.experiment import MAX_EPOCHS, BaseExperiment, ExperimentArgs
 from expkit.metrics import METRICS_IMPORT
@@ -23,15 +23,6 @@ from expkit.models.base import BaseModel
 """
 
 _DATA_ARGS = '''
-
-class TemplateDataArgs(Args):
-    """Which share of the examples is held out for validation and for the test."""
-
-    val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the rest held out for "
-                                "validation")
-    test_fraction: float = Field(0.2, gt=0, lt=1, description="share of all examples held out "
-                                 "for the test")
-
 
 class TemplateModelArgs(Args):
     """The model's size. Every field is a flag: --hidden=128, --dropout=0.1."""
@@ -46,16 +37,8 @@ class TemplateArgs(ExperimentArgs):
     epochs: int = Field(EPOCHS, ge=1, le=MAX_EPOCHS, description="number of training epochs")
     batch_size: int = Field(32, ge=1, le=1 << 24, description="training batch size")
     model: TemplateModelArgs = Field(default_factory=TemplateModelArgs)
-    dataset: TemplateDataArgs = Field(default_factory=TemplateDataArgs)
-
-
-def _split(x: torch.Tensor, y: torch.Tensor, data: TemplateDataArgs
-           ) -> tuple[Split, Split | None, Split]:
-    """train, val and test splits, the same every run (seeded permutations)."""
-    rest, test = split_off(Split(x, y), data.test_fraction, seed=0)
-    train, val = split_off(rest, data.val_fraction, seed=1)
-    assert test is not None  # test_fraction > 0
-    return train, val, test
+    # --val_fraction, --test_fraction: held out the same way every run (seeded permutations)
+    dataset: HoldoutArgs = Field(default_factory=HoldoutArgs)
 
 
 def _sklearn() -> None:
@@ -122,8 +105,8 @@ class TemplateExperiment(BaseExperiment[TemplateArgs]):
         from sklearn.datasets import load_digits
 
         x, y = load_digits(return_X_y=True)
-        train, val, test = _split(torch.tensor(x, dtype=torch.float32) / 16.0,
-                                  torch.tensor(y, dtype=torch.long), self.args.dataset)
+        train, val, test = self.args.dataset.split(
+            Split(torch.tensor(x, dtype=torch.float32) / 16.0, torch.tensor(y, dtype=torch.long)))
         return DataSplits(10, (64,), train=train, val=val, test=test)
 
     def build_model(self, data: DataInfo) -> TemplateModel:
@@ -188,8 +171,8 @@ class TemplateExperiment(BaseExperiment[TemplateArgs]):
         from sklearn.datasets import load_diabetes
 
         x, y = load_diabetes(return_X_y=True, scaled=False)
-        train, val, test = _split(torch.tensor(x, dtype=torch.float32),
-                                  torch.tensor(y, dtype=torch.float32), self.args.dataset)
+        train, val, test = self.args.dataset.split(
+            Split(torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)))
         mean, std = train.x.mean(0), train.x.std(0)  # the training split's statistics only
 
         def scaled(split: Split) -> Split:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 import torch
+from pydantic import Field
 
 from expkit.args import Args
 from expkit.errors import ExpkitError
@@ -289,3 +290,22 @@ def split_off(split: Split, fraction: float, seed: int = 0) -> tuple[Split, Spli
     if len(off) == 0:
         return split, None
     return split.take(keep), split.take(off)
+
+
+class HoldoutArgs(Args):
+    """Which share of the examples is held out for validation and for the test."""
+
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the rest held out for "
+                                "validation")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="share of all examples held out "
+                                 "for the test")
+
+    def split(self, split: Split) -> tuple[Split, Split | None, Split]:
+        """train, val (None at val_fraction=0) and test, the same every run: the test is
+        split off first by a seeded permutation, then val from the rest by another."""
+        rest, test = split_off(split, self.test_fraction, seed=0)
+        if test is None:
+            raise ExpkitError(f"--test_fraction={self.test_fraction} of {len(split)} examples "
+                              "leaves no test example; raise it")
+        train, val = split_off(rest, self.val_fraction, seed=1)
+        return train, val, test

@@ -21,7 +21,7 @@ from pydantic import Field
 from torch import nn
 
 from expkit.args import Args
-from expkit.data.base import DataInfo, DataSplits, NamedSplit, Split, split_off
+from expkit.data.base import DataInfo, DataSplits, HoldoutArgs, NamedSplit, Split
 from expkit.errors import ExpkitError
 from expkit.experiment import MAX_EPOCHS, BaseExperiment, ExperimentArgs
 from expkit.metrics import Declared
@@ -32,15 +32,6 @@ try:
 except ImportError:  # the registry turns this into one line naming the experiment
     raise ImportError("breast_cancer computes F1 and AUROC with torchmetrics: "
                       "pip install torchmetrics (or expkit[metrics])") from None
-
-
-class CancerDataArgs(Args):
-    """Which share of the examples is held out for validation and for the test."""
-
-    val_fraction: float = Field(0.15, ge=0, lt=1, description="share of the rest held out for "
-                                "validation")
-    test_fraction: float = Field(0.2, gt=0, lt=1, description="share of all examples held out "
-                                 "for the test")
 
 
 class CancerModelArgs(Args):
@@ -56,7 +47,7 @@ class CancerArgs(ExperimentArgs):
     epochs: int = Field(30, ge=1, le=MAX_EPOCHS, description="number of training epochs")
     batch_size: int = Field(32, ge=1, le=1 << 24, description="training batch size")
     model: CancerModelArgs = Field(default_factory=CancerModelArgs)
-    dataset: CancerDataArgs = Field(default_factory=CancerDataArgs)
+    dataset: HoldoutArgs = Field(default_factory=lambda: HoldoutArgs(val_fraction=0.15))
 
 
 class CancerModel(BaseModel):
@@ -105,9 +96,7 @@ class BreastCancerExperiment(BaseExperiment[CancerArgs]):
         x_np, target = load_breast_cancer(return_X_y=True)
         x = torch.tensor(x_np, dtype=torch.float32)
         y = 1 - torch.tensor(target, dtype=torch.long)  # scikit-learn's 0 is malignant
-        rest, test = split_off(Split(x, y), self.args.dataset.test_fraction, seed=0)
-        train, val = split_off(rest, self.args.dataset.val_fraction, seed=1)
-        assert test is not None
+        train, val, test = self.args.dataset.split(Split(x, y))
         mean, std = train.x.mean(0), train.x.std(0)  # the training split's statistics only
         counts = torch.bincount(train.y, minlength=2).float()
         balance = len(train) / (2 * counts)  # each class weighs as much in the loss
