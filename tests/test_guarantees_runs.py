@@ -132,9 +132,11 @@ def test_resume_refuses_unsafe_changes_and_checkpoints_of_other_runs(
     assert changed.value.hint and "--epochs" in changed.value.hint
     last = run / "checkpoints" / LAST
     state = load_checkpoint(last)
-    save_checkpoint(last, {**state, "experiment_id": "fashion_cnn"})
-    with pytest.raises(ExpkitError, match="written by experiment 'fashion_cnn', but this run is 'mnist'"):
-        _in(ws, lambda: resume_run(run, ["--epochs=3"], REGISTRY, "run.py"))
+    for other in ("fashion_cnn", "zebra"):  # ids before and after 'mnist'
+        save_checkpoint(last, {**state, "experiment_id": other})
+        with pytest.raises(ExpkitError, match=f"written by experiment '{other}', but this run is "
+                                              "'mnist'"):
+            _in(ws, lambda: resume_run(run, ["--epochs=3"], REGISTRY, "run.py"))
     save_checkpoint(last, {**state, "config": {**state["config"], "seed": 5}})
     with pytest.raises(ExpkitError, match=r"written with other arguments than config\.json: "
                                           r"--seed: was 5, now 4"):
