@@ -146,6 +146,12 @@ CASES = [
     Case("monitor-stateful-on-train", ("--experiment_id=breast_cancer", "--monitor=train_auroc"), 2,
          ("--monitor: got 'train_auroc', but auroc is computed on the evaluated splits only "
           "(val, test)", "monitor val_auroc")),
+    Case("monitor-unknown-regression", ("--experiment_id=diabetes", "--monitor=val_nope"), 2,
+         ("--monitor: got 'val_nope', which diabetes does not compute",
+          "train_loss, train_mae, train_mse, train_r2, val_loss, val_mae, val_mse, val_r2")),
+    Case("monitor-mode-contradicts-mae", ("--experiment_id=diabetes", "--monitor=val_mae",
+                                          "--monitor_mode=max"), 2,
+         ("--monitor_mode: got 'max', but val_mae is better lower (diabetes declares it 'min')",)),
     Case("monitor-mode-contradicts", (MNIST, "--monitor=val_loss", "--monitor_mode=max", *QUICK), 2,
          ("--monitor_mode: got 'max', but val_loss is better lower", "drop --monitor_mode")),
     # config.yaml

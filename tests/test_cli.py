@@ -60,6 +60,17 @@ def test_monitor_mode_follows_the_declared_direction_of_the_metric(data_workspac
     assert f"best val_loss {min(losses):.4f} (epoch {lowest})" in result.stdout
 
 
+def test_diabetes_monitored_by_val_mae_keeps_the_epoch_with_the_lowest(workspace: Workspace) -> None:
+    ws = workspace
+    result = ws.cli("--experiment_id=diabetes", "--monitor=val_mae", "--epochs=12", "--seed=0")
+    assert result.returncode == 0, result.stderr
+    run = ws.last_run("diabetes")
+    maes = [float(r["val_mae"]) for r in csv.DictReader((run / "history.csv").open())]
+    assert maes.index(min(maes)) != maes.index(max(maes))
+    metrics = ws.metrics(run)
+    assert (metrics["mode"], metrics["best_epoch"]) == ("min", maes.index(min(maes)) + 1)
+
+
 @pytest.mark.parametrize(("argv", "expected"), [
     (["--epochs", "1", "--hidden_sizes", "[64,32]", "--use_cuda", "no", "--lr", "3e-4"],
      {"epochs": 1, ("model", "hidden_sizes"): [64, 32], "use_cuda": False,
