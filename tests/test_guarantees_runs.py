@@ -187,9 +187,13 @@ def test_reproduce_warns_of_code_and_version_drift(tmp_path: Path) -> None:
 def test_reproduce_matches_a_run_and_names_every_value_that_differs(
         run_copy: tuple[Workspace, Path], capsys: pytest.CaptureFixture[str]) -> None:
     ws, run = run_copy
+    record = _record(run)
+    record["environment"]["numpy"] = "0.1"  # recorded with another NumPy: said before the run
+    (run / "run.json").write_text(json.dumps(record))
     assert _in(ws, lambda: reproduce_run(run, 0.0, REGISTRY, "run.py")) == 0
     out = capsys.readouterr().out
     assert "every metric matches" in out and "differs" not in out
+    assert out.startswith("warning: numpy: recorded 0.1, now "), out[:200]
     again = max(ws.run_dirs(), key=lambda p: p.stat().st_mtime)
     assert _record(again)["reproduction"] == {"of": str(run), "tolerance": 0.0, "all_match": True,
                                               "differs": []}
@@ -266,6 +270,7 @@ def test_one_process_is_rank_0_of_1_and_every_collective_is_a_no_op(
     assert setup(False) is SINGLE
     monkeypatch.setenv("RANK", "3")
     assert env_rank() == 3
+    assert (SINGLE.rank, SINGLE.local_rank, SINGLE.world_size) == (0, 0, 1), "device 0, alone"
     assert SINGLE.is_main and not SINGLE.enabled and SINGLE.shard() == (0, 1)
     assert SINGLE.record() == {"world_size": 1, "backend": None}
     tensor = torch.tensor([2.0])
