@@ -17,7 +17,7 @@ from expkit.errors import ExpkitError
 from expkit.metrics import Metric, compute_metrics, direction, perplexity, produced, r2, stateful
 from expkit.models.base import BaseModel
 from expkit.registry import Registry
-from expkit.training.loop import Evaluator
+from expkit.training.evaluate import Evaluator
 
 
 def test_r2_over_a_split_is_exact_from_its_sums() -> None:

@@ -36,7 +36,7 @@ class LoadedRun:
                  ) -> dict[str, float]:
         """The experiment's declared metrics of the loaded model over `split` (as the run
         computed its val and test metrics), named `<prefix>_<metric>`."""
-        from expkit.training.loop import Evaluator
+        from expkit.training.evaluate import Evaluator
 
         device = next(self.model.parameters(), torch.empty(0)).device
         evaluator = Evaluator(self.model, type(self.experiment).metrics, device=device,
