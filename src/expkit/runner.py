@@ -359,15 +359,12 @@ def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, devic
     artifacts = Artifacts(run_dir, trackers, dist.is_main)
     callbacks += [SaveArtifacts(artifacts, experiment.evaluation_artifacts), Tracking(trackers)]
     assert args.seed is not None
-    trainer = Trainer(model, optimizer, schedule, data, epochs=args.epochs,
-                      batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
-                      device=device, seed=args.seed, monitor=args.monitor,
-                      monitor_mode=args.monitor_mode, callbacks=callbacks, precision=t.precision,
-                      accumulate_grad_batches=t.accumulate_grad_batches,
-                      grad_clip_norm=t.grad_clip_norm, compile=t.compile,
-                      channels_last=t.channels_last, dist=dist, metrics=type(experiment).metrics)
-    trainer.artifacts = artifacts
-    return trainer
+    return Trainer(model, optimizer, schedule, data, epochs=args.epochs, batch_size=args.batch_size,
+                   eval_batch_size=args.eval_batch_size, device=device, seed=args.seed,
+                   monitor=args.monitor, monitor_mode=args.monitor_mode, callbacks=callbacks,
+                   precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
+                   grad_clip_norm=t.grad_clip_norm, compile=t.compile, channels_last=t.channels_last,
+                   dist=dist, metrics=type(experiment).metrics, artifacts=artifacts)
 
 
 def _restore_best(trainer: Trainer, run_dir: Path, args: ExperimentArgs) -> dict[str, Any]:

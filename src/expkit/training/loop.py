@@ -66,7 +66,7 @@ class Trainer:
                  precision: Literal["32", "bf16", "fp16"] = "32", accumulate_grad_batches: int = 1,
                  grad_clip_norm: float | None = None, compile: bool = False,
                  channels_last: bool = False, dist: Dist = SINGLE,
-                 metrics: Declared | None = None) -> None:
+                 metrics: Declared | None = None, artifacts: Any = None) -> None:
         self.memory_format = torch.channels_last if channels_last else None
         self.model = model.to(device)
         if self.memory_format is not None:
@@ -114,7 +114,7 @@ class Trainer:
         self.epoch_sums: dict[str, torch.Tensor] = {}  # this epoch's metric sums so far
         self.loss_total = torch.zeros((), dtype=torch.float64)  # this epoch's backpropagated losses
         self.epoch_seen = 0
-        self.artifacts: Any = None  # the run's Artifacts: `trainer.artifacts.save(name, value)`
+        self.artifacts = artifacts  # the run's Artifacts: `trainer.artifacts.save(name, value)`
 
     def is_better(self, value: float, than: float | None) -> bool:
         """Whether `value` of the monitored metric beats `than` (None: anything does)."""
