@@ -57,6 +57,7 @@ bench: setup   # `pip install lightning` first to include it in the comparisons
 	$(PY) bench/whole_run.py
 	$(PY) bench/scaling.py
 	$(PY) bench/scale_out.py
+	$(PY) bench/tokens_per_second.py
 
 clean:
 	rm -rf $(VENV) .cache build src/*.egg-info

@@ -158,3 +158,52 @@ def test_a_torchmetrics_metric_monitors_and_is_reduced_over_two_ranks(workspace:
         prob = loaded.model.predict(test["x"])
     expected = roc_auc_score(test["y"].numpy(), prob.numpy())
     assert metrics["test"]["test_auroc"] == pytest.approx(expected, abs=1e-5)
+
+
+def two_ranks_and_one_process(ws: Workspace, experiment_id: str, flags: tuple[str, ...]
+                              ) -> tuple[Path, Path]:
+    """The run directories of `flags` under torchrun (2 ranks: exactly one directory) and in
+    one process."""
+    code, out = finish(torchrun(ws, *flags))
+    assert code == 0, out
+    (ddp_run,) = ws.run_dirs(experiment_id)
+    single = ws.cli(*flags)
+    assert single.returncode == 0, single.stderr
+    return ddp_run, next(r for r in ws.run_dirs(experiment_id) if r != ddp_run)
+
+
+@pytest.mark.slow
+def test_step_based_token_windows_under_two_ranks_match_one_process(workspace: Workspace) -> None:
+    """char_lm by steps over a TokenSplit: the windows of every global batch are drawn once
+    and split between the ranks, so with dropout off 2 ranks train like one process (the
+    per-step gradient agrees up to float summation order: 1e-4 after 12 steps), evaluate at
+    the same steps, and rank 0 alone writes the run directory and its samples."""
+    ws = workspace
+    flags = ("--experiment_id=char_lm", "--seed=0", "--max_chars=20000", "--n_layer=1",
+             "--n_embd=32", "--block_size=32", "--dropout=0", "--max_steps=12", "--eval_every=5",
+             "--sample_length=20")
+    ddp_run, one_run = two_ranks_and_one_process(ws, "char_lm", flags)
+    ddp_hist, one_hist = history(ddp_run), history(one_run)
+    assert [row["step"] for row in ddp_hist] == [row["step"] for row in one_hist] == [5, 10, 12]
+    for a, b in zip(ddp_hist, one_hist, strict=True):
+        for key in ("train_loss", "val_loss", "val_bpc"):
+            assert a[key] == pytest.approx(b[key], abs=1e-4), f"{key}: 2 ranks {a[key]}, 1 process {b[key]}"
+    assert sorted(p.name for p in (ddp_run / "artifacts" / "sample").iterdir()) == \
+        ["10.txt", "12.txt", "5.txt"]
+
+
+@pytest.mark.slow
+def test_augmented_training_under_two_ranks(ddp_workspace: Workspace) -> None:
+    """fashion_aug under 2 ranks: each rank augments its own shard (its generator is seeded
+    with its rank) and batch norm normalizes each rank's half-batch, so the numbers are not
+    one process's exactly; on the learnable generated digits both reach the same test
+    accuracy within 0.05, in one run directory."""
+    ws = ddp_workspace
+    # no crops: a shift of the generated digits' bands would change their class; flips only
+    flags = ("--experiment_id=fashion_aug", "--dataset=mnist", "--seed=0", "--epochs=6",
+             "--channels=[8,16]", "--batch_size=64", "--crop_padding=0", "--scheduler=none",
+             "--lr=0.01")
+    ddp_run, one_run = two_ranks_and_one_process(ws, "fashion_aug", flags)
+    ddp_acc, one_acc = (ws.metrics(r)["test"]["test_acc"] for r in (ddp_run, one_run))
+    assert ddp_acc == pytest.approx(one_acc, abs=0.05) and one_acc > 0.9
+    assert len(list((ddp_run / "artifacts" / "augmented").iterdir())) == 6, "one grid an epoch"

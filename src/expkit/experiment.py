@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from expkit.args import Args, flag_table
 from expkit.config import MachineConfig
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 #: bounds past which a value is a typo, not a plan (a run of a million epochs, a batch of 16M)
 MAX_EPOCHS = 1_000_000
 MAX_BATCH = 1 << 24
+MAX_STEPS = 1 << 40
 
 
 class TrainerArgs(Args):
@@ -66,6 +67,11 @@ class ExperimentArgs(Args):
 
     experiment_id: str = Field(description="which registered experiment to run")
     epochs: int = Field(10, ge=1, le=MAX_EPOCHS, description="number of training epochs")
+    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="train for this many "
+                                  "optimizer steps instead of --epochs; auto = by epochs")
+    eval_every: int | None = Field(None, ge=1, le=MAX_STEPS, description="with --max_steps: "
+                                   "evaluate (history row, checkpoint, early stopping, plot) every "
+                                   "this many steps; auto = once per pass over the training data")
     batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="training batch size")
     eval_batch_size: int = Field(1024, ge=1, le=MAX_BATCH, description="batch size for validation and test")
     seed: int | None = Field(None, ge=0, lt=2**32,
@@ -81,6 +87,13 @@ class ExperimentArgs(Args):
     optimizer: OptimizerArgs = Field(default_factory=OptimizerArgs)
     scheduler: SchedulerArgs = Field(default_factory=SchedulerArgs)
     trainer: TrainerArgs = Field(default_factory=TrainerArgs)
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> ExperimentArgs:
+        if self.eval_every is not None and self.max_steps is None:
+            raise ValueError("--eval_every counts optimizer steps: it needs --max_steps "
+                             "(an epoch-based run evaluates after every epoch)")
+        return self
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -136,13 +149,19 @@ class BaseExperiment(Generic[A]):
     def build_scheduler(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int
                         ) -> Schedule | None:
         """The learning-rate schedule from `--scheduler`, `--warmup_epochs`, ... (None: constant).
+        `steps_per_epoch` is optimizer steps per pass. In a step-based run (--max_steps) the
+        per-epoch schedules step once per evaluation, and onecycle spans --max_steps.
 
         To add a schedule with its own flags, subclass SchedulerArgs (new fields, a wider
         `name`), use it in your Args, and override this method (as with `build_optimizer`).
         """
         assert self.args.monitor_mode is not None  # resolve_monitor ran
-        return build_scheduler(self.args.scheduler, optimizer, self.args.epochs, steps_per_epoch,
-                               self.args.monitor_mode)
+        epochs, max_steps = self.args.epochs, self.args.max_steps
+        if max_steps is not None:  # step-based: the schedule's "epochs" are the evaluations
+            steps_per_epoch = self.args.eval_every or steps_per_epoch
+            epochs = -(-max_steps // steps_per_epoch)
+        return build_scheduler(self.args.scheduler, optimizer, epochs, steps_per_epoch,
+                               self.args.monitor_mode, total_steps=max_steps)
 
     def evaluation_artifacts(self, trainer: Trainer) -> dict[str, str | torch.Tensor]:
         """Text and images to save at each evaluation (epoch end), by name: a `str`, or an

@@ -49,7 +49,8 @@ def _draw(rows: list[dict[str, Any]], title: str) -> bytes:
 
     names = metric_names(rows)
     fig = Figure(figsize=(5 * max(len(names), 1), 4), dpi=100)
-    epochs = [row["epoch"] for row in rows]
+    x_name = "step" if "step" in rows[0] else "epoch"  # a step-based run is drawn by step
+    epochs = [row[x_name] for row in rows]
     for i, name in enumerate(names):
         ax = fig.add_subplot(1, max(len(names), 1), i + 1)
         for split, style in zip(_SPLITS, ("--", "-"), strict=True):
@@ -57,7 +58,7 @@ def _draw(rows: list[dict[str, Any]], title: str) -> bytes:
             if key in rows[0]:
                 ax.plot(epochs, [row[key] for row in rows], style, marker="o", markersize=3,
                         label=split)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(x_name)
         ax.set_ylabel(name)
         ax.set_title(name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -103,7 +103,9 @@ def report_html(run: Run) -> str:
     key_metrics: list[tuple[str, Any]] = []
     if m:
         key_metrics += [("monitor", f"{m.get('monitor')} ({m.get('mode')})"),
-                        ("best epoch", m.get("best_epoch")), ("epochs run", m.get("epochs_run")),
+                        *((("best step", m["best_step"]), ("steps run", m.get("steps_run")))
+                          if "steps_run" in m else
+                          (("best epoch", m.get("best_epoch")), ("epochs run", m.get("epochs_run")))),
                         ("stop reason", m.get("stop_reason")), ("weights tested", m.get("weights")),
                         ("train seconds", m.get("train_seconds"))]
     summary = sorted(run.summary().items())

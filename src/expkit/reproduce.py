@@ -21,13 +21,13 @@ _NOT_COMPARED = {"epoch_time", "train_seconds"}
 
 
 def comparable_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """The final, best and test values (and best epoch) of a metrics.json, flat; no timings."""
+    """The final, best and test values (and best epoch or step) of a metrics.json, flat; no timings."""
     flat: dict[str, float] = {}
     for part in ("final", "best", "test"):
         for name, value in (metrics.get(part) or {}).items():
             if name not in _NOT_COMPARED:
                 flat[name if part == "test" else f"{part}.{name}"] = value
-    for key in ("best_epoch", "epochs_run"):
+    for key in ("best_epoch", "epochs_run", "best_step", "steps_run"):
         if metrics.get(key) is not None:
             flat[key] = metrics[key]
     return flat

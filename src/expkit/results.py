@@ -188,3 +188,9 @@ def read_artifacts(run_dir: Path) -> dict[str, list[Path]]:
         files = [p for p in sub.iterdir() if p.suffix in (".txt", ".png") and p.stem.isdigit()]
         out[sub.name] = sorted(files, key=lambda p: int(p.stem))
     return out
+
+
+def row_step(row: dict[str, float]) -> int:
+    """The step a history row is logged at: its optimizer step in a step-based run, else its
+    epoch (trackers' x axis, and what a resumed run checks it has already sent)."""
+    return int(row["step"]) if "step" in row else int(row["epoch"])

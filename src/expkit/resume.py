@@ -16,8 +16,8 @@ from expkit.runner import execute
 from expkit.training.checkpoint import LAST, load_checkpoint
 
 #: arguments that may change on resume without changing what was trained so far
-SAFE_CHANGES = {("epochs",), ("eval_batch_size",), ("trainer", "use_wandb"), ("trainer", "progress"),
-                ("trainer", "use_tensorboard"),
+SAFE_CHANGES = {("epochs",), ("max_steps",), ("eval_batch_size",), ("trainer", "use_wandb"),
+                ("trainer", "progress"), ("trainer", "use_tensorboard"),
                 ("trainer", "early_stopping_patience"), ("trainer", "early_stopping_min_delta")}
 
 
@@ -64,11 +64,14 @@ def resume_run(run_dir: Path, overrides: list[str], registry: Registry, prog: st
     args = parse_argv(args_cls, overrides, prog, base=config)
     names = {f.path: f.name for f in flag_table(args_cls).values()}
     changed = unsafe_changes(config, args.model_dump(mode="json"), names)
+    if (config.get("max_steps") is None) != (args.max_steps is None):  # type: ignore[attr-defined]
+        changed.append("--max_steps: a run keeps counting what it started with (epochs or "
+                       f"steps), recorded {config.get('max_steps')!r}")
     if changed:
         raise UsageError(*[f"cannot change on resume: {line}" for line in changed],
-                         hint="only --epochs, --eval_batch_size, --use_wandb, --use_tensorboard, "
-                              "--progress and the early-stopping flags may change; start a new run "
-                              "for the rest")
+                         hint="only --epochs, --max_steps, --eval_batch_size, --use_wandb, "
+                              "--use_tensorboard, --progress and the early-stopping flags may "
+                              "change; start a new run for the rest")
     last = run_dir / "checkpoints" / LAST
     if not last.is_file():
         raise ExpkitError(f"{run_dir}: no checkpoints/{LAST} to resume from (the run stopped "
@@ -82,11 +85,15 @@ def resume_run(run_dir: Path, overrides: list[str], registry: Registry, prog: st
         raise ExpkitError(f"{last}: written with other arguments than config.json: "
                           + "; ".join(mismatch))
     record = RunRecord(run_dir).read()
-    complete = state["partial"] is None and (state["epoch"] >= args.epochs  # type: ignore[attr-defined]
-                                             or state.get("stop_reason") is not None)
+    max_steps = args.max_steps  # type: ignore[attr-defined]
+    trained = (state.get("steps", 0) >= max_steps if max_steps is not None
+               else state["epoch"] >= args.epochs)  # type: ignore[attr-defined]
+    complete = state["partial"] is None and (trained or state.get("stop_reason") is not None)
     if record.get("status") == "finished" and complete:
-        print(f"{run_dir}: already finished after {state['epoch']} epochs; nothing to do "
-              f"(to train longer: {prog} resume {run_dir} --epochs=N)")
+        done, flag = ((f"{state['steps']} steps", "--max_steps") if max_steps is not None
+                      else (f"{state['epoch']} epochs", "--epochs"))
+        print(f"{run_dir}: already finished after {done}; nothing to do "
+              f"(to train longer: {prog} resume {run_dir} {flag}=N)")
         return 0
     console = Console()
     machine = load_machine_config(announce=console.print)

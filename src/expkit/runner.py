@@ -206,7 +206,8 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
     dataset = getattr(getattr(args, "dataset", None), "name", None)
     title = f"{args.experiment_id}{f' on {dataset}' if dataset else ''}  {run_dir.name}"
     trackers: list[Tracker] = [LocalFiles(run_dir, title=title,
-                                          warn=console.print, epochs=args.epochs)
+                                          warn=console.print, epochs=args.epochs,
+                                          max_steps=args.max_steps)
                                ] if dist.is_main else []
     status, exit_code = "failed", 1
     signals = StopSignals(console.print)
@@ -239,10 +240,8 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
             dist.barrier()  # rank 0's checkpoints are on disk before any rank reads best.pt
             if trainer.interrupted:
                 status, exit_code = "stopped", EXIT_CODES.get(trainer.stop_requested or "", 1)
-                where = (f"in epoch {trainer.epoch + 1}" if trainer.partial
-                         else f"after epoch {trainer.epoch}")
-                console.print(f"stopped by {trainer.stop_requested} {where}; checkpoint saved. "
-                              f"Resume with: {command('resume', str(run_dir))}")
+                console.print(f"stopped by {trainer.stop_requested} {trainer.stopped_at()}; checkpoint "
+                              f"saved. Resume with: {command('resume', str(run_dir))}")
                 return exit_code
             test_split = data.test
             del data  # with the trainer's release: the training data is freed before testing
@@ -335,7 +334,8 @@ def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, devic
     assert args.monitor is not None and args.monitor_mode is not None  # resolve_monitor ran
     t = args.trainer
     optimizer = experiment.build_optimizer(model)
-    schedule = experiment.build_scheduler(optimizer, data.train.num_batches(args.batch_size))
+    steps_per_epoch = -(-data.train.num_batches(args.batch_size) // t.accumulate_grad_batches)
+    schedule = experiment.build_scheduler(optimizer, steps_per_epoch)
     callbacks: list[Callback] = []
     if dist.is_main and (t.progress or (t.progress is None and experiment.console.stream.isatty())):
         callbacks.append(ProgressBar())
@@ -364,7 +364,8 @@ def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, devic
                    monitor=args.monitor, monitor_mode=args.monitor_mode, callbacks=callbacks,
                    precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
                    grad_clip_norm=t.grad_clip_norm, compile=t.compile, channels_last=t.channels_last,
-                   dist=dist, metrics=type(experiment).metrics, artifacts=artifacts)
+                   dist=dist, metrics=type(experiment).metrics, artifacts=artifacts,
+                   max_steps=args.max_steps, eval_every=args.eval_every)
 
 
 def _restore_best(trainer: Trainer, run_dir: Path, args: ExperimentArgs) -> dict[str, Any]:
@@ -383,7 +384,8 @@ def _summary(trainer: Trainer, test: dict[str, float], weights: dict[str, Any]) 
     return {"monitor": trainer.monitor, "mode": trainer.monitor_mode,
             "best_epoch": trainer.best_epoch, "best": best, "final": trainer.history[-1],
             "test": test, **weights, "epochs_run": trainer.epoch, "stop_reason": trainer.stop_reason,
-            "train_seconds": round(sum(row["epoch_time"] for row in trainer.history), 3)}
+            "train_seconds": round(sum(row["epoch_time"] for row in trainer.history), 3),
+            **({"best_step": best.get("step"), "steps_run": trainer.steps} if trainer.step_based else {})}
 
 
 def _print_summary(console: Any, trainer: Trainer, test: dict[str, float], weights: dict[str, Any],
@@ -391,8 +393,8 @@ def _print_summary(console: Any, trainer: Trainer, test: dict[str, float], weigh
     console.print(f"training ended: {trainer.stop_reason}")
     parts = []
     if trainer.best_epoch is not None:
-        parts.append(f"best {trainer.monitor} {trainer.best_value:.4f} (epoch {trainer.best_epoch})")
+        parts.append(f"best {trainer.monitor} {trainer.best_value:.4f} ({trainer.at(trainer.best_epoch)})")
     parts += [f"{name} {value:.4f}" for name, value in test.items()]
-    parts.append(f"with the {weights['weights']} weights (epoch {weights['weights_epoch']})")
+    parts.append(f"with the {weights['weights']} weights ({trainer.at(weights['weights_epoch'])})")
     console.print("done: " + "  ".join(parts))
     console.print(f"run directory: {run_dir}")

@@ -202,11 +202,11 @@ class Report(Callback):
         value = metrics.get(trainer.monitor)
         if value is None or not math.isfinite(value):
             return
-        self.trial.report(value, trainer.epoch)
+        self.trial.report(value, trainer.steps if trainer.step_based else trainer.epoch)
         if self.trial.should_prune():
             self.pruned = True
             trainer.should_stop = True
-            trainer.stop_reason = f"pruned by the median pruner after epoch {trainer.epoch}"
+            trainer.stop_reason = f"pruned by the median pruner after {trainer.at()}"
 
 
 def run_worker(spec: SweepSpec, registry: Registry, prog: str, worker: int = 0) -> int:

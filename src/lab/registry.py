@@ -6,4 +6,5 @@ EXPERIMENTS: dict[str, str] = {
     "diabetes": "lab.experiments.diabetes:DiabetesExperiment",
     "breast_cancer": "lab.experiments.breast_cancer:BreastCancerExperiment",
     "char_lm": "lab.experiments.char_lm:CharLMExperiment",
+    "fashion_aug": "lab.experiments.fashion_aug:FashionAugExperiment",
 }

@@ -7,7 +7,7 @@ slice of it (no per-item __getitem__, no collate): most of the speed on small da
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -254,6 +254,9 @@ class DataSplits(DataInfo):
     test: AnySplit | None = field(kw_only=True)
     files: list[Path] = field(default_factory=list, kw_only=True)  # files read, for the record
     streamed: bool = field(default=False, kw_only=True)  # read from disk per batch, not in memory
+    #: augmentation of training batches on the device, `(batch, generator) -> batch`
+    #: (expkit.data.augment); None: none
+    augment: Callable[[Batch, torch.Generator], Batch] | None = field(default=None, kw_only=True)
 
     @property
     def info(self) -> DataInfo:

@@ -9,13 +9,17 @@ keep the reading off the training thread.
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Iterator, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from expkit.args import Args
+from expkit.data.augment import batch_seed
 from expkit.data.base import shard_of
 
 
@@ -53,25 +57,62 @@ class _EpochBatches(torch.utils.data.Sampler[list[int]]):
     """Batches of indices in an order set before each epoch (the loader is reused across epochs)."""
 
     def __init__(self) -> None:
-        self.batches: list[list[int]] = []
+        self.batches: list[list[Any]] = []  # indices, or (index, seed) pairs
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[Any]]:
         return iter(self.batches)
 
     def __len__(self) -> int:
         return len(self.batches)
 
 
+class _SeededItems(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """A dataset read by `(index, seed)`: torch's, Python's and numpy's RNGs are seeded with
+    `seed` before the item is read, so its random transforms do not depend on which worker
+    reads it or on what that worker read before (in the main process, the RNGs are put back)."""
+
+    def __init__(self, dataset: Dataset[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, item: tuple[int, int | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed = item
+        if seed is None:  # evaluation: no augmentation draws to pin down
+            return self.dataset[index]
+        in_worker = torch.utils.data.get_worker_info() is not None
+        saved = None if in_worker else (torch.get_rng_state(), random.getstate(),
+                                        np.random.get_state())
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % (1 << 32))
+        try:
+            return self.dataset[index]
+        finally:
+            if saved is not None:
+                torch.set_rng_state(saved[0])
+                random.setstate(saved[1])
+                np.random.set_state(saved[2])
+
+
 class StreamSplit:
-    """A split read from a map-style Dataset of (input, target) items through a DataLoader."""
+    """A split read from a map-style Dataset of (input, target) items through a DataLoader.
+
+    `augmented=True` for a dataset whose items are random (per-item transforms, torchvision's
+    or your own, drawing from torch's, Python's or numpy's global RNG): every training item's
+    RNGs are then seeded from the trainer's generator (one draw per pass) and the item's place
+    in the pass, so a resume, a rerun and any number of workers read the same items.
+    """
 
     def __init__(self, dataset: Dataset[tuple[torch.Tensor, torch.Tensor]], num_workers: int = 2,
-                 device: torch.device | None = None) -> None:
-        self.dataset, self.num_workers = dataset, num_workers
+                 device: torch.device | None = None, augmented: bool = False) -> None:
+        self.dataset, self.num_workers, self.augmented = dataset, num_workers, augmented
         self.device = device or torch.device("cpu")
         self._sampler = _EpochBatches()
         workers = min(self.num_workers, os.cpu_count() or 1)
-        self._loader = DataLoader(self.dataset, batch_sampler=self._sampler, num_workers=workers,
+        read: Dataset[tuple[torch.Tensor, torch.Tensor]] = _SeededItems(dataset) if augmented else dataset
+        self._loader = DataLoader(read, batch_sampler=self._sampler, num_workers=workers,
                                   pin_memory=self.device.type == "cuda",
                                   persistent_workers=workers > 0)
 
@@ -83,7 +124,7 @@ class StreamSplit:
         """The same stream, delivering batches on `device` (copied per batch, non-blocking)."""
         if torch.device(device) == self.device:
             return self
-        return StreamSplit(self.dataset, self.num_workers, torch.device(device))
+        return StreamSplit(self.dataset, self.num_workers, torch.device(device), self.augmented)
 
     def num_batches(self, batch_size: int) -> int:
         """How many batches one pass yields."""
@@ -97,7 +138,14 @@ class StreamSplit:
         order = torch.randperm(n, generator=generator) if generator else torch.arange(n)
         shards = (shard_of(order[i:i + batch_size], *shard)
                   for i in range(skip * batch_size, n, batch_size))
-        self._sampler.batches = [index.tolist() for index in shards if index is not None]
+        batches: list[list[Any]] = [index.tolist() for index in shards if index is not None]
+        if self.augmented:  # (index, seed): the item's seed, by its place in the pass
+            pass_seed = int(torch.randint(1 << 62, (), generator=generator)) if generator else None
+            first = skip * batch_size
+            batches = [[(index, None if pass_seed is None else
+                         batch_seed(pass_seed, first + b * batch_size + j, shard[0]))
+                        for j, index in enumerate(batch)] for b, batch in enumerate(batches)]
+        self._sampler.batches = batches
         if not self._sampler.batches:
             return
         for x, y in self._loader:
@@ -106,4 +154,5 @@ class StreamSplit:
 
 def subset(split: StreamSplit, indices: Sequence[int]) -> StreamSplit:
     """The examples at `indices` of a stream, as a stream."""
-    return StreamSplit(Subset(split.dataset, list(indices)), split.num_workers, split.device)
+    return StreamSplit(Subset(split.dataset, list(indices)), split.num_workers, split.device,
+                       split.augmented)

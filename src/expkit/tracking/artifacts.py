@@ -89,12 +89,14 @@ class SaveArtifacts(Callback):
         self.artifacts, self.produce = artifacts, produce
 
     def on_epoch_start(self, trainer: Trainer) -> None:
-        """Callbacks that save during the epoch save under the epoch it will be."""
-        self.artifacts.epoch = trainer.epoch + 1
+        """Callbacks that save during the period save under the evaluation it ends with."""
+        self.artifacts.epoch = (trainer.epoch + 1 if trainer.max_steps is None else
+                                min(trainer.steps + trainer.eval_every, trainer.max_steps))  # type: ignore[operator]
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
-        """Save this evaluation's artifacts (on rank 0; `produce` runs there only)."""
-        self.artifacts.epoch = trainer.epoch
+        """Save this evaluation's artifacts (on rank 0; `produce` runs there only), named by
+        the epoch (step-based runs: the step)."""
+        self.artifacts.epoch = trainer.epoch if trainer.max_steps is None else trainer.steps
         if self.artifacts.is_main:
             for name, value in self.produce(trainer).items():
                 self.artifacts.save(name, value)

@@ -30,9 +30,11 @@ class LocalFiles:
     """The Tracker that writes the run directory's human-readable files."""
 
     def __init__(self, run_dir: Path, title: str = "",
-                 warn: Callable[[str], None] | None = None, epochs: int | None = None) -> None:
+                 warn: Callable[[str], None] | None = None, epochs: int | None = None,
+                 max_steps: int | None = None) -> None:
         self.run_dir = Path(run_dir)
-        self.epochs = epochs  # the last epoch is drawn at once: the draw overlaps the test
+        # the last evaluation is drawn at once: the draw overlaps the test
+        self.last = ("step", max_steps) if max_steps is not None else ("epoch", epochs)
         self.worker: PlotWorker | None = None
         with contextlib.suppress(OSError):  # started now: matplotlib's import overlaps the
             self.worker = PlotWorker()       # run's own start-up; else drawn in this process
@@ -60,7 +62,8 @@ class LocalFiles:
         self.rows = rows
         self._write_csv(rows)
         trained = sum(row.get("epoch_time", 0.0) for row in rows)
-        last = self.epochs is not None and rows[-1].get("epoch", 0) >= self.epochs
+        key, end = self.last
+        last = end is not None and rows[-1].get(key, 0) >= end
         if last or self.plot_seconds + self.last_plot_cost <= PLOT_BUDGET * trained:
             self._plot()
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from expkit.errors import ExpkitError
-from expkit.results import flatten
+from expkit.results import flatten, row_step
 
 
 class TensorBoardTracker:
@@ -39,14 +39,14 @@ class TensorBoardTracker:
                         for k, v in flatten(config).items()}
 
     def log_epoch(self, rows: list[dict[str, float]]) -> None:
-        """Write the newest epoch's metrics as scalars at step = epoch."""
+        """Write the newest epoch's metrics as scalars at step = epoch (step-based: the step)."""
         row = rows[-1]
-        step = int(row.get("epoch", len(rows)))
+        step = row_step(row)
         self.rows_logged = step
         if self.writer is None:  # after a resume, drop events past the epoch we continue from
             self.writer = self._writer_class(str(self.folder), purge_step=step)
         for key, value in row.items():
-            if key != "epoch":
+            if key not in ("epoch", "step"):
                 self.writer.add_scalar(key, value, step)
         self.writer.flush()
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from expkit.config import WandbSettings
 from expkit.errors import ExpkitError
-from expkit.results import flatten
+from expkit.results import flatten, row_step
 
 
 class WandbTracker:
@@ -71,11 +71,11 @@ class WandbTracker:
             self.log_epoch([row])
 
     def log_epoch(self, rows: list[dict[str, float]]) -> None:
-        """Log the newest epoch at step = epoch (so a resumed run never steps backwards); an
-        epoch wandb already holds is not sent twice."""
+        """Log the newest row at step = epoch, or the optimizer step in a step-based run (so a
+        resumed run never steps backwards); a row wandb already holds is not sent twice."""
         row = rows[-1]
-        if self.step is None or int(row["epoch"]) > self.step:
-            self.step = int(row["epoch"])
+        if self.step is None or row_step(row) > self.step:
+            self.step = row_step(row)
             self.run.log(row, step=self.step)
 
     def log_artifact(self, name: str, path: Path, value: Any, epoch: int) -> None:

@@ -71,7 +71,13 @@ class ConsoleLine(Callback):
         self.console = console
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
-        """Print `epoch i/n  metric value ...`."""
+        """Print `epoch i/n  metric value ...` (step-based: `step s/n  epoch e  ...`)."""
+        if trainer.max_steps is not None:
+            width = len(str(trainer.max_steps))
+            self.console.print(f"step {int(metrics['step']):>{width}}/{trainer.max_steps}  "
+                               f"epoch {metrics['epoch']:.2f}  "
+                               + format_metrics(metrics, skip=("epoch", "step")))
+            return
         width = len(str(trainer.epochs))
         self.console.print(f"epoch {int(metrics['epoch']):>{width}}/{trainer.epochs}  "
                            + format_metrics(metrics))

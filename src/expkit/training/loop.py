@@ -3,19 +3,20 @@
 Where each hook fires::
 
     on_fit_start(trainer)
-    for epoch in remaining epochs:
+    for each evaluation period that remains (an epoch; or --eval_every optimizer steps):
         on_epoch_start(trainer)
         model.train()
-        for batch in train split (one randperm, whole-batch slices):
+        for batch in train split (one randperm per pass, whole-batch slices; a step-based
+                                  period picks up the pass where the last one left it):
+            batch = augment(batch, generator seeded by the pass, the batch and the rank)
             with autocast(precision): loss, sums = model.step(batch)   # sums stay on the device
             (loss / accumulate).backward()
             every `accumulate` batches: clip, optimizer.step(), zero_grad, per-step scheduler
                 on_train_batch_end(trainer, i)       # only callbacks that override it
-                on a stop signal: on_interrupt(trainer); return   # resumable mid-epoch
-        metrics = train_* means (one device sync per epoch) | val_* from evaluate()
+                on a stop signal: on_interrupt(trainer); return   # resumable mid-period
+        metrics = train_* means (one device sync per period) | val_* from evaluate()
         per-epoch scheduler step;  best epoch;  history.append(metrics)
-        a non-finite backpropagated loss stops training
-        on_epoch_end(trainer, metrics)              # checkpoints, early stopping, files, ...
+        on_epoch_end(trainer, metrics)   # checkpoints, early stopping, files; a NaN loss stops
         if trainer.should_stop: break
     on_fit_end(trainer)
 """
@@ -30,6 +31,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from expkit.data.augment import batch_seed
 from expkit.data.base import AnySplit, Batch, DataSplits, Split, examples_in
 from expkit.distributed import SINGLE, Dist
 from expkit.errors import ExpkitError
@@ -38,7 +40,7 @@ from expkit.models.base import BaseModel
 from expkit.training.callbacks import Callback
 from expkit.training.checkpoint import rng_state, set_rng_state
 from expkit.training.evaluate import Evaluator, metric_values, reduce_sums
-from expkit.training.optim import Schedule
+from expkit.training.optim import Schedule, optimizer_step, step_epoch_schedule
 
 _BETTER = {"min": lambda a, b: a < b, "max": lambda a, b: a > b}
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -57,7 +59,12 @@ class _Steps(nn.Module):
 
 
 class Trainer:
-    """Trains a model on in-memory splits; holds the state callbacks read (epoch, history, best)."""
+    """Trains a model on in-memory splits; holds the state callbacks read (epoch, history, best).
+
+    Epoch-based (`epochs`): an evaluation ends each pass over the training split. Step-based
+    (`max_steps`): an evaluation every `eval_every` optimizer steps, wherever in a pass they
+    fall; `epoch` then counts evaluations, `steps` the optimizer steps.
+    """
 
     def __init__(self, model: BaseModel, optimizer: torch.optim.Optimizer,
                  schedule: Schedule | None, data: DataSplits, *, epochs: int, batch_size: int,
@@ -66,7 +73,8 @@ class Trainer:
                  precision: Literal["32", "bf16", "fp16"] = "32", accumulate_grad_batches: int = 1,
                  grad_clip_norm: float | None = None, compile: bool = False,
                  channels_last: bool = False, dist: Dist = SINGLE,
-                 metrics: Declared | None = None, artifacts: Any = None) -> None:
+                 metrics: Declared | None = None, artifacts: Any = None,
+                 max_steps: int | None = None, eval_every: int | None = None) -> None:
         self.memory_format = torch.channels_last if channels_last else None
         self.model = model.to(device)
         if self.memory_format is not None:
@@ -84,9 +92,14 @@ class Trainer:
         # moved to the device once (and to channels-last once): no per-batch host-to-device copy
         self.train_split = data.train.to(device, self.memory_format)
         self.val_split = data.val.to(device, self.memory_format) if data.val is not None else None
+        self.augment = getattr(data, "augment", None)  # training batches only
         self.released = False  # release_data() was called: no more training
-        self.epochs = epochs
         self.batch_size = batch_size
+        self.accumulate = accumulate_grad_batches
+        self.max_steps = max_steps
+        self.eval_every = eval_every or (self.steps_per_pass() if max_steps else None)
+        # evaluations in all: epochs, or the step-based periods
+        self.epochs = epochs if max_steps is None else -(-max_steps // self.eval_every)  # type: ignore[operator]
         self.eval_batch_size = eval_batch_size
         self.device = device
         self.generator = torch.Generator().manual_seed(seed)
@@ -97,11 +110,15 @@ class Trainer:
                                    memory_format=self.memory_format)
         self.callbacks = callbacks
         self.precision = precision
-        self.accumulate = accumulate_grad_batches
         self.grad_clip_norm = grad_clip_norm
         self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-        self.epoch = 0  # epochs completed
+        self.epoch = 0  # evaluations done: epochs completed (step-based: periods completed)
         self.global_step = 0  # batches trained
+        self.steps = 0  # optimizer steps taken
+        self.passes = 0  # passes over the training split completed
+        # where the current pass stands when a step-based period ended inside it: the
+        # generator's state at the pass's start and the batches done (None: at a pass boundary)
+        self.position: dict[str, Any] | None = None
         self.history: list[dict[str, float]] = []
         self.best_epoch: int | None = None
         self.best_value: float | None = None
@@ -110,7 +127,7 @@ class Trainer:
         self.stop_reason = "completed all epochs"
         self.stop_requested: str | None = None  # set by a signal handler: stop after this step
         self.interrupted = False
-        self.partial: dict[str, Any] | None = None  # position inside an interrupted epoch
+        self.partial: dict[str, Any] | None = None  # where an interrupted period stands
         self.epoch_sums: dict[str, torch.Tensor] = {}  # this epoch's metric sums so far
         self.loss_total = torch.zeros((), dtype=torch.float64)  # this epoch's backpropagated losses
         self.epoch_seen = 0
@@ -125,29 +142,46 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=_AUTOCAST[self.precision])
 
+    @property
+    def step_based(self) -> bool:
+        """Whether the run counts optimizer steps (`--max_steps`) rather than epochs."""
+        return self.max_steps is not None
+
+    def steps_per_pass(self) -> int:
+        """Optimizer steps in one pass over the training split."""
+        return -(-self.train_split.num_batches(self.batch_size) // self.accumulate)
+
+    def done(self) -> bool:
+        """Whether the planned training is complete (all epochs, or `max_steps` steps)."""
+        if self.max_steps is not None:
+            return self.steps >= self.max_steps
+        return self.epoch >= self.epochs
+
     def fit(self) -> list[dict[str, float]]:
-        """Run the epochs that remain; returns the history, one dict of metrics per epoch."""
+        """Run the evaluation periods that remain; returns the history, one row per evaluation."""
         if self.released:
             raise RuntimeError("fit() after release_data(): the training data is gone")
         self.interrupted = False
         for cb in self.callbacks:
             cb.on_fit_start(self)
-        while self.epoch < self.epochs and not self.should_stop:
+        while not self.done() and not self.should_stop:
             if self._agreed_stop():
                 return self._interrupt()
             for cb in self.callbacks:
                 cb.on_epoch_start(self)
             started = time.perf_counter() - (self.partial or {}).get("seconds", 0.0)
             lr = (self.partial or {}).get("lr", self.optimizer.param_groups[0]["lr"])
-            train = self._train_epoch(lr, started)
+            train = self._train_period(lr, started)
             if train is None:
                 return self._interrupt()
-            metrics: dict[str, float] = {"epoch": self.epoch + 1, **train}
+            metrics: dict[str, float] = ({"epoch": self.epoch + 1} if not self.step_based else
+                                         {"step": self.steps, "epoch": self._epochs_done()})
+            metrics |= train
             if self.val_split is not None:
                 metrics |= self.evaluate(self.val_split, "val")
             metrics["lr"] = lr
             metrics["epoch_time"] = time.perf_counter() - started
-            self._step_epoch_scheduler(metrics)
+            step_epoch_schedule(self.schedule, metrics.get(self.monitor))
             self.epoch += 1
             if self.monitor in metrics and self.is_better(metrics[self.monitor], self.best_value):
                 self.best_epoch, self.best_value = self.epoch, metrics[self.monitor]
@@ -155,17 +189,38 @@ class Trainer:
             loss = self._backprop_loss()
             if not math.isfinite(loss):
                 self.should_stop = self.diverged = True
-                self.stop_reason = (f"the training loss became {loss} in epoch {self.epoch}; "
+                where = f"step {self.steps}" if self.step_based else f"epoch {self.epoch}"
+                self.stop_reason = (f"the training loss became {loss} by {where}; "
                                     "lower --lr or set --grad_clip_norm")
             for cb in self.callbacks:
                 cb.on_epoch_end(self, metrics)
+        if self.done() and not self.should_stop and self.step_based:
+            self.stop_reason = f"completed all {self.max_steps} steps"
         for cb in self.callbacks:
             cb.on_fit_end(self)
         return self.history
 
+    def at(self, evaluation: int | None = None) -> str:
+        """An evaluation (1-based; default: the latest) as people name it: "epoch 3", or
+        "step 40" in a step-based run."""
+        n = self.epoch if evaluation is None else evaluation
+        return f"step {self.history[n - 1]['step'] if n else 0}" if self.step_based else f"epoch {n}"
+
+    def stopped_at(self) -> str:
+        """Where an interrupted run stopped: "at step 23", "in epoch 2" or "after epoch 1"."""
+        if self.step_based:
+            return f"at step {self.steps}"
+        return f"in epoch {self.epoch + 1}" if self.partial else f"after epoch {self.epoch}"
+
+    def _epochs_done(self) -> float:
+        """Passes over the training split so far, with the fraction of the current one."""
+        done = self.position["batches"] / self.train_split.num_batches(self.batch_size) \
+            if self.position else 0.0
+        return round(self.passes + done, 4)
+
     def release_data(self) -> None:
-        """Let go of the train and val splits once training is over, so that testing and the
-        final plot do not add to the run's peak memory (streaming workers exit too)."""
+        """Let go of the train and val splits once training is over (testing and the final
+        plot do not add to the peak memory; streaming workers exit)."""
         empty = Split(torch.empty(0), torch.empty(0, dtype=torch.long))
         self.train_split = empty
         self.val_split = None if self.val_split is None else empty
@@ -177,56 +232,91 @@ class Trainer:
             cb.on_interrupt(self)
         return self.history
 
-    def _train_epoch(self, lr: float, started: float) -> dict[str, float] | None:
-        """One pass over the training split; None if a stop signal ended it early."""
+    def _train_period(self, lr: float, started: float) -> dict[str, float] | None:
+        """Train up to the next evaluation: one pass over the training split (epoch-based), or
+        `eval_every` optimizer steps across passes (step-based). Returns the train metrics over
+        the period's batches; None if a stop signal ended it early (`self.partial` says where)."""
         self.model.train()
         resume, self.partial = self.partial, None
-        if resume:
-            self.generator.set_state(resume["generator"])
-        epoch_rng = self.generator.get_state()
         sums: dict[str, torch.Tensor] = resume["sums"] if resume else {}
-        self.loss_total = torch.zeros((), dtype=torch.float64, device=self.device)
-        self.epoch_sums = sums
         seen: int = resume["seen"] if resume else 0
-        skip: int = resume["batches"] if resume else 0
+        period_steps: int = resume.get("steps", 0) if resume else 0
+        if resume:  # at a pass boundary (generator None), or inside a pass
+            self.position = ({"generator": resume["generator"], "batches": resume["batches"]}
+                             if resume["generator"] is not None else None)
+        self.loss_total = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.epoch_sums, self.epoch_seen = sums, seen
+        budget = (None if self.max_steps is None  # optimizer steps this period takes
+                  else min(self.eval_every, self.max_steps - self.steps + period_steps))  # type: ignore[type-var]
         batch_hooks = [cb for cb in self.callbacks
                        if type(cb).on_train_batch_end is not Callback.on_train_batch_end]
         last = self.train_split.num_batches(self.batch_size) - 1
         n, world = len(self.train_split), self.dist.world_size
-        batches = self.train_split.batches(self.batch_size, self.generator, skip, self.dist.shard())
-        for i, batch in enumerate(batches, start=skip):
-            steps = (i + 1) % self.accumulate == 0 or i == last
-            with self._sync(steps), self._autocast():
-                loss, batch_sums = self.ddp(batch) if self.ddp else self.model.step(batch)
-                if world > 1:  # DDP averages over ranks; weigh by this rank's share of the batch
-                    loss = loss * (examples_in(batch) * world
-                                   / min(self.batch_size, n - i * self.batch_size))
-                if self.accumulate > 1:
-                    loss = loss / self.accumulate
-                (self.scaler.scale(loss) if self.scaler else loss).backward()
-            self.loss_total += loss.detach()
-            if sums:
-                for name in sums:  # the sums; a stateful metric's inputs are for evaluations
-                    sums[name] += batch_sums[name]
-            else:
-                sums = {name: value.detach().double() for name, value in batch_sums.items()
-                        if isinstance(value, torch.Tensor)}
-                self._check_monitor(list(sums), list(batch_sums))
-                self.epoch_sums = sums  # updated in place from here on
-            seen += examples_in(batch)
-            self.epoch_seen = seen
-            self.global_step += 1
-            if not steps:
-                continue
-            self._optimizer_step()
-            for cb in batch_hooks:
-                cb.on_train_batch_end(self, i)
-            if self._agreed_stop() and i != last:
-                sums, seen = self._reduce(sums, seen)
-                self.partial = {"generator": epoch_rng, "batches": i + 1, "sums": sums,
-                                "seen": seen, "lr": lr, "seconds": time.perf_counter() - started}
-                return None
-        return self._means(*self._reduce(sums, seen), "train")
+        while True:  # passes (epoch-based: exactly one)
+            if self.position is not None:  # replay this pass's draws, skip its trained batches
+                self.generator.set_state(self.position["generator"])
+            pass_rng = self.generator.get_state()
+            skip = self.position["batches"] if self.position else 0
+            self.position = None
+            pass_seed = (int(torch.randint(1 << 62, (), generator=self.generator))
+                         if self.augment is not None else 0)  # replayed with the pass's draws
+            batches = self.train_split.batches(self.batch_size, self.generator, skip,
+                                               self.dist.shard())
+            for i, batch in enumerate(batches, start=skip):
+                if self.augment is not None:
+                    seeded = torch.Generator(self.device).manual_seed(
+                        batch_seed(pass_seed, i, self.dist.rank))
+                    batch = self.augment(batch, seeded)
+                steps = (i + 1) % self.accumulate == 0 or i == last
+                with self._sync(steps), self._autocast():
+                    loss, batch_sums = self.ddp(batch) if self.ddp else self.model.step(batch)
+                    if world > 1:  # DDP averages over ranks; weigh by this rank's share of the batch
+                        loss = loss * (examples_in(batch) * world
+                                       / min(self.batch_size, n - i * self.batch_size))
+                    if self.accumulate > 1:
+                        loss = loss / self.accumulate
+                    (self.scaler.scale(loss) if self.scaler else loss).backward()
+                self.loss_total += loss.detach()
+                if sums:
+                    for name in sums:  # the sums; a stateful metric's inputs are for evaluations
+                        sums[name] += batch_sums[name]
+                else:
+                    sums = {name: value.detach().double() for name, value in batch_sums.items()
+                            if isinstance(value, torch.Tensor)}
+                    self._check_monitor(list(sums), list(batch_sums))
+                    self.epoch_sums = sums  # updated in place from here on
+                seen += examples_in(batch)
+                self.epoch_seen = seen
+                self.global_step += 1
+                if not steps:
+                    continue
+                optimizer_step(self.optimizer, self.model, self.scaler, self.grad_clip_norm,
+                               self.schedule)
+                self.steps += 1
+                period_steps += 1
+                for cb in batch_hooks:
+                    cb.on_train_batch_end(self, i)
+                here = {"generator": pass_rng, "batches": i + 1} if i != last else None
+                if budget is not None and period_steps >= budget:
+                    if here is None:
+                        self.passes += 1
+                    self.position = here
+                    return self._train_means(sums, seen)
+                if self._agreed_stop() and (here is not None or budget is not None):
+                    if here is None:
+                        self.passes += 1
+                    sums, seen = reduce_sums(self.dist, sums, seen, self.device)
+                    self.partial = {**(here or {"generator": None, "batches": 0}),
+                                    "sums": sums, "seen": seen, "steps": period_steps, "lr": lr,
+                                    "seconds": time.perf_counter() - started}
+                    return None
+            self.passes += 1
+            if budget is None:
+                return self._train_means(sums, seen)
+
+    def _train_means(self, sums: dict[str, torch.Tensor], seen: int) -> dict[str, float]:
+        """The train metrics of a period from its sums (summed over ranks)."""
+        return metric_values(self.metrics, *reduce_sums(self.dist, sums, seen, self.device), "train")
 
     def _backprop_loss(self) -> float:
         """This epoch's sum of the losses it backpropagated, over all ranks (one sync an epoch):
@@ -250,25 +340,6 @@ class Trainer:
         """DDP's gradient all-reduce only on batches that end in an optimizer step."""
         return self.ddp.no_sync() if self.ddp is not None and not steps else contextlib.nullcontext()
 
-    def _reduce(self, sums: dict[str, torch.Tensor], seen: int
-                ) -> tuple[dict[str, torch.Tensor], int]:
-        return reduce_sums(self.dist, sums, seen, self.device)
-
-    def _optimizer_step(self) -> None:
-        if self.scaler is not None:
-            if self.grad_clip_norm:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            if self.grad_clip_norm:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.schedule is not None and self.schedule.interval == "step":
-            self.schedule.scheduler.step()  # type: ignore[call-arg]
-
     def running_mean(self, name: str = "loss") -> float | None:
         """Mean of a training metric over this epoch's batches so far; syncs the device, call rarely."""
         total = self.epoch_sums.get(name)
@@ -277,9 +348,6 @@ class Trainer:
     def evaluate(self, split: AnySplit, prefix: str) -> dict[str, float]:
         """The declared metrics of the model over `split`, named `<prefix>_<metric>`."""
         return self.evaluator(split, prefix)
-
-    def _means(self, sums: dict[str, torch.Tensor], count: int, prefix: str) -> dict[str, float]:
-        return metric_values(self.metrics, sums, count, prefix)
 
     def _check_monitor(self, sums: list[str], returned: list[str]) -> None:
         """The monitored metric is among those the first batch's `step` output gives."""
@@ -290,15 +358,6 @@ class Trainer:
             raise ExpkitError(f"--monitor: got {self.monitor!r}, which this experiment does not "
                               f"log; choose one of: {', '.join(known)}")
 
-    def _step_epoch_scheduler(self, metrics: dict[str, float]) -> None:
-        if self.schedule is None or self.schedule.interval != "epoch":
-            return
-        scheduler = self.schedule.scheduler
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(metrics[self.monitor])
-        else:
-            scheduler.step()
-
     def state_dict(self) -> dict[str, Any]:
         """Everything a resume needs: weights, optimizer, schedule, counters, RNGs, callbacks."""
         return {
@@ -307,6 +366,7 @@ class Trainer:
             "scheduler": self.schedule.scheduler.state_dict() if self.schedule else None,
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "epoch": self.epoch, "global_step": self.global_step, "history": self.history,
+            "steps": self.steps, "passes": self.passes, "position": self.position,
             "best_epoch": self.best_epoch, "best_value": self.best_value,
             "stop_reason": self.stop_reason if self.should_stop else None,
             "generator": self.generator.get_state(), "rng": rng_state(), "partial": self.partial,
@@ -322,6 +382,9 @@ class Trainer:
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.global_step = state["epoch"], state["global_step"]
+        # checkpoints written before step-based training: one pass per epoch, steps unknown
+        self.steps = state.get("steps", 0)
+        self.passes, self.position = state.get("passes", self.epoch), state.get("position")
         self.history = list(state["history"])
         self.best_epoch, self.best_value = state["best_epoch"], state["best_value"]
         self.generator.set_state(state["generator"])

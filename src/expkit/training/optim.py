@@ -69,8 +69,10 @@ class Schedule:
 
 
 def build_scheduler(args: SchedulerArgs, optimizer: torch.optim.Optimizer, epochs: int,
-                    steps_per_epoch: int, monitor_mode: Literal["min", "max"]) -> Schedule | None:
-    """The schedule named by `args`, or None for a constant learning rate without warmup."""
+                    steps_per_epoch: int, monitor_mode: Literal["min", "max"],
+                    total_steps: int | None = None) -> Schedule | None:
+    """The schedule named by `args`, or None for a constant learning rate without warmup.
+    `total_steps`: the optimizer steps of the whole run when not `epochs * steps_per_epoch`."""
     warm = args.warmup_epochs
     if args.name == "plateau":
         return Schedule(torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -80,7 +82,8 @@ def build_scheduler(args: SchedulerArgs, optimizer: torch.optim.Optimizer, epoch
         pct = warm / epochs if warm else 0.3
         return Schedule(torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
-            total_steps=epochs * steps_per_epoch, pct_start=min(max(pct, 1e-3), 0.999)), "step")
+            total_steps=total_steps or epochs * steps_per_epoch,
+            pct_start=min(max(pct, 1e-3), 0.999)), "step")
     if args.name == "none" and not warm:
         return None
 
@@ -97,3 +100,33 @@ def build_scheduler(args: SchedulerArgs, optimizer: torch.optim.Optimizer, epoch
         return 1.0
 
     return Schedule(torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "epoch")
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, model: torch.nn.Module,
+                   scaler: torch.amp.GradScaler | None, grad_clip_norm: float | None,
+                   schedule: Schedule | None) -> None:
+    """One optimizer step of the loop: unscale (fp16), clip the gradient norm, step, zero the
+    gradients, and step a per-step schedule."""
+    if scaler is not None:
+        if grad_clip_norm:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        if grad_clip_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if schedule is not None and schedule.interval == "step":
+        schedule.scheduler.step()  # type: ignore[call-arg]
+
+
+def step_epoch_schedule(schedule: Schedule | None, monitored: float | None) -> None:
+    """Step a per-epoch (step-based runs: per-evaluation) schedule; plateau reads `monitored`."""
+    if schedule is None or schedule.interval != "epoch":
+        return
+    if isinstance(schedule.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        schedule.scheduler.step(monitored)  # type: ignore[arg-type]
+    else:
+        schedule.scheduler.step()

@@ -23,16 +23,23 @@ class ProgressBar(Callback):
     def __init__(self) -> None:
         self._progress: Any = None
         self._task: Any = None
+        self._offset: int | None = None  # step-based: the steps done when the period began
         self._last = 0.0
 
     def on_epoch_start(self, trainer: Trainer) -> None:
         """Start this epoch's bar."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self._progress = Progress(TextColumn(f"epoch {trainer.epoch + 1}/{trainer.epochs}"),
-                                  BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                                  TimeRemainingColumn(), transient=True)
-        total = trainer.train_split.num_batches(trainer.batch_size)
+        if trainer.max_steps is not None:  # step-based: this period's optimizer steps
+            label = f"steps to {min(trainer.steps + trainer.eval_every, trainer.max_steps)}"  # type: ignore[operator]
+            self._offset = trainer.steps
+            total = min(trainer.eval_every, trainer.max_steps - trainer.steps)  # type: ignore[type-var]
+        else:
+            label, self._offset = f"epoch {trainer.epoch + 1}/{trainer.epochs}", None
+            total = trainer.train_split.num_batches(trainer.batch_size)
+        self._progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                                  transient=True)
         self._task = self._progress.add_task("train", total=total, info="")
         self._progress.start()
         self._started = time.perf_counter()
@@ -47,7 +54,8 @@ class ProgressBar(Callback):
             loss = trainer.running_mean("loss")
             rate = trainer.epoch_seen / max(now - self._started, 1e-9)
             info = f"loss {loss:.4f}  {rate:,.0f} ex/s" if loss is not None else ""
-        self._progress.update(self._task, completed=batch_index + 1,
+        done = batch_index + 1 if self._offset is None else trainer.steps - self._offset
+        self._progress.update(self._task, completed=done,
                               **({"info": info} if info is not None else {}))
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
