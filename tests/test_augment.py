@@ -60,6 +60,8 @@ def test_augmented_batches_are_the_same_across_a_resume(big_workspace: Workspace
     assert_same_training(reference, run)
     grids = sorted(p.name for p in (run / "artifacts" / "augmented").iterdir())
     assert grids == ["1.png", "2.png"], "a grid of augmented inputs at each evaluation"
+    again = ws.run("reproduce", str(reference))  # the augmentation draws come from the seed
+    assert again.returncode == 0 and "every metric matches" in again.stdout, again.stdout
     # the augmentation is applied: without it the same seed trains to other numbers
     plain = ws.run(*AUG, "--crop_padding=0", "--hflip=0")
     assert plain.returncode == 0
