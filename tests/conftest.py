@@ -232,3 +232,13 @@ def data_workspace(workspace: Workspace) -> Workspace:
 
 #: arguments that make a run tiny
 TINY = ("--epochs=1", "--max_train_samples=200", "--seed=0")
+
+
+def register(folder: Path, monkeypatch: pytest.MonkeyPatch, exp_id: str, source: str,
+             cls: str) -> str:
+    """An experiment module `exp_id` holding `source` and a registry of it, importable from
+    `folder`; returns the registry's module name (for `Workspace.run(registry=...)`)."""
+    (folder / f"{exp_id}.py").write_text(source)
+    (folder / f"{exp_id}_registry.py").write_text(f"EXPERIMENTS = {{'{exp_id}': '{exp_id}:{cls}'}}\n")
+    monkeypatch.syspath_prepend(str(folder))
+    return f"{exp_id}_registry"

@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import Workspace
+from conftest import Workspace, register
 from expkit.data import augment
 from expkit.data.stream import StreamSplit
 from test_resume import HOOKS, assert_same_training, big_workspace  # noqa: F401 (fixture)
-from test_training_services import register
 
 
 def test_random_crop_shifts_each_image_by_at_most_the_padding() -> None:

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 import expkit
-from conftest import Workspace
-from test_training_services import register
+from conftest import Workspace, register
 
 OWN_RECIPE = '''
 from typing import Literal

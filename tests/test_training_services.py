@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import expkit
-from conftest import REPO, TINY, Workspace, write_idx_set
+from conftest import REPO, TINY, Workspace, register, write_idx_set
 from expkit.training.checkpoint import load_checkpoint
 from expkit.training.early_stopping import decide
 
@@ -145,16 +145,6 @@ class AccOnly(MnistExperiment):
     def build_model(self, data):
         return AccOnlyMLP(self.args.model, data.input_size, data.classes())
 '''
-
-
-def register(folder: Path, monkeypatch: pytest.MonkeyPatch, exp_id: str, source: str,
-             cls: str) -> str:
-    """An experiment module `exp_id` holding `source` and a registry of it, importable from
-    `folder`; returns the registry's module name (for `Workspace.run(registry=...)`)."""
-    (folder / f"{exp_id}.py").write_text(source)
-    (folder / f"{exp_id}_registry.py").write_text(f"EXPERIMENTS = {{'{exp_id}': '{exp_id}:{cls}'}}\n")
-    monkeypatch.syspath_prepend(str(folder))
-    return f"{exp_id}_registry"
 
 
 def test_divergence_is_watched_on_the_backpropagated_loss_whatever_the_metrics(
