@@ -90,8 +90,7 @@ class SaveArtifacts(Callback):
 
     def on_epoch_start(self, trainer: Trainer) -> None:
         """Callbacks that save during the period save under the evaluation it ends with."""
-        self.artifacts.epoch = (trainer.epoch + 1 if trainer.max_steps is None else
-                                min(trainer.steps + trainer.eval_every, trainer.max_steps))  # type: ignore[operator]
+        self.artifacts.epoch = trainer.next_evaluation()
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         """Save this evaluation's artifacts (on rank 0; `produce` runs there only), named by

@@ -153,9 +153,7 @@ class Trainer:
 
     def done(self) -> bool:
         """Whether the planned training is complete (all epochs, or `max_steps` steps)."""
-        if self.max_steps is not None:
-            return self.steps >= self.max_steps
-        return self.epoch >= self.epochs
+        return self.steps >= self.max_steps if self.max_steps is not None else self.epoch >= self.epochs
 
     def fit(self) -> list[dict[str, float]]:
         """Run the evaluation periods that remain; returns the history, one row per evaluation."""
@@ -189,8 +187,7 @@ class Trainer:
             loss = self._backprop_loss()
             if not math.isfinite(loss):
                 self.should_stop = self.diverged = True
-                where = f"step {self.steps}" if self.step_based else f"epoch {self.epoch}"
-                self.stop_reason = (f"the training loss became {loss} by {where}; "
+                self.stop_reason = (f"the training loss became {loss} in {self.at()}; "
                                     "lower --lr or set --grad_clip_norm")
             for cb in self.callbacks:
                 cb.on_epoch_end(self, metrics)
@@ -201,16 +198,19 @@ class Trainer:
         return self.history
 
     def at(self, evaluation: int | None = None) -> str:
-        """An evaluation (1-based; default: the latest) as people name it: "epoch 3", or
-        "step 40" in a step-based run."""
+        """Evaluation N (1-based; default: the latest) as people name it: "epoch 3" or "step 40"."""
         n = self.epoch if evaluation is None else evaluation
         return f"step {self.history[n - 1]['step'] if n else 0}" if self.step_based else f"epoch {n}"
 
+    def next_evaluation(self) -> int:
+        """The epoch (step-based: the step) that the period now training ends with."""
+        return (self.epoch + 1 if self.max_steps is None
+                else min(self.steps + self.eval_every, self.max_steps))  # type: ignore[operator]
+
     def stopped_at(self) -> str:
         """Where an interrupted run stopped: "at step 23", "in epoch 2" or "after epoch 1"."""
-        if self.step_based:
-            return f"at step {self.steps}"
-        return f"in epoch {self.epoch + 1}" if self.partial else f"after epoch {self.epoch}"
+        return (f"at step {self.steps}" if self.step_based else f"in epoch {self.epoch + 1}"
+                if self.partial else f"after epoch {self.epoch}")
 
     def _epochs_done(self) -> float:
         """Passes over the training split so far, with the fraction of the current one."""

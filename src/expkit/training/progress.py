@@ -31,9 +31,9 @@ class ProgressBar(Callback):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         if trainer.max_steps is not None:  # step-based: this period's optimizer steps
-            label = f"steps to {min(trainer.steps + trainer.eval_every, trainer.max_steps)}"  # type: ignore[operator]
+            label = f"steps to {trainer.next_evaluation()}"
             self._offset = trainer.steps
-            total = min(trainer.eval_every, trainer.max_steps - trainer.steps)  # type: ignore[type-var]
+            total = trainer.next_evaluation() - trainer.steps
         else:
             label, self._offset = f"epoch {trainer.epoch + 1}/{trainer.epochs}", None
             total = trainer.train_split.num_batches(trainer.batch_size)
