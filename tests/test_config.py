@@ -37,6 +37,8 @@ BAD_CONFIGS = [
     ("cache_dirr: c\n", ["config.yaml:1: unknown key 'cache_dirr' (did you mean 'cache_dir'?)"]),
     ("results_dir: r\nwandb: {projekt: x}\n",
      ["config.yaml:2: unknown key 'wandb.projekt' (did you mean 'project'?)"]),
+    ("results_dir: r\nmlflow:\n  tracking_url: http://h:5000\n",
+     ["config.yaml:3: unknown key 'mlflow.tracking_url' (did you mean 'tracking_uri'?)"]),
     ("cache_dir: 12\n", ["config.yaml:1: key 'cache_dir': got 12; give a folder path as a string"]),
     ("- just\n- a list\n", ["expected a mapping of keys to values"]),
 ]
@@ -67,3 +69,22 @@ def test_missing_keys_take_their_defaults(tmp_path: Path) -> None:
     config = load_machine_config(tmp_path / "config.yaml", announce=lambda _: None)
     assert config.results_dir == tmp_path / "elsewhere"
     assert config.cache_dir == tmp_path / "cache" and config.wandb.project == "expkit"
+
+
+def test_mlflow_settings_from_file_and_environment_are_recorded_without_password(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "config.yaml").write_text(
+        "mlflow:\n  tracking_uri: https://me:FILEPW@mlflow.lab\n  experiment_name: team\n")
+    config = load_machine_config(tmp_path / "config.yaml", announce=lambda _: None)
+    assert config.mlflow.experiment_name == "team"
+    assert config.public()["mlflow"] == {"tracking_uri": "https://me:***@mlflow.lab",
+                                         "experiment_name": "team"}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://you:ENVPW@10.0.0.1:5000")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "other")
+    config = load_machine_config(tmp_path / "config.yaml", announce=lambda _: None)
+    assert config.mlflow.tracking_uri is not None
+    assert config.mlflow.tracking_uri.get_secret_value() == "http://you:ENVPW@10.0.0.1:5000"
+    assert config.mlflow_uri() == "http://you:***@10.0.0.1:5000"
+    assert config.mlflow.experiment_name == "other"
+    assert {"MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"} <= set(config.from_environment)
+    assert "ENVPW" not in repr(config) and "ENVPW" not in str(config.public())

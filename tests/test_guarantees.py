@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from expkit import files
+from expkit.config import redact
 from expkit.errors import ExpkitError, UsageError, one_line, report
-from expkit.sweep_space import redact
 from expkit.training.checkpoint import (
     BEST,
     LAST,
@@ -140,6 +140,7 @@ def test_errors_carry_their_lines_hint_and_exit_code() -> None:
     ("postgresql://user@db/optuna", "postgresql://user@db/optuna"),
     ("sqlite:////tmp/results/sweeps/a/study.db", "sqlite:////tmp/results/sweeps/a/study.db"),
     ("mysql://u:p@h/d?x=1", "mysql://u:***@h/d?x=1"),
+    ("https://me:tok@mlflow.lab:5000/", "https://me:***@mlflow.lab:5000/"),
 ])
 def test_redact_hides_only_the_password(url: str, shown: str) -> None:
     assert redact(url) == shown

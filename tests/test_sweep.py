@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import shutil
 import signal
-import socket
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
 
-from conftest import Workspace
+from conftest import PG_PASSWORD, Workspace
 
 SPACE = ("--space", "lr=loguniform:1e-4:1e-1", "--space", "hidden_sizes=choice:[16],[32,16]")
 TRIAL_FLAGS = ("--epochs=2", "--max_train_samples=200", "--eval_batch_size=256")
@@ -169,68 +163,7 @@ def test_without_optuna_the_error_says_how_to_install_it(workspace: Workspace, t
     assert "pip install 'expkit[sweep]'" in result.stderr and "Traceback" not in result.stderr
 
 
-# ---- PostgreSQL: a throwaway cluster on 127.0.0.1, two workers sharing one study ----------------
-
-
-def _pg_bin() -> Path | None:
-    for pattern in ("/usr/lib/postgresql/*/bin/pg_ctl", "/usr/local/bin/pg_ctl"):
-        found = sorted(glob.glob(pattern))
-        if found:
-            return Path(found[-1]).parent
-    on_path = shutil.which("pg_ctl")
-    return Path(on_path).parent if on_path else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-PG_PASSWORD = "PGPASS-" + "5" * 20  # the database password: in the --storage URL, nowhere else
-
-
-@pytest.fixture
-def postgres() -> Iterator[str]:
-    """A PostgreSQL server on 127.0.0.1 with an `optuna` database that takes a password over
-    TCP (scram-sha-256); its URL, password included. Run as non-root."""
-    bindir = _pg_bin()
-    if bindir is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the PostgreSQL test: .ci/run installs Debian's postgresql")
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/run does)")
-    # outside pytest's tmp folder, which only root may enter: the server runs as another user
-    folder = Path(tempfile.mkdtemp(prefix="expkit-pg-"))
-    (folder / "pw").write_text(PG_PASSWORD + "\n")
-    prefix: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        for path in (folder, folder / "pw"):
-            shutil.chown(path, "postgres")
-        prefix = ["runuser", "-u", "postgres", "--"]
-    data = folder / "data"
-
-    def pg(*cmd: str, check: bool = True) -> bool:
-        done = subprocess.run([*prefix, *cmd], capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "PGPASSWORD": PG_PASSWORD})
-        assert done.returncode == 0 or not check, f"{cmd[0]} failed: {done.stdout}{done.stderr}"
-        return done.returncode == 0
-
-    pg(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", f"--pwfile={folder / 'pw'}",
-       "--auth-local=trust", "--auth-host=scram-sha-256")
-    try:
-        for _ in range(5):  # a free port can be taken before the server binds it: take another
-            port = _free_port()
-            if pg(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(folder / "server.log"),
-                  "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {folder}", "start", check=False):
-                break
-        else:
-            pytest.fail(f"PostgreSQL did not start: {(folder / 'server.log').read_text()[-2000:]}")
-        pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "optuna")
-        yield f"postgresql+psycopg://postgres:{PG_PASSWORD}@127.0.0.1:{port}/optuna"
-    finally:
-        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=120)
-        shutil.rmtree(folder, ignore_errors=True)
+# ---- PostgreSQL: two workers sharing one study (the server: conftest.postgres) -----------------
 
 
 @pytest.mark.slow

@@ -274,6 +274,17 @@ def cmd_report(argv: list[str], registry: Registry, prog: str) -> int:
     return 0
 
 
+def cmd_sync(argv: list[str], registry: Registry, prog: str) -> int:
+    """Send finished, stopped or killed runs to MLflow (what the server lacks): sync RUN_DIR ..."""
+    if not argv or any(a.startswith("-") for a in argv):
+        raise UsageError("sync needs run directories: sync RUN_DIR [RUN_DIR ...]")
+    from expkit.config import load_machine_config
+    from expkit.tracking.mlflow import sync_run
+
+    settings = load_machine_config(announce=print).mlflow
+    return 0 if all([sync_run(Path(run), settings, print) for run in argv]) else 1
+
+
 def cmd_resume(argv: list[str], registry: Registry, prog: str) -> int:
     """Continue a stopped or crashed run from its last checkpoint: resume RUN_DIR [--epochs=N]."""
     if not argv or not argv[0] or argv[0].startswith("-"):
@@ -321,6 +332,7 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "compare": (cmd_compare, "runs side by side + RESULTS/compare.png: compare RUN_DIR ... | "
                              "--experiment_id=ID --last N [--out FILE.png]"),
     "report": (cmd_report, "self-contained report.html: report RUN_DIR | report --index"),
+    "sync": (cmd_sync, "send runs to the MLflow server of config.yaml: sync RUN_DIR ..."),
     "list": (cmd_list, "table of runs: list [--experiment_id=ID] [--status=finished|...]"),
     "schema": (cmd_schema, "JSON Schema of an experiment's arguments: schema --experiment_id=ID"),
     "completion": (cmd_completion, "shell completion script: completion bash|zsh"),

@@ -1,4 +1,4 @@
-"""Machine settings: config.yaml (+ environment variables) for paths, wandb and secrets.
+"""Machine settings: config.yaml (+ environment variables) for paths, trackers and secrets.
 
 What changes per machine, not per experiment. Written with commented defaults on first use.
 Secrets are `SecretStr`: they print as '**********' and are never dumped in clear.
@@ -7,6 +7,7 @@ Secrets are `SecretStr`: they print as '**********' and are never dumped in clea
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +29,11 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "WANDB_PROJECT": ("wandb", "project"),
     "WANDB_MODE": ("wandb", "mode"),
     "WANDB_API_KEY": ("wandb", "api_key"),
+    "MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri"),
+    "MLFLOW_EXPERIMENT_NAME": ("mlflow", "experiment_name"),
 }
+#: sections of config.yaml and the keys each holds (for unknown-key messages)
+SECTIONS = ("wandb", "mlflow")
 
 DEFAULT_CONFIG = """\
 # expkit machine config: what differs between machines, not between experiments.
@@ -45,6 +50,12 @@ wandb:
   project: expkit     # project the runs are logged to                    (env: WANDB_PROJECT)
   mode: online        # online | offline (sync later: `wandb sync`) | disabled  (env: WANDB_MODE)
   api_key: null       # prefer the env var WANDB_API_KEY; never copied into a run (env: WANDB_API_KEY)
+
+# Used only with --use_mlflow=true. Credentials: MLFLOW_TRACKING_USERNAME/_PASSWORD or
+# MLFLOW_TRACKING_TOKEN in the environment (read by mlflow; never copied into a run).
+mlflow:
+  tracking_uri: null     # e.g. http://mlflow.lab:5000; null = mlflow's default (env: MLFLOW_TRACKING_URI)
+  experiment_name: null  # null = the experiment id (mnist, ...)        (env: MLFLOW_EXPERIMENT_NAME)
 """
 
 
@@ -61,12 +72,27 @@ class WandbSettings(_Strict):
     api_key: SecretStr | None = Field(None, description="wandb API key (secret)")
 
 
+class MlflowSettings(_Strict):
+    """Where MLflow runs go."""
+
+    tracking_uri: SecretStr | None = Field(None, description="MLflow tracking server (a password "
+                                           "inside it is a secret)")
+    experiment_name: str | None = Field(None, description="MLflow experiment; auto = the "
+                                        "experiment id")
+
+
+def redact(url: str) -> str:
+    """A URL without its password (for files, logs and the console)."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
 class MachineConfig(_Strict):
     """Settings of this machine: directories and tracker credentials."""
 
     cache_dir: Path = Field(Path("cache"), description="datasets and downloads")
     results_dir: Path = Field(Path("results"), description="run directories")
     wandb: WandbSettings = Field(default_factory=WandbSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     path: Path | None = Field(None, exclude=True, description="the file this was read from")
     from_environment: list[str] = Field(default_factory=list, exclude=True,
                                         description="environment variables that overrode keys")
@@ -77,21 +103,31 @@ class MachineConfig(_Strict):
                 "results_dir": str(self.results_dir),
                 "wandb": {"entity": self.wandb.entity, "project": self.wandb.project,
                           "mode": self.wandb.mode, "api_key_set": self.wandb.api_key is not None},
+                "mlflow": {"tracking_uri": self.mlflow_uri(),
+                           "experiment_name": self.mlflow.experiment_name},
                 "from_environment": self.from_environment}
+
+    def mlflow_uri(self) -> str | None:
+        """The MLflow tracking URI as it may be shown: any password in it masked."""
+        uri = self.mlflow.tracking_uri
+        return redact(uri.get_secret_value()) if uri else None
 
 
 def _unknown_keys(data: dict[str, Any]) -> list[tuple[str, ...]]:
-    known = {"cache_dir", "results_dir", "wandb"}
+    known = {"cache_dir", "results_dir", *SECTIONS}
     found: list[tuple[str, ...]] = [(str(k),) for k in data if k not in known]
-    if isinstance(data.get("wandb"), dict):
-        found += [("wandb", str(k)) for k in data["wandb"] if k not in WandbSettings.model_fields]
+    for section in SECTIONS:
+        if isinstance(data.get(section), dict):
+            fields = MachineConfig.model_fields[section].annotation.model_fields  # type: ignore[union-attr]
+            found += [(section, str(k)) for k in data[section] if k not in fields]
     return found
 
 
 def _did_you_mean(key: tuple[str, ...]) -> str:
     import difflib
 
-    options = WandbSettings.model_fields if len(key) > 1 else ("cache_dir", "results_dir", "wandb")
+    options = (MachineConfig.model_fields[key[0]].annotation.model_fields  # type: ignore[union-attr]
+               if len(key) > 1 else ("cache_dir", "results_dir", *SECTIONS))
     match = difflib.get_close_matches(key[-1], list(options), n=1, cutoff=0.6)
     return f" (did you mean {match[0]!r}?)" if match else f"; known keys: {', '.join(options)}"
 
@@ -99,8 +135,9 @@ def _did_you_mean(key: tuple[str, ...]) -> str:
 def _without(data: dict[str, Any], keys: list[tuple[str, ...]]) -> dict[str, Any]:
     """`data` less the unknown keys (each already reported with a suggestion)."""
     top = {k: v for k, v in data.items() if (str(k),) not in keys}
-    if isinstance(top.get("wandb"), dict):
-        top["wandb"] = {k: v for k, v in top["wandb"].items() if ("wandb", str(k)) not in keys}
+    for section in SECTIONS:
+        if isinstance(top.get(section), dict):
+            top[section] = {k: v for k, v in top[section].items() if (section, str(k)) not in keys}
     return top
 
 

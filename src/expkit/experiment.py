@@ -59,6 +59,10 @@ class TrainerArgs(Args):
     use_wandb: bool = Field(False, description="also log to Weights & Biases (config.yaml: wandb)")
     use_tensorboard: bool = Field(False, description="also write TensorBoard event files to "
                                   "RUN_DIR/tensorboard (needs the tensorboard package)")
+    use_mlflow: bool = Field(False, description="also log to an MLflow tracking server "
+                             "(config.yaml: mlflow; needs expkit[mlflow])")
+    mlflow_log_checkpoints: bool = Field(False, description="with --use_mlflow: upload best.pt "
+                                         "and last.pt as MLflow artifacts at the end")
     progress: bool | None = Field(None, description="progress bar per epoch; auto = on a terminal")
 
 

@@ -17,7 +17,8 @@ from expkit.training.checkpoint import LAST, load_checkpoint
 
 #: arguments that may change on resume without changing what was trained so far
 SAFE_CHANGES = {("epochs",), ("max_steps",), ("eval_batch_size",), ("trainer", "use_wandb"),
-                ("trainer", "progress"), ("trainer", "use_tensorboard"),
+                ("trainer", "progress"), ("trainer", "use_tensorboard"), ("trainer", "use_mlflow"),
+                ("trainer", "mlflow_log_checkpoints"),
                 ("trainer", "early_stopping_patience"), ("trainer", "early_stopping_min_delta")}
 
 
@@ -70,7 +71,7 @@ def resume_run(run_dir: Path, overrides: list[str], registry: Registry, prog: st
     if changed:
         raise UsageError(*[f"cannot change on resume: {line}" for line in changed],
                          hint="only --epochs, --max_steps, --eval_batch_size, --use_wandb, "
-                              "--use_tensorboard, --progress and the early-stopping flags may "
+                              "--use_tensorboard, --use_mlflow, --progress and the early-stopping flags may "
                               "change; start a new run for the rest")
     last = run_dir / "checkpoints" / LAST
     if not last.is_file():

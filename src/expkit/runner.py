@@ -32,6 +32,7 @@ from expkit.invocation import command, pinned
 from expkit.models.base import BaseModel
 from expkit.record import file_checksums, write_start_record
 from expkit.rundirs import RunRecord, alive_fields, create_run_dir, now
+from expkit.tracking import optional_trackers
 from expkit.tracking.artifacts import Artifacts, SaveArtifacts
 from expkit.tracking.base import Tracker, Tracking
 from expkit.tracking.local import LocalFiles
@@ -214,8 +215,11 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
     try:
         with stop_on_signals(signals):
             if dist.is_main:  # one rank writes files and talks to trackers
-                trackers += (_wandb(experiment, run_dir, resume) + _tensorboard(experiment, run_dir)
-                             + experiment.build_trackers(run_dir))
+                trackers += optional_trackers(
+                    args.trainer, experiment.machine, args.experiment_id, run_dir,
+                    (resume or {}).get("trackers") or {}, record.read(),
+                    lambda name, fields: record.update(**{name: fields}), console.print)
+                trackers += experiment.build_trackers(run_dir)
             config = args.model_dump(mode="json")
             for tracker in trackers:
                 tracker.log_config(config)
@@ -305,25 +309,6 @@ def _report(run_dir: Path, console: Any) -> None:
         write_report(run_dir)
     except Exception as e:  # the run's own files are complete; the report is a view of them
         console.print(f"warning: report.html not written: {type(e).__name__}: {e}")
-
-
-def _wandb(experiment: BaseExperiment[Any], run_dir: Path,
-           resume: dict[str, Any] | None) -> list[Tracker]:
-    if not experiment.args.trainer.use_wandb:
-        return []
-    from expkit.tracking.wandb import WandbTracker
-
-    run_id = ((resume or {}).get("trackers") or {}).get("wandb")
-    return [WandbTracker(run_dir, experiment.machine.wandb, experiment.args.experiment_id,
-                         run_id, say=experiment.console.print)]
-
-
-def _tensorboard(experiment: BaseExperiment[Any], run_dir: Path) -> list[Tracker]:
-    if not experiment.args.trainer.use_tensorboard:
-        return []
-    from expkit.tracking.tensorboard import TensorBoardTracker
-
-    return [TensorBoardTracker(run_dir / "tensorboard")]
 
 
 def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, device: torch.device,

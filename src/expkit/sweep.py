@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from pydantic import Field, ValidationError, field_validator
 
 from expkit.args import Args, flag_table, parse_argv
+from expkit.config import redact
 from expkit.errors import ExpkitError, UsageError
 from expkit.registry import Registry
 from expkit.rundirs import safe_name
-from expkit.sweep_space import Space, grid_values, import_optuna, parse_space, redact, suggest
+from expkit.sweep_space import Space, grid_values, import_optuna, parse_space, suggest
 from expkit.sweep_study import (
     finished_count,
     load_study,

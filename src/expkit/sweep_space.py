@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -93,9 +92,6 @@ def suggest(trial: optuna.Trial, name: str, space: Space) -> Any:
     return trial.suggest_float(name, space.low, space.high, log=space.kind == "loguniform")
 
 
-def redact(url: str) -> str:
-    """A storage URL without its password (for files, logs and the console)."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 def import_optuna() -> Any:

@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from expkit.config import redact
 from expkit.errors import ExpkitError
 from expkit.rundirs import process_alive, safe_name
-from expkit.sweep_space import Space, grid_values, import_optuna, redact
+from expkit.sweep_space import Space, grid_values, import_optuna
 
 if TYPE_CHECKING:
     from expkit.sweep import SweepSpec
