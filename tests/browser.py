@@ -106,9 +106,7 @@ class Browser:
         self.events.clear()
         self.call("Page.navigate", session=True, url=url)
         self.wait_for("Page.loadEventFired")
-        self.evaluate("1")  # drains the events that came with the load
-        return [e["params"]["request"]["url"] for e in self.events
-                if e.get("method") == "Network.requestWillBeSent"]
+        return self.requests()
 
     def evaluate(self, expression: str) -> Any:
         """The value of a JavaScript expression in the page (JSON-able results)."""
@@ -117,6 +115,23 @@ class Browser:
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
+
+    def mouse(self, kind: str, x: float, y: float, clicks: int = 1) -> None:
+        """A real mouse event at viewport pixel (x, y): moved, pressed or released (left button)."""
+        button = {} if kind == "moved" else {"button": "left", "clickCount": clicks}
+        self.call("Input.dispatchMouseEvent", session=True, type=f"mouse{kind.capitalize()}",
+                  x=x, y=y, **button)
+
+    def requests(self) -> list[str]:
+        """Every URL requested since the page was opened (or the events were last cleared)."""
+        self.evaluate("1")  # drains pending events
+        return [e["params"]["request"]["url"] for e in self.events
+                if e.get("method") == "Network.requestWillBeSent"]
+
+    def errors(self) -> list[str]:
+        """The page's uncaught JavaScript exceptions so far."""
+        return [json.dumps(e["params"]["exceptionDetails"])[:500] for e in self.events
+                if e.get("method") == "Runtime.exceptionThrown"]
 
     def screenshot(self, path: Path) -> Path:
         """A PNG of the whole page."""
@@ -137,3 +152,21 @@ class Browser:
             with contextlib.suppress(OSError):
                 os.close(fd)
         shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def assert_policy_blocks_loads(browser: Browser) -> None:
+    """The page's Content-Security-Policy is in force: an image from the network, added to the
+    page, fails as blocked by the policy (a page without it would try the connection)."""
+    probe = "http://127.0.0.1:9/csp-probe.png"
+    browser.events.clear()
+    outcome = browser.evaluate(f"""new Promise(done => {{ const img = new Image();
+      img.onload = () => done('loaded'); img.onerror = () => done('refused');
+      img.src = '{probe}'; document.body.appendChild(img); }})""")
+    [request] = [e["params"]["requestId"] for e in browser.events
+                 if e.get("method") == "Network.requestWillBeSent"
+                 and e["params"]["request"]["url"] == probe]
+    failed = browser.wait_for("Network.loadingFailed")
+    while failed["params"]["requestId"] != request:
+        failed = browser.wait_for("Network.loadingFailed")
+    assert outcome == "refused" and failed["params"].get("blockedReason") == "csp", \
+        f"the Content-Security-Policy must stop the page loading from the network: {failed}"

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
+from browser import Browser, find_chromium
 from expkit.data.idx import write_idx
 
 REPO = Path(__file__).resolve().parents[1]
@@ -310,3 +311,16 @@ def postgres() -> Iterator[str]:
         subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True, timeout=120)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium per xdist worker (tests/browser.py), started on first use."""
+    executable = find_chromium()
+    if executable is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser test: .ci/run installs Debian's chromium")
+        pytest.skip("Chromium is not installed (apt-get install chromium; .ci/run does)")
+    chromium = Browser(executable)
+    yield chromium
+    chromium.close()

@@ -167,6 +167,8 @@ def test_the_wheel_installs_into_a_fresh_venv_and_serves_a_project_of_its_own(
     tops = {name.split("/")[0] for name in names}
     assert tops == {"expkit", wheel.name.split("-py3")[0] + ".dist-info"}, tops
     assert "expkit/py.typed" in names and b"lab" not in entry_points
+    assert {f"expkit/vendor/uplot/{f}" for f in ("uPlot.iife.min.js", "uPlot.min.css", "LICENSE")} \
+        <= set(names), "the charts' library and its licence ship in the wheel"
     with tarfile.open(sdist) as archive:
         inside = {"/".join(n.split("/")[1:]) for n in archive.getnames()}
     assert {"README.md", "tests/conftest.py", "src/expkit/py.typed", "pyproject.toml",
@@ -202,6 +204,8 @@ def test_the_wheel_installs_into_a_fresh_venv_and_serves_a_project_of_its_own(
     record = json.loads(next((workspace.results / "double").glob("*/run.json")).read_text())
     assert record["environment"]["expkit"] == importlib.metadata.version("expkit")
     assert record["status"] == "finished"
+    report = next((workspace.results / "double").glob("*/report.html")).read_text()
+    assert "leeoniya/uPlot (v1.6.32)" in report and "expkitChart(" in report, "charts from the wheel"
     imported = run([str(python), "-c", "import expkit.cli; print(expkit.cli.__file__)"], tmp_path, env)
     assert str(site) in imported, "the wheel's expkit, not the checkout's"
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import shlex
 from html import escape
 from pathlib import Path
 from typing import Any
 
+from expkit.charts import HINT, chart_assets, metric_groups
 from expkit.files import atomic_write_text
 from expkit.invocation import pinned
 from expkit.results import Run, as_typed, flag_of, flatten, read_artifacts, read_run, runs
@@ -31,6 +33,20 @@ code,pre{background:#f5f6fa;padding:.1em .3em;border-radius:3px;font-size:.92em}
 .finished{background:#2a8a4a}.killed{background:#6d4c9f}.failed{background:#c0392b}.stopped{background:#b07b12}.running{background:#2c6db0}
 .muted{color:#667}img{max-width:100%;border:1px solid #eef}th.sort{cursor:pointer}th.sort:after{content:" \\2195";color:#99a}
 """
+
+
+def _script_json(value: Any) -> str:
+    """`value` as JSON to put inside a <script> block: NaN and infinities (a diverged run's
+    losses) as null, which JSON has, and no "</" that would end the block."""
+    def finite(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [finite(x) for x in v]
+        return v
+    return json.dumps(finite(value)).replace("</", "<\\/")
 
 
 def _png_uri(path: Path) -> str | None:
@@ -132,10 +148,13 @@ def report_html(run: Run) -> str:
     error = (f"<h2>Error</h2><pre>{escape(str(rec.get('error')))}</pre>" if rec.get("error") else "")
     status = escape(run.status)
     artifacts = _artifacts_html(run.path)
+    history = run.history
+    groups = metric_groups(list(history[0])) if history else {}
+    charts = "".join(f'<div id="chart-{escape(base)}"></div>' for base in groups)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
-<title>{escape(title)}</title><style>{_CSS}</style></head><body>
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<title>{escape(title)}</title><style>{_CSS}</style>{chart_assets() if groups else ""}</head><body>
 <h1>{escape(title)}</h1>
 <p><span class="status {status}" id="status">{status}</span>
 <span class=muted>{escape(str(run.path))}</span></p>
@@ -143,6 +162,8 @@ def report_html(run: Run) -> str:
 <div style="display:flex;gap:2em;flex-wrap:wrap">{_table(summary, "metric-")}{_table(key_metrics)}</div>
 <h2>History</h2>
 {plots or '<p class=muted>no history.png (no epoch finished)</p>'}
+{HINT if groups else ""}<div id="charts">{charts}</div>
+{_history_script(history, groups) if groups else ""}
 {artifacts}
 {error}
 <h2>Reproduce</h2>
@@ -158,6 +179,18 @@ def report_html(run: Run) -> str:
 """
 
 
+def _history_script(history: list[dict[str, float]], groups: dict[str, list[str]]) -> str:
+    """The report's chart per metric group: train dashed, val solid, x epoch (or step)."""
+    xs = ["step", "epoch"] if "step" in history[0] else ["epoch"]
+    return f"""<script type="application/json" id="history-data">{_script_json(history)}</script>
+<script>
+const rows = JSON.parse(document.getElementById('history-data').textContent);
+for (const [base, columns] of Object.entries({_script_json(groups)}))
+  expkitChart(document.getElementById('chart-' + base), {{title: base, ylabel: base, xs: {_script_json(xs)},
+    series: columns.map(c => ({{label: c, key: c, rows, dash: c.startsWith('train_')}}))}});
+</script>"""
+
+
 def write_report(run_dir: Path) -> Path:
     """Write RUN_DIR/report.html (atomically); returns its path."""
     run = read_run(run_dir)
@@ -168,16 +201,12 @@ def write_report(run_dir: Path) -> Path:
 
 _INDEX_CSS = """
 body{max-width:none}td,th{padding:.25em .5em}th.sort:after{font-size:.8em}.scroll{overflow-x:auto;max-width:100%}.nowrap,th{white-space:nowrap}
-#chart-box{display:flex;gap:1.5em;align-items:flex-start;flex-wrap:wrap;margin-top:.8em}
-.legend{list-style:none;padding:0;margin:.2em 0}.legend li{margin:.15em 0;white-space:nowrap}
-.swatch{display:inline-block;width:1.6em;height:3px;vertical-align:middle;margin-right:.5em}
-svg text{font:12px system-ui,sans-serif;fill:#334}svg .grid{stroke:#e6e8ef}svg .axis{stroke:#889}
 """
 
 _INDEX_JS = r"""
 const runs = JSON.parse(document.getElementById('runs-data').textContent);
+const hint = document.getElementById('chart-hint').innerHTML;
 const esc = v => String(v).replace(/[&<>"']/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'})[c]);
-const colours = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
 document.querySelectorAll('th.sort').forEach(th => th.addEventListener('click', () => {
   const body = th.closest('table').tBodies[0];
   const rows = [...body.rows];
@@ -201,47 +230,23 @@ function compare() {
   for (const r of sel) html += `<tr><td class=nowrap>${esc(r.id)}</td>` +
     keys.map(k => `<td class=nowrap>${esc(k in r.args ? r.args[k] : '')}</td>`).join('') +
     metrics.map(k => `<td class=num>${k in r.summary ? r.summary[k].toFixed(4) : ''}</td>`).join('') + '</tr>';
-  const names = [...new Set(sel.flatMap(r => r.history.flatMap(h => Object.keys(h))))].filter(k => k !== 'epoch' && !k.endsWith('_time'));
+  const names = [...new Set(sel.flatMap(r => r.history.flatMap(h => Object.keys(h))))].filter(k => k !== 'epoch' && k !== 'step' && !k.endsWith('_time'));
   const shown = names.includes(out.dataset.metric) ? out.dataset.metric : (names.includes(sel[0].monitor) ? sel[0].monitor : names[0]);
   html += '</table></div>' + (names.length ? '<p><label>metric <select id="chart-metric">' +
     names.map(n => `<option${n === shown ? ' selected' : ''}>${esc(n)}</option>`).join('') + '</select></label></p>' +
-    '<div id="chart-box">' + chart(chosen, shown, keys) + '</div>' : '');
+    `${hint}<div id="compare-chart"></div>` : '');
   out.innerHTML = html;
+  if (names.length) chart(document.getElementById('compare-chart'), chosen, shown, keys);
   const select = document.getElementById('chart-metric');
   if (select) select.addEventListener('change', () => { out.dataset.metric = select.value; compare(); });
 }
-function ticks(lo, hi, n) {  // about n round numbers covering [lo, hi]
-  const raw = (hi - lo) / n, mag = Math.pow(10, Math.floor(Math.log10(raw)));
-  const step = [1, 2, 2.5, 5, 10].map(m => m * mag).find(s => s >= raw);
-  const out = []; for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(+v.toPrecision(12));
-  return out;
-}
-function chart(chosen, metric, keys) {
-  const W = 720, H = 340, L = 64, R = 16, T = 16, B = 48;
-  const series = chosen.map(i => runs[i].history.filter(h => typeof h[metric] === 'number').map(h => [h.epoch, h[metric]]));
-  const pts = series.flat(); if (!pts.length) return '<p class=muted>no epoch has ' + esc(metric) + '</p>';
-  const xs = pts.map(p => p[0]), ys = pts.map(p => p[1]);
-  let x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
-  if (x1 === x0) { x0 -= 1; x1 += 1; }
-  if (y1 === y0) { const d = Math.abs(y0) * 0.05 || 1; y0 -= d; y1 += d; }
-  const pad = (y1 - y0) * 0.05; y0 -= pad; y1 += pad;
-  const sx = x => L + (x - x0) / (x1 - x0) * (W - L - R), sy = y => H - B - (y - y0) / (y1 - y0) * (H - T - B);
-  const xt = ticks(x0, x1, Math.min(10, x1 - x0)).filter(v => Number.isInteger(v)), yt = ticks(y0, y1, 5);
-  let svg = `<svg id="compare-chart" width="${W}" height="${H}" role="img" aria-label="${esc(metric)} per epoch">`;
-  svg += yt.map(v => `<line class=grid x1="${L}" x2="${W - R}" y1="${sy(v)}" y2="${sy(v)}"/>` +
-    `<text class="ytick" x="${L - 6}" y="${sy(v) + 4}" text-anchor="end">${+v.toPrecision(4)}</text>`).join('');
-  svg += xt.map(v => `<line class=axis x1="${sx(v)}" x2="${sx(v)}" y1="${H - B}" y2="${H - B + 5}"/>` +
-    `<text class="xtick" x="${sx(v)}" y="${H - B + 18}" text-anchor="middle">${v}</text>`).join('');
-  svg += `<line class=axis x1="${L}" x2="${W - R}" y1="${H - B}" y2="${H - B}"/><line class=axis x1="${L}" x2="${L}" y1="${T}" y2="${H - B}"/>`;
-  svg += `<text class="xlabel" x="${(L + W - R) / 2}" y="${H - 8}" text-anchor="middle">epoch</text>`;
-  svg += `<text class="ylabel" transform="translate(14 ${(T + H - B) / 2}) rotate(-90)" text-anchor="middle">${esc(metric)}</text>`;
-  series.forEach((s, n) => { const c = colours[n % colours.length];
-    svg += `<polyline fill="none" stroke-width="2" stroke="${c}" points="${s.map(p => sx(p[0]) + ',' + sy(p[1])).join(' ')}"/>` +
-      s.map(p => `<circle r="2.5" fill="${c}" cx="${sx(p[0])}" cy="${sy(p[1])}"/>`).join(''); });
-  const legend = chosen.map((i, n) => { const r = runs[i], args = keys.filter(k => k in r.args).map(k => `${k}=${r.args[k]}`).join(', ');
-    return `<li><span class=swatch style="background:${colours[n % colours.length]}"></span>${esc(r.id)}` +
-      (args ? ` <span class=muted>${esc(args)}</span>` : '') + '</li>'; }).join('');
-  return svg + `</svg><ul class="legend" id="chart-legend">${legend}</ul>`;
+function chart(box, chosen, metric, keys) {
+  const sel = chosen.map(i => runs[i]);
+  const xs = sel.every(r => r.history.some(h => 'step' in h)) ? ['step', 'epoch'] : ['epoch'];
+  if (!sel.some(r => r.history.some(h => typeof h[metric] === 'number'))) {
+    box.innerHTML = '<p class=muted>no evaluation has ' + esc(metric) + '</p>'; return; }
+  expkitChart(box, {title: metric, ylabel: metric, xs, series: sel.map(r => ({key: metric, rows: r.history,
+    label: r.id + (keys.some(k => k in r.args) ? '  ' + keys.filter(k => k in r.args).map(k => `${k}=${r.args[k]}`).join(', ') : '')}))});
 }
 document.querySelectorAll('input.pick').forEach(c => c.addEventListener('change', compare));
 compare();
@@ -301,17 +306,18 @@ def index_html(all_runs: list[Run], results_dir: Path) -> str:
              "args": {flag_of(k, r.record): as_typed(v, none="none")
                       for k, v in r.flat_config.items() if k != "experiment_id"},
              "history": r.history} for r in all_runs]
-    payload = json.dumps(data).replace("</", "<\\/")
+    payload = _script_json(data)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
-<title>expkit runs · {escape(str(results_dir))}</title><style>{_CSS}{_INDEX_CSS}</style></head><body>
+<title>expkit runs · {escape(str(results_dir))}</title><style>{_CSS}{_INDEX_CSS}</style>{chart_assets()}</head><body>
 <h1>Runs in {escape(str(results_dir))}</h1>
 <p class=muted>{len(all_runs)} runs of {len(groups)} experiment{'s' if len(groups) != 1 else ''}.
 Each table shows the arguments that differ between its runs, then their metrics. Click a column
 to sort; tick runs to compare them below.</p>
 {tables or '<p class=muted>no runs yet</p>'}
 <h2>Comparison</h2><div id="compare"></div>
+<template id="chart-hint">{HINT}</template>
 <script type="application/json" id="runs-data">{payload}</script>
 <script>{_INDEX_JS}</script>
 </body></html>
