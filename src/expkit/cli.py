@@ -91,33 +91,14 @@ def cmd_run(argv: list[str], registry: Registry, prog: str) -> int:
             and _wants_help(argv):
         print(overview(registry, prog))  # the fast path: no pydantic, no torch
         return 0
-    from expkit.args import build_parser, parse_argv
-    from expkit.mappings import read_mapping
-
-    config_file, rest = _option(argv, "--config")
-    print_config, rest = _flag(rest, "--print_config")
-    base: dict[str, Any] = {}
-    if config_file is not None:
-        if not config_file:
-            raise UsageError("--config: needs a file, e.g. --config run.yaml or RUN_DIR/config.json")
-        base, _ = read_mapping(Path(config_file), "the experiment's arguments (--config)")
-    exp_id = _find_experiment_id(rest) or base.get("experiment_id")
-    if exp_id is None:
-        if _wants_help(rest):
-            print(overview(registry, prog))
-            return 0
-        raise UsageError("--experiment_id is required; choose one of: " + ", ".join(registry.ids()),
-                         hint=f"see `{prog} --help`")
-    experiment_cls = registry.load(str(exp_id))
-    args_cls = experiment_cls.args_class
-    if _wants_help(rest):
-        doc = (experiment_cls.__doc__ or "").strip()
-        parser = build_parser(args_cls, f"{prog} --experiment_id={exp_id}", doc)
-        parser.print_help()
+    print_config, rest = _flag(argv, "--print_config")
+    parsed = parse_run(rest, registry, prog)
+    if parsed is None:  # help was printed
         return 0
-    sources: dict[str, str] = {}
-    args = parse_argv(args_cls, rest, prog, base=base, base_name=config_file or "", sources=sources)
+    experiment_cls, args, sources = parsed
     if print_config:
+        from expkit.mappings import config_yaml
+
         print(config_yaml(args.model_dump(mode="json"), sources), end="")
         return 0
 
@@ -131,23 +112,36 @@ def cmd_run(argv: list[str], registry: Registry, prog: str) -> int:
     return code
 
 
-def config_yaml(config: dict[str, Any], sources: dict[str, str], indent: str = "",
-                prefix: str = "") -> str:
-    """The resolved config as YAML, each value commented with where it came from."""
-    import json
+def parse_run(argv: list[str], registry: Registry, prog: str
+              ) -> tuple[type[Any], Any, dict[str, str]] | None:
+    """A run's flags (and --config FILE) validated: the experiment class, its args and where each
+    value came from; None when --help was asked for and printed. Bad flags raise UsageError."""
+    from expkit.args import build_parser, parse_argv
+    from expkit.mappings import read_mapping
 
-    lines = []
-    for key, value in config.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict):
-            lines.append(f"{indent}{key}:")
-            lines.append(config_yaml(value, sources, indent + "  ", path + ".").rstrip("\n"))
-        else:
-            text = json.dumps(value)
-            if isinstance(value, float) and "e" in text and "." not in text:
-                text = text.replace("e", ".0e")  # 3.0e-05: a float for every YAML reader, not a string
-            lines.append(f"{indent}{key}: {text}  # {sources.get(path, 'default')}")
-    return "\n".join(lines) + "\n"
+    config_file, rest = _option(argv, "--config")
+    base: dict[str, Any] = {}
+    if config_file is not None:
+        if not config_file:
+            raise UsageError("--config: needs a file, e.g. --config run.yaml or RUN_DIR/config.json")
+        base, _ = read_mapping(Path(config_file), "the experiment's arguments (--config)")
+    exp_id = _find_experiment_id(rest) or base.get("experiment_id")
+    if exp_id is None:
+        if _wants_help(rest):
+            print(overview(registry, prog))
+            return None
+        raise UsageError("--experiment_id is required; choose one of: " + ", ".join(registry.ids()),
+                         hint=f"see `{prog} --help`")
+    experiment_cls = registry.load(str(exp_id))
+    args_cls = experiment_cls.args_class
+    if _wants_help(rest):
+        doc = (experiment_cls.__doc__ or "").strip()
+        parser = build_parser(args_cls, f"{prog} --experiment_id={exp_id}", doc)
+        parser.print_help()
+        return None
+    sources: dict[str, str] = {}
+    args = parse_argv(args_cls, rest, prog, base=base, base_name=config_file or "", sources=sources)
+    return experiment_cls, args, sources
 
 
 def cmd_schema(argv: list[str], registry: Registry, prog: str) -> int:
@@ -274,15 +268,14 @@ def cmd_report(argv: list[str], registry: Registry, prog: str) -> int:
     return 0
 
 
-def cmd_sync(argv: list[str], registry: Registry, prog: str) -> int:
-    """Send finished, stopped or killed runs to MLflow (what the server lacks): sync RUN_DIR ..."""
-    if not argv or any(a.startswith("-") for a in argv):
-        raise UsageError("sync needs run directories: sync RUN_DIR [RUN_DIR ...]")
-    from expkit.config import load_machine_config
-    from expkit.tracking.mlflow import sync_run
+def _lazy(module: str, name: str) -> Command:
+    """A command implemented in `module`, imported only when the command runs."""
+    def run(argv: list[str], registry: Registry, prog: str) -> int:
+        import importlib
 
-    settings = load_machine_config(announce=print).mlflow
-    return 0 if all([sync_run(Path(run), settings, print) for run in argv]) else 1
+        code: int = getattr(importlib.import_module(module), name)(argv, registry, prog)
+        return code
+    return run
 
 
 def cmd_resume(argv: list[str], registry: Registry, prog: str) -> int:
@@ -332,7 +325,12 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "compare": (cmd_compare, "runs side by side + RESULTS/compare.png: compare RUN_DIR ... | "
                              "--experiment_id=ID --last N [--out FILE.png]"),
     "report": (cmd_report, "self-contained report.html: report RUN_DIR | report --index"),
-    "sync": (cmd_sync, "send runs to the MLflow server of config.yaml: sync RUN_DIR ..."),
+    "submit": (_lazy("expkit.slurm", "submit_command"),
+               "run as a SLURM batch job: submit [--slurm_partition=P --slurm_time=T ...] RUN FLAGS"),
+    "job": (_lazy("expkit.slurm", "job_command"),
+            "inside a SLURM job: start or resume its run: job RUN_DIR"),
+    "sync": (_lazy("expkit.tracking.mlflow", "sync_command"),
+             "send runs to the MLflow server of config.yaml: sync RUN_DIR ..."),
     "list": (cmd_list, "table of runs: list [--experiment_id=ID] [--status=finished|...]"),
     "schema": (cmd_schema, "JSON Schema of an experiment's arguments: schema --experiment_id=ID"),
     "completion": (cmd_completion, "shell completion script: completion bash|zsh"),

@@ -33,7 +33,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "MLFLOW_EXPERIMENT_NAME": ("mlflow", "experiment_name"),
 }
 #: sections of config.yaml and the keys each holds (for unknown-key messages)
-SECTIONS = ("wandb", "mlflow")
+SECTIONS = ("wandb", "mlflow", "slurm")
 
 DEFAULT_CONFIG = """\
 # expkit machine config: what differs between machines, not between experiments.
@@ -56,6 +56,20 @@ wandb:
 mlflow:
   tracking_uri: null     # e.g. http://mlflow.lab:5000; null = mlflow's default (env: MLFLOW_TRACKING_URI)
   experiment_name: null  # null = the experiment id (mnist, ...)        (env: MLFLOW_EXPERIMENT_NAME)
+
+# Defaults of `expkit submit` (SLURM batch jobs); its --slurm_* flags override them.
+slurm:
+  partition: null     # null = the cluster's default partition
+  time: null          # time limit, as sbatch takes it: 90, 1:30:00, 2-00:00:00
+  cpus_per_task: null
+  gpus_per_node: null # > 1 (or ranks_per_node > 1, or nodes > 1): torchrun, one rank per GPU
+  ranks_per_node: null
+  nodes: 1
+  mem: null           # e.g. 16G
+  account: null
+  qos: null
+  signal_seconds: 120 # the job is warned this long before its time limit: checkpoint, requeue
+  sbatch: []          # any other sbatch options, e.g. ["--constraint=a100", "--exclusive"]
 """
 
 
@@ -81,6 +95,22 @@ class MlflowSettings(_Strict):
                                         "experiment id")
 
 
+class SlurmSettings(_Strict):
+    """Defaults of the SLURM batch jobs `expkit submit` writes."""
+
+    partition: str | None = Field(None, description="partition (sbatch --partition)")
+    time: str | None = Field(None, description="time limit (sbatch --time): 90, 1:30:00, 2-00:00:00")
+    cpus_per_task: int | None = Field(None, ge=1, description="CPUs per task")
+    gpus_per_node: int | None = Field(None, ge=0, description="GPUs per node (one rank each)")
+    ranks_per_node: int | None = Field(None, ge=1, description="processes per node (torchrun)")
+    nodes: int = Field(1, ge=1, description="nodes")
+    mem: str | None = Field(None, description="memory per node (sbatch --mem), e.g. 16G")
+    account: str | None = Field(None, description="account to charge")
+    qos: str | None = Field(None, description="quality of service")
+    signal_seconds: int = Field(120, ge=10, description="warn the job this long before its end")
+    sbatch: list[str] = Field(default_factory=list, description="further sbatch options")
+
+
 def redact(url: str) -> str:
     """A URL without its password (for files, logs and the console)."""
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
@@ -93,6 +123,7 @@ class MachineConfig(_Strict):
     results_dir: Path = Field(Path("results"), description="run directories")
     wandb: WandbSettings = Field(default_factory=WandbSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
     path: Path | None = Field(None, exclude=True, description="the file this was read from")
     from_environment: list[str] = Field(default_factory=list, exclude=True,
                                         description="environment variables that overrode keys")

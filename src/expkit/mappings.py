@@ -65,3 +65,22 @@ def key_line(text: str, key: tuple[str, ...]) -> int | None:
             break
         line, node = match[0].start_mark.line + 1, match[1]
     return line
+
+
+def config_yaml(config: dict[str, Any], sources: dict[str, str], indent: str = "",
+                prefix: str = "") -> str:
+    """The resolved config as YAML, each value commented with where it came from."""
+    import json
+
+    lines = []
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            lines.append(f"{indent}{key}:")
+            lines.append(config_yaml(value, sources, indent + "  ", path + ".").rstrip("\n"))
+        else:
+            text = json.dumps(value)
+            if isinstance(value, float) and "e" in text and "." not in text:
+                text = text.replace("e", ".0e")  # 3.0e-05: a float for every YAML reader, not a string
+            lines.append(f"{indent}{key}: {text}  # {sources.get(path, 'default')}")
+    return "\n".join(lines) + "\n"

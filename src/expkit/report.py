@@ -18,6 +18,7 @@ from expkit.charts import HINT, chart_assets, metric_groups
 from expkit.files import atomic_write_text
 from expkit.invocation import pinned
 from expkit.results import Run, as_typed, flag_of, flatten, read_artifacts, read_run, runs
+from expkit.rundirs import job_label
 
 REPORT = "report.html"
 INDEX = "index.html"
@@ -30,7 +31,7 @@ td,th{padding:.25em .7em;border-bottom:1px solid #eef;text-align:left;vertical-a
 th{background:#f5f6fa;cursor:default}td.num{text-align:right;font-variant-numeric:tabular-nums}
 code,pre{background:#f5f6fa;padding:.1em .3em;border-radius:3px;font-size:.92em}pre{padding:.6em;overflow:auto}
 .status{display:inline-block;padding:.1em .6em;border-radius:1em;color:#fff;font-weight:600}
-.finished{background:#2a8a4a}.killed{background:#6d4c9f}.failed{background:#c0392b}.stopped{background:#b07b12}.running{background:#2c6db0}
+.finished{background:#2a8a4a}.killed{background:#6d4c9f}.failed{background:#c0392b}.stopped{background:#b07b12}.running{background:#2c6db0}.queued,.requeued{background:#5b6b7d}
 .muted{color:#667}img{max-width:100%;border:1px solid #eef}th.sort{cursor:pointer}th.sort:after{content:" \\2195";color:#99a}
 """
 
@@ -141,6 +142,8 @@ def report_html(run: Run) -> str:
         ("started", rec.get("started")), ("ended", rec.get("ended"))]
     if rec.get("distributed"):
         record_rows.append(("world size", rec["distributed"].get("world_size")))
+    if rec.get("slurm"):
+        record_rows.append(("SLURM job", job_label(rec)))
     if rec.get("sweep"):
         record_rows.append(("sweep", f"{rec['sweep'].get('name')} trial {rec['sweep'].get('trial')}"))
     files = "".join(f"<tr><td><code>{escape(Path(f).name)}</code></td><td><code>{escape(h)}</code></td></tr>"
@@ -262,8 +265,10 @@ def _runs_table(group: list[tuple[int, Run]], results_dir: Path) -> str:
     metric_cols = list(dict.fromkeys(k for s in summaries for k in s
                                      if k.startswith(("best_val", "test_"))))
     arg_keys = differing([run for _, run in group])
+    jobs = [job_label(run.record) for _, run in group]
     head = ('<tr><th></th>' + "".join(f'<th class="sort">{c}</th>' for c in
                                       ["run", "status", "started", "epochs"])
+            + ('<th class="sort">SLURM job</th>' if any(jobs) else "")
             + "".join(f'<th class="sort arg">{escape(flag_of(k, group[0][1].record))}</th>'
                       for k in arg_keys)
             + "".join(f'<th class="sort">{escape(c)}</th>' for c in metric_cols) + "</tr>")
@@ -278,6 +283,8 @@ def _runs_table(group: list[tuple[int, Run]], results_dir: Path) -> str:
                  f'<td class=nowrap data-value="{escape(started)}" title="{escape(started)}">'
                  f"{escape(started[:19].replace('T', ' '))}</td>",
                  f'<td class=num data-value="{epochs}">{escape(str(epochs))}</td>']
+        if any(jobs):
+            cells.append(f'<td class="nowrap job">{escape(job_label(run.record))}</td>')
         cells += [f'<td class=nowrap data-value="{escape(_sort_value(flat.get(k)))}">'
                   f'{escape(as_typed(flat.get(k), none="none") if k in flat else "")}</td>'
                   for k in arg_keys]

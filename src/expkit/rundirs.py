@@ -80,6 +80,10 @@ def shown_status(record: dict[str, Any], run_dir: Path) -> str:
     `killed` (same host: its pid is gone; another host: its heartbeat is stale). Such a run
     resumes like any other."""
     status = str(record.get("status", "?"))
+    if record.get("slurm"):  # a SLURM job's run: waiting in the queue is queued or requeued
+        from expkit.slurm import job_status
+
+        status = job_status(record, status)
     if status != "running" or "pid" not in record:
         return status
     if record.get("host") == socket.gethostname():
@@ -141,8 +145,17 @@ def list_runs(results_dir: Path, experiment_id: str | None = None,
                      "started": record.get("started") or "", "status": shown,
                      "epochs": metrics.get("epochs_run", ""),
                      "best": f"{monitor} {best:.4f}" if isinstance(best, float) else "",
-                     "path": str(run_dir)})
+                     "job": job_label(record), "path": str(run_dir)})
     return sorted(rows, key=lambda r: (r["started"], r["run"]), reverse=True)
+
+
+def job_label(record: dict[str, Any]) -> str:
+    """A SLURM job's id and how many times it started ("812, 2 attempts"); "" for other runs."""
+    slurm = record.get("slurm") or {}
+    if not slurm.get("job_id"):
+        return ""
+    n = len(slurm.get("attempts") or [])
+    return f"{slurm['job_id']}, {n} attempt{'s' if n != 1 else ''}"
 
 
 def _dataset_of(run_dir: Path) -> str:
@@ -159,6 +172,8 @@ def runs_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no runs found"
     columns = ["experiment", "dataset", "run", "started", "status", "epochs", "best"]
+    if any(r["job"] for r in rows):
+        columns.insert(5, "job")
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
     lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
     lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]

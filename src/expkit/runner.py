@@ -98,6 +98,8 @@ class StopSignals:
             raise StoppedBeforeTraining(name)
         if self.trainer.stop_requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        if self.trainer.stop_requested == name:  # the same again (a job script forwards it)
+            return
         self.trainer.stop_requested = name
         self.say(f"{name} received: finishing this step, then saving a checkpoint")
 
@@ -171,7 +173,7 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
     if dist.is_main:
         dist.barrier()
     check_state(data.state)
-    fresh = run_dir is None
+    fresh = resume is None  # a run directory made beforehand (a SLURM job's) starts fresh too
     if run_dir is None:
         made = create_run_dir(experiment.machine.results_dir, args.experiment_id) if dist.is_main else None
         run_dir = Path(dist.from_main(made))

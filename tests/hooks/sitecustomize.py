@@ -8,7 +8,10 @@ separated by commas):
                     the temp file is complete and fsynced-to-be, the rename has not happened
 SIG is KILL, INT or TERM (the process signals itself), or ENOSPC or EDQUOT (that write's
 fsync fails with this error, as on a full disk or quota); with EXPKIT_TEST_RANK=R only
-torchrun's rank R does it.
+torchrun's rank R does it. Inside a SLURM job (first attempt only) SIG may also be
+SLURM_USR1 (`scancel --signal=USR1 --batch`: the time-limit warning, to the job script) or
+SLURM_REQUEUE (`scontrol requeue`, as an admin would): the process then waits until SLURM's
+SIGTERM has reached it, so the run stops at this very step.
 EXPKIT_TEST_EVENTS=FILE appends each event to
 FILE, so a test can see a reference run's order of events and pick moments from it.
 Events are named as in EXPKIT_TEST_AT without the count: "step", "write:last.pt".
@@ -47,8 +50,35 @@ def _event(name: str) -> None:
     if what in ("ENOSPC", "EDQUOT"):
         code = getattr(errno, what)
         raise OSError(code, os.strerror(code))
-    if what:
+    if what in ("SLURM_USR1", "SLURM_REQUEUE"):
+        _slurm(what)
+    elif what:
         os.kill(os.getpid(), getattr(signal, "SIG" + what))
+
+
+def _slurm(what: str) -> None:
+    import subprocess
+    import time
+
+    if os.environ.get("SLURM_RESTART_COUNT", "0") != "0":  # the requeued attempt runs on
+        return
+    job = os.environ["SLURM_JOB_ID"]
+    got: list[int] = []
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: object) -> None:
+        got.append(signum)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
+    command = (["scancel", "--signal=USR1", "--batch", job] if what == "SLURM_USR1"
+               else ["scontrol", "requeue", job])
+    subprocess.run(command, check=True, capture_output=True)
+    deadline = time.monotonic() + 120
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.02)
+    signal.signal(signal.SIGTERM, previous)
 
 
 def _on_step(*_: object) -> None:

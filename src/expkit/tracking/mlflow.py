@@ -264,3 +264,18 @@ def sync_run(run_dir: Path, settings: MlflowSettings, say: Callable[[str], None]
     if not tracker.broken:
         say(f"sent {run_dir} to MLflow run {tracker.run_id} ({status})")
     return not tracker.broken
+
+
+def sync_command(argv: list[str], registry: Any, prog: str) -> int:
+    """`expkit sync RUN_DIR ...`: send finished, stopped or killed runs to the MLflow server of
+    config.yaml (what it lacks of each); exit 1 when one could not be sent."""
+    from expkit.errors import UsageError
+
+    if not argv or any(a.startswith("-") for a in argv):
+        raise UsageError("sync needs run directories: sync RUN_DIR [RUN_DIR ...]")
+    from expkit.cli import WORK_STARTED
+    from expkit.config import load_machine_config
+
+    WORK_STARTED[0] = True
+    settings = load_machine_config(announce=print).mlflow
+    return 0 if all([sync_run(Path(run), settings, print) for run in argv]) else 1

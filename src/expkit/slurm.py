@@ -1,0 +1,275 @@
+"""SLURM batch jobs: `expkit submit` writes a job script into a new run directory and hands it
+to sbatch; the job runs `expkit job RUN_DIR`, which starts the run there or, after a requeue,
+resumes it from its checkpoint.
+
+Plain sbatch/scontrol, not submitit: the job script is a file a researcher can read and
+submit by hand, nothing is pickled, and expkit's status comes from run.json (no `sacct`, so
+no accounting database is needed).
+
+Time limits and preemption. The script asks for SIGUSR1 `signal_seconds` before the time
+limit (`--signal=B:USR1@S`, to the script itself); on it, the script sends SIGTERM to the
+run, which finishes its step, saves a checkpoint (mid-epoch too) and exits; the script then
+marks run.json `requeued` and requeues the job (`scontrol requeue`). An admin's `scontrol
+requeue` or a preemption sends SIGTERM to the job's processes: the same checkpoint, and
+SLURM requeues the job. Each start of the job appends an attempt to run.json; the restarted
+job resumes the run in the same directory, bit-identical to an uninterrupted run on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from expkit.config import SlurmSettings
+from expkit.errors import ExpkitError, UsageError
+from expkit.rundirs import RunRecord, now
+
+FOLDER = "slurm"  # in the run directory: job.sh, job.json, job-<id>.out/.err
+#: `expkit submit` flags -> SlurmSettings fields
+FLAGS = {f"--slurm_{name}": name for name in SlurmSettings.model_fields}
+
+
+def split_flags(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """The --slurm_* flags of `expkit submit` (field -> value; `--slurm_sbatch` may repeat) and
+    the rest of argv: the run's own command line."""
+    given: dict[str, Any] = {}
+    rest = []
+    for token in argv:
+        name, eq, value = token.partition("=")
+        if name not in FLAGS:
+            rest.append(token)
+            continue
+        if not eq:
+            raise UsageError(f"{name}: needs a value, as {name}=VALUE")
+        if name == "--slurm_sbatch":
+            given.setdefault("sbatch", []).append(value)
+        else:
+            given[FLAGS[name]] = None if value in ("", "none", "auto") else value
+    return given, rest
+
+
+def settings_with(defaults: SlurmSettings, given: dict[str, Any]) -> SlurmSettings:
+    """config.yaml's `slurm:` section with the command line's --slurm_* flags over it."""
+    from pydantic import ValidationError
+
+    values = {**defaults.model_dump(), **given,
+              "sbatch": [*defaults.sbatch, *given.get("sbatch", [])]}
+    try:
+        return SlurmSettings.model_validate(values)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise UsageError(f"--slurm_{err['loc'][0]}: got {err['input']!r}: {err['msg']}") from None
+
+
+def ranks_per_node(settings: SlurmSettings) -> int:
+    """Processes per node: --slurm_ranks_per_node, else one per GPU, else one."""
+    return settings.ranks_per_node or settings.gpus_per_node or 1
+
+
+def job_script(run_dir: Path, settings: SlurmSettings, launch: list[str], workdir: Path,
+               name: str) -> str:
+    """The batch script: #SBATCH lines, then the run under a trap that turns the time-limit
+    signal into checkpoint + requeue. `launch` runs `expkit job RUN_DIR` (python or torchrun)."""
+    folder = run_dir / FOLDER
+    lines = [f"--job-name={name}", f"--output={folder}/job-%j.out", f"--error={folder}/job-%j.err",
+             "--open-mode=append", "--requeue", f"--signal=B:USR1@{settings.signal_seconds}",
+             f"--nodes={settings.nodes}", f"--ntasks-per-node={1}"]
+    ranks = ranks_per_node(settings)
+    for option, value in (("--partition", settings.partition), ("--time", settings.time),
+                          ("--mem", settings.mem), ("--account", settings.account),
+                          ("--qos", settings.qos)):
+        if value is not None:
+            lines.append(f"{option}={value}")
+    cpus = settings.cpus_per_task or (ranks if ranks > 1 else None)
+    if cpus:
+        lines.append(f"--cpus-per-task={cpus}")
+    if settings.gpus_per_node:
+        lines.append(f"--gpus-per-node={settings.gpus_per_node}")
+    lines += settings.sbatch
+    distributed = ranks > 1 or settings.nodes > 1
+    python = shlex.quote(sys.executable)
+    if distributed:  # one torchrun per node; rendezvous at the first node of the allocation
+        runner = (f'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)\n'
+                  f"{'srun --kill-on-bad-exit=1 ' if settings.nodes > 1 else ''}"
+                  f"{python} -m torch.distributed.run --nnodes={settings.nodes} "
+                  f"--nproc-per-node={ranks} --rdzv-backend=c10d "
+                  f'--rdzv-endpoint="$head:29500" --rdzv-id="$SLURM_JOB_ID" '
+                  f"{' '.join(shlex.quote(a) for a in launch)} &")
+    else:
+        runner = f"{python} {' '.join(shlex.quote(a) for a in launch)} &"
+    sbatch = "\n".join(f"#SBATCH {line}" for line in lines)
+    return f"""#!/bin/bash
+{sbatch}
+# Written by `expkit submit`; submit it again by hand with: sbatch {folder / 'job.sh'}
+# SIGUSR1 (the time limit is near): the run checkpoints, then the job requeues itself.
+# SIGTERM (scancel, an admin's requeue, preemption): the run checkpoints and stops.
+cd {shlex.quote(str(workdir))}
+export PYTHONUNBUFFERED=1
+requeue=0
+trap 'requeue=1; kill -TERM "$child" 2>/dev/null' USR1
+trap 'kill -TERM "$child" 2>/dev/null' TERM
+{runner}
+child=$!
+while :; do
+  wait "$child"; code=$?
+  kill -0 "$child" 2>/dev/null || break  # wait returned for a signal; the run is still saving
+done
+if [ "$requeue" = 1 ] && [ "$code" != 0 ]; then
+  {python} -m expkit.slurm requeued {shlex.quote(str(run_dir))}
+  scontrol requeue "$SLURM_JOB_ID"
+fi
+exit "$code"
+"""
+
+
+def submit(run_dir: Path, argv: list[str], settings: SlurmSettings, launch: list[str],
+           experiment_id: str) -> str:
+    """Write RUN_DIR/slurm/job.sh and job.json, sbatch it; records the job in run.json and
+    returns the job id."""
+    folder = run_dir / FOLDER
+    folder.mkdir(exist_ok=True)
+    script = folder / "job.sh"
+    script.write_text(job_script(run_dir, settings, launch, Path.cwd(), f"expkit-{experiment_id}"))
+    from expkit.cli import REGISTRY_MODULE  # run.py's registry; else the installed ones
+
+    (folder / "job.json").write_text(json.dumps(
+        {"argv": argv, "registry": REGISTRY_MODULE[0], "slurm": settings.model_dump()}, indent=2) + "\n")
+    done = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True,
+                          timeout=120)
+    if done.returncode != 0:
+        raise ExpkitError(f"sbatch refused the job: {done.stderr.strip() or done.stdout.strip()} "
+                          f"(script: {script})")
+    job = done.stdout.strip().split(";")[0]
+    RunRecord(run_dir).update(experiment_id=experiment_id, status="queued", argv=argv,
+                              started=None, ended=None,
+                              slurm={"job_id": job, "script": str(script), "submitted": now(),
+                                     "attempts": []})
+    return job
+
+
+def start_attempt(run_dir: Path) -> dict[str, Any]:
+    """Inside the job: note this start in run.json (job id, restart count, node) and return the
+    saved job spec (the run's command line, its registry)."""
+    spec = json.loads((run_dir / FOLDER / "job.json").read_text())
+    if os.environ.get("RANK", "0") == "0":
+        record = RunRecord(run_dir)
+        slurm = dict(record.read().get("slurm") or {})
+        attempt = {"job_id": os.environ.get("SLURM_JOB_ID"),
+                   "restart": int(os.environ.get("SLURM_RESTART_COUNT", "0")),
+                   "node": os.environ.get("SLURMD_NODENAME"), "at": now()}
+        slurm["attempts"] = [*slurm.get("attempts", []), attempt]
+        record.update(slurm=slurm)
+    return dict(spec)
+
+
+@cache
+def queue_states() -> dict[str, str]:
+    """Job id -> state (PENDING, RUNNING, ...) of the jobs SLURM knows now; {} without SLURM."""
+    if shutil.which("squeue") is None:
+        return {}
+    try:
+        done = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True,
+                              timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return dict(line.split(None, 1) for line in done.stdout.splitlines() if " " in line)
+
+
+def job_status(record: dict[str, Any], status: str) -> str:
+    """A run's status with its SLURM job considered: waiting in the queue after a start is
+    `requeued` (before any, `queued`), running is `running`."""
+    job = (record.get("slurm") or {}).get("job_id")
+    if not job or status == "finished":
+        return status
+    state = queue_states().get(str(job))
+    if state in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "CONFIGURING"):
+        return "requeued" if record["slurm"].get("attempts") else "queued"
+    if state == "RUNNING" and status in ("stopped", "killed", "requeued", "queued"):
+        return "running"
+    return status
+
+
+def submit_command(argv: list[str], registry: Any, prog: str) -> int:
+    """`expkit submit [--slurm_* ...] RUN FLAGS`: validate the run's flags, make its run
+    directory, write the job script there and sbatch it."""
+    from expkit.cli import WORK_STARTED, parse_run
+    from expkit.config import load_machine_config
+    from expkit.experiment import resolve_monitor
+    from expkit.rundirs import create_run_dir
+
+    given, run_argv = split_flags(argv)
+    parsed = parse_run(run_argv, registry, prog)
+    if parsed is None:
+        return 0
+    experiment_cls, args, _ = parsed
+    resolve_monitor(experiment_cls, args)
+    WORK_STARTED[0] = True
+    machine = load_machine_config(announce=print)
+    settings = settings_with(machine.slurm, given)
+    if shutil.which("sbatch") is None:
+        raise ExpkitError("expkit submit needs SLURM's sbatch on the PATH (submit from a login node)")
+    run_dir = create_run_dir(machine.results_dir, args.experiment_id)
+    try:
+        job = submit(run_dir, run_argv, settings, ["-m", "expkit", "job", str(run_dir)],
+                     args.experiment_id)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)  # nothing half-made is left behind
+        raise
+    print(f"submitted SLURM job {job}: {run_dir}")
+    print(f"  script {run_dir / FOLDER / 'job.sh'}; output {run_dir / FOLDER}/job-{job}.out and .err")
+    return 0
+
+
+def job_command(argv: list[str], registry: Any, prog: str) -> int:
+    """`expkit job RUN_DIR`, inside a SLURM job: start the run into RUN_DIR, or resume it from
+    its last checkpoint when an earlier attempt made one."""
+    if len(argv) != 1:
+        raise UsageError("job needs the run directory a job was submitted for: job RUN_DIR")
+    from expkit.cli import WORK_STARTED, parse_run
+    from expkit.training.checkpoint import LAST
+
+    WORK_STARTED[0] = True
+    run_dir = Path(argv[0]).absolute()
+    if not (run_dir / FOLDER / "job.json").is_file():
+        raise UsageError(f"{run_dir}: not a run directory made by `expkit submit`")
+    spec = start_attempt(run_dir)
+    run_argv = list(spec["argv"])
+    if spec.get("registry"):
+        from expkit.registry import Registry
+
+        registry = Registry.from_module(spec["registry"])
+    if (run_dir / "checkpoints" / LAST).is_file():
+        from expkit.resume import resume_run
+
+        return resume_run(run_dir, [], registry, prog)
+    parsed = parse_run(run_argv, registry, prog)
+    assert parsed is not None
+    experiment_cls, args, sources = parsed
+    from expkit.config import load_machine_config
+    from expkit.console import Console
+    from expkit.runner import execute
+
+    console = Console()
+    experiment = experiment_cls(args, load_machine_config(announce=console.print), console)
+    code: int = execute(experiment, argv=run_argv, sources=sources, run_dir=run_dir)
+    return code
+
+
+def _main(argv: list[str]) -> int:
+    """`python -m expkit.slurm requeued RUN_DIR`: the job script marks a run it requeues."""
+    if len(argv) != 2 or argv[0] != "requeued":
+        print("usage: python -m expkit.slurm requeued RUN_DIR", file=sys.stderr)
+        return 2
+    RunRecord(Path(argv[1])).update(status="requeued")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

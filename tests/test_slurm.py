@@ -1,0 +1,140 @@
+"""`expkit submit` on a real single-node SLURM cluster (tests/slurm.py) that the fixture starts
+from nothing: a submitted run finishes with a complete run directory; the time-limit signal
+and an admin's requeue each stop a run mid-epoch, requeue the job, and the restarted job
+resumes in the same directory to the history and weights of an uninterrupted run; a job of
+two torchrun ranks."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import Workspace
+from slurm import Cluster, slurm_installed
+
+HOOKS = str(Path(__file__).parent / "hooks")
+TRAIN = ("--experiment_id=mnist", "--epochs=3", "--seed=0", "--max_train_samples=400",
+         "--batch_size=32")  # 13 steps an epoch
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    if not slurm_installed():
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the SLURM tests: .ci/run installs slurmctld, slurmd, munge")
+        pytest.skip("SLURM is not installed (apt-get install slurmctld slurmd slurm-client munge)")
+    started = Cluster().start()
+    yield started
+    started.stop()
+
+
+def submit(ws: Workspace, cluster: Cluster, *args: str, env: dict[str, str] | None = None
+           ) -> tuple[str, Path]:
+    """`run.py submit ARGS` in this process; the job id and run directory it printed."""
+    result = ws.run("submit", *args, env={"SLURM_CONF": cluster.env["SLURM_CONF"], **(env or {})})
+    assert result.returncode == 0, result.stderr
+    found = re.search(r"submitted SLURM job (\d+): (\S+)", result.stdout)
+    assert found, result.stdout
+    return found.group(1), Path(found.group(2))
+
+
+def record(run_dir: Path) -> dict:
+    return json.loads((run_dir / "run.json").read_text())
+
+
+def listed_status(ws: Workspace, cluster: Cluster, run_dir: Path) -> str:
+    shown = ws.cli("list", env={"SLURM_CONF": cluster.env["SLURM_CONF"]})
+    assert shown.returncode == 0, shown.stderr
+    [line] = [line for line in shown.stdout.splitlines() if run_dir.name in line]
+    return line
+
+
+def same_training(reference: Path, resumed: Path) -> None:
+    """Every history value and every weight equal to those of the uninterrupted run."""
+    def rows(run: Path) -> list[dict[str, str]]:
+        lines = (run / "history.csv").read_text().splitlines()
+        keys = lines[0].split(",")
+        return [{k: v for k, v in zip(keys, line.split(","), strict=True) if not k.endswith("_time")}
+                for line in lines[1:]]
+    assert rows(resumed) == rows(reference)
+    a = torch.load(reference / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(resumed / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_submitted_run_finishes_with_a_complete_run_directory(data_workspace: Workspace,
+                                                                cluster: Cluster) -> None:
+    ws = data_workspace
+    job, run_dir = submit(ws, cluster, "--experiment_id=mnist", "--epochs=2", "--seed=0",
+                          "--max_train_samples=200", "--slurm_time=10", "--slurm_cpus_per_task=1",
+                          "--slurm_sbatch=--comment=expkit-test")
+    assert run_dir.parent == ws.results / "mnist"
+    script = (run_dir / "slurm" / "job.sh").read_text()
+    for line in ("#SBATCH --time=10", "#SBATCH --cpus-per-task=1", "#SBATCH --requeue",
+                 "#SBATCH --signal=B:USR1@120", "#SBATCH --comment=expkit-test"):
+        assert line in script
+    cluster.wait_gone(job)
+    rec = record(run_dir)
+    assert rec["status"] == "finished" and rec["slurm"]["job_id"] == job, rec
+    assert [a["restart"] for a in rec["slurm"]["attempts"]] == [0]
+    assert rec["argv"][:1] == ["--experiment_id=mnist"] and "--slurm_time=10" not in rec["argv"]
+    for name in ("config.json", "history.csv", "history.png", "metrics.json", "report.html",
+                 "checkpoints/best.pt", "checkpoints/last.pt"):
+        assert (run_dir / name).is_file(), name
+    out = (run_dir / "slurm" / f"job-{job}.out").read_text()
+    assert "done:" in out and str(run_dir) in out
+    assert "finished" in listed_status(ws, cluster, run_dir)
+    index = ws.cli("report", "--index")
+    assert index.returncode == 0, index.stderr
+    assert f'<td class="nowrap job">{job}, 1 attempt</td>' in (ws.results / "index.html").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SLURM_USR1", "SLURM_REQUEUE"])
+def test_signal_requeue_resume_matches_an_uninterrupted_run(data_workspace: Workspace,
+                                                          cluster: Cluster, how: str) -> None:
+    ws = data_workspace
+    reference = ws.run(*TRAIN)
+    assert reference.returncode == 0, reference.stderr
+    reference_dir = ws.last_run()
+    job, run_dir = submit(ws, cluster, *TRAIN, "--slurm_time=10", "--slurm_cpus_per_task=1",
+                          env={"PYTHONPATH": HOOKS, "EXPKIT_TEST_AT": f"step:18:{how}"})
+    # the first attempt stops at step 18 (mid-epoch 2); the job waits ~10 s to restart
+    # (the cluster's credential expiry), long enough to look at it while it waits
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (
+            record(run_dir).get("status") in ("requeued", "stopped") and cluster.state(job) == "PENDING"):
+        time.sleep(0.1)
+    assert len(record(run_dir)["slurm"]["attempts"]) == 1
+    if how == "SLURM_USR1":  # marked by the job script before it requeued the job
+        assert record(run_dir)["status"] == "requeued"
+    line = listed_status(ws, cluster, run_dir)
+    assert "requeued" in line and f"{job}, 1 attempt" in line, line
+    cluster.wait_gone(job)
+    rec = record(run_dir)
+    assert rec["status"] == "finished", rec
+    assert [a["restart"] for a in rec["slurm"]["attempts"]] == [0, 1]
+    assert len(rec["resumes"]) == 1
+    out = (run_dir / "slurm" / f"job-{job}.out").read_text()
+    assert "SIGTERM received" in out and out.count("SIGTERM received") == 1, out
+    same_training(reference_dir, run_dir)
+
+
+@pytest.mark.slow
+def test_a_job_of_two_torchrun_ranks(data_workspace: Workspace, cluster: Cluster) -> None:
+    ws = data_workspace
+    job, run_dir = submit(ws, cluster, "--experiment_id=mnist", "--epochs=2", "--seed=0",
+                          "--max_train_samples=200", "--slurm_ranks_per_node=2")
+    assert "--nproc-per-node=2" in (run_dir / "slurm" / "job.sh").read_text()
+    cluster.wait_gone(job, timeout=600)
+    rec = record(run_dir)
+    assert rec["status"] == "finished", (run_dir / "slurm" / f"job-{job}.err").read_text()[-3000:]
+    assert rec["distributed"]["world_size"] == 2
+    assert len(rec["slurm"]["attempts"]) == 1  # rank 0 alone records the start
