@@ -138,3 +138,60 @@ def test_a_job_of_two_torchrun_ranks(data_workspace: Workspace, cluster: Cluster
     assert rec["status"] == "finished", (run_dir / "slurm" / f"job-{job}.err").read_text()[-3000:]
     assert rec["distributed"]["world_size"] == 2
     assert len(rec["slurm"]["attempts"]) == 1  # rank 0 alone records the start
+
+
+@pytest.mark.slow
+def test_a_sweep_of_two_worker_jobs_survives_a_requeue_mid_trial(data_workspace: Workspace,
+                                                                 cluster: Cluster) -> None:
+    import optuna
+
+    ws = data_workspace
+    conf = {"SLURM_CONF": cluster.env["SLURM_CONF"]}
+    journal = f"journal:{ws.results / 'sweeps' / 'cluster.journal'}"  # a shared filesystem's store
+    result = ws.run("sweep", *TRAIN, "--name=cluster", "--trials=4", "--workers=2", f"--storage={journal}",
+                    "--space", "lr=loguniform:1e-3:1e-1", "--launcher=slurm",
+                    "--slurm_cpus_per_task=1", "--slurm_time=10",
+                    env={**conf, "PYTHONPATH": HOOKS, "EXPKIT_TEST_AT": "step:20:SLURM_REQUEUE",
+                         "EXPKIT_TEST_JOB_NAME": "expkit-sweep-cluster-w1"})
+    assert result.returncode == 0, result.stderr
+    jobs = re.findall(r"submitted SLURM job (\d+): worker (\d)", result.stdout)
+    assert [w for _, w in jobs] == ["0", "1"], result.stdout
+    cluster.wait_gone(*(j for j, _ in jobs), timeout=600)
+    folder = ws.results / "sweeps" / "cluster"
+    from expkit.sweep_study import open_storage
+
+    study = optuna.load_study(study_name="cluster", storage=open_storage(journal))
+    trials = study.get_trials()
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3], "4 trials, none duplicated"
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials), \
+        [(t.number, t.state) for t in trials]
+    runs = [Path(t.user_attrs["run_dir"]) for t in trials]
+    assert len(set(runs)) == 4 and sorted(runs) == ws.run_dirs()
+    [resumed] = [t for t in trials if record(Path(t.user_attrs["run_dir"])).get("resumes")]
+    assert resumed.user_attrs["slurm_job"] == jobs[1][0]
+    worker1 = (folder / "slurm" / f"worker1-{jobs[1][0]}.out").read_text()
+    assert f"trial {resumed.number}: stopped with a checkpoint" in worker1
+    assert f"trial {resumed.number}: resumed" in worker1
+    assert resumed.value == ws.metrics(Path(resumed.user_attrs["run_dir"]))["best"]["val_acc"]
+    reference = ws.run(*TRAIN, f"--lr={resumed.params['lr']}")  # the same trial, uninterrupted
+    assert reference.returncode == 0, reference.stderr
+    same_training(ws.last_run(), Path(resumed.user_attrs["run_dir"]))
+    status = ws.run("sweep", "--status", "cluster", "--storage", journal)
+    assert status.returncode == 0 and jobs[1][0] in status.stdout
+
+
+@pytest.mark.parametrize(("args", "code", "needle"), [
+    (("--slurm_cpus_per_task=0",), 2, "--slurm_cpus_per_task: got '0'"),
+    (("--slurm_time",), 2, "--slurm_time: needs a value"),
+    (("--lr=-1",), 2, "--lr"),                                  # the run's own flags first
+    (("--slurm_partition=nowhere",), 1, "sbatch refused the job"),
+])
+def test_bad_submissions_are_one_clear_error_and_leave_nothing(
+        data_workspace: Workspace, cluster: Cluster, args: tuple[str, ...], code: int,
+        needle: str) -> None:
+    ws = data_workspace
+    result = ws.cli("submit", "--experiment_id=mnist", *args,
+                    env={"SLURM_CONF": cluster.env["SLURM_CONF"]})
+    assert result.returncode == code and needle in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 2
+    assert ws.run_dirs() == [], "no run directory is left behind"

@@ -56,8 +56,10 @@ def unsafe_changes(old: dict[str, Any], new: dict[str, Any], names: dict[tuple[s
             if before.get(path) != after.get(path) and path not in SAFE_CHANGES]
 
 
-def resume_run(run_dir: Path, overrides: list[str], registry: Registry, prog: str) -> int:
-    """Continue `run_dir` from last.pt; returns the exit code (0 if it was already finished)."""
+def resume_run(run_dir: Path, overrides: list[str], registry: Registry, prog: str,
+               callbacks: list[Any] | None = None) -> int:
+    """Continue `run_dir` from last.pt; returns the exit code (0 if it was already finished).
+    `callbacks` join the run's own (a sweep trial's reporting)."""
     run_dir = Path(run_dir).absolute()
     config = read_run_config(run_dir)
     experiment_cls = registry.load(config["experiment_id"])
@@ -99,4 +101,4 @@ def resume_run(run_dir: Path, overrides: list[str], registry: Registry, prog: st
     console = Console()
     machine = load_machine_config(announce=console.print)
     return execute(experiment_cls(args, machine, console), argv=["resume", str(run_dir), *overrides],
-                   run_dir=run_dir, resume=state)
+                   run_dir=run_dir, resume=state, callbacks=callbacks)

@@ -73,12 +73,12 @@ def ranks_per_node(settings: SlurmSettings) -> int:
     return settings.ranks_per_node or settings.gpus_per_node or 1
 
 
-def job_script(run_dir: Path, settings: SlurmSettings, launch: list[str], workdir: Path,
-               name: str) -> str:
+def job_script(folder: Path, settings: SlurmSettings, launch: list[str], workdir: Path,
+               name: str, run_dir: Path | None = None, stem: str = "job") -> str:
     """The batch script: #SBATCH lines, then the run under a trap that turns the time-limit
-    signal into checkpoint + requeue. `launch` runs `expkit job RUN_DIR` (python or torchrun)."""
-    folder = run_dir / FOLDER
-    lines = [f"--job-name={name}", f"--output={folder}/job-%j.out", f"--error={folder}/job-%j.err",
+    signal into checkpoint + requeue. `launch` is what python (or torchrun) runs; its output
+    goes to FOLDER/STEM-<job id>.out/.err; `run_dir`'s run.json is marked when it requeues."""
+    lines = [f"--job-name={name}", f"--output={folder}/{stem}-%j.out", f"--error={folder}/{stem}-%j.err",
              "--open-mode=append", "--requeue", f"--signal=B:USR1@{settings.signal_seconds}",
              f"--nodes={settings.nodes}", f"--ntasks-per-node={1}"]
     ranks = ranks_per_node(settings)
@@ -105,9 +105,10 @@ def job_script(run_dir: Path, settings: SlurmSettings, launch: list[str], workdi
     else:
         runner = f"{python} {' '.join(shlex.quote(a) for a in launch)} &"
     sbatch = "\n".join(f"#SBATCH {line}" for line in lines)
+    mark = (f"  {python} -m expkit.slurm requeued {shlex.quote(str(run_dir))}\n" if run_dir else "")
     return f"""#!/bin/bash
 {sbatch}
-# Written by `expkit submit`; submit it again by hand with: sbatch {folder / 'job.sh'}
+# Written by expkit; submit it again by hand with: sbatch {folder / (stem + '.sh')}
 # SIGUSR1 (the time limit is near): the run checkpoints, then the job requeues itself.
 # SIGTERM (scancel, an admin's requeue, preemption): the run checkpoints and stops.
 cd {shlex.quote(str(workdir))}
@@ -122,8 +123,7 @@ while :; do
   kill -0 "$child" 2>/dev/null || break  # wait returned for a signal; the run is still saving
 done
 if [ "$requeue" = 1 ] && [ "$code" != 0 ]; then
-  {python} -m expkit.slurm requeued {shlex.quote(str(run_dir))}
-  scontrol requeue "$SLURM_JOB_ID"
+{mark}  scontrol requeue "$SLURM_JOB_ID"
 fi
 exit "$code"
 """
@@ -136,22 +136,30 @@ def submit(run_dir: Path, argv: list[str], settings: SlurmSettings, launch: list
     folder = run_dir / FOLDER
     folder.mkdir(exist_ok=True)
     script = folder / "job.sh"
-    script.write_text(job_script(run_dir, settings, launch, Path.cwd(), f"expkit-{experiment_id}"))
+    script.write_text(job_script(folder, settings, launch, Path.cwd(), f"expkit-{experiment_id}",
+                                 run_dir))
     from expkit.cli import REGISTRY_MODULE  # run.py's registry; else the installed ones
 
     (folder / "job.json").write_text(json.dumps(
         {"argv": argv, "registry": REGISTRY_MODULE[0], "slurm": settings.model_dump()}, indent=2) + "\n")
-    done = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True,
-                          timeout=120)
-    if done.returncode != 0:
-        raise ExpkitError(f"sbatch refused the job: {done.stderr.strip() or done.stdout.strip()} "
-                          f"(script: {script})")
-    job = done.stdout.strip().split(";")[0]
+    job = sbatch(script)
     RunRecord(run_dir).update(experiment_id=experiment_id, status="queued", argv=argv,
                               started=None, ended=None,
                               slurm={"job_id": job, "script": str(script), "submitted": now(),
                                      "attempts": []})
     return job
+
+
+def sbatch(script: Path) -> str:
+    """Submit a job script; its job id."""
+    if shutil.which("sbatch") is None:
+        raise ExpkitError("submitting SLURM jobs needs sbatch on the PATH (submit from a login node)")
+    done = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True,
+                          timeout=120)
+    if done.returncode != 0:
+        raise ExpkitError(f"sbatch refused the job: {done.stderr.strip() or done.stdout.strip()} "
+                          f"(script: {script})")
+    return done.stdout.strip().split(";")[0]
 
 
 def start_attempt(run_dir: Path) -> dict[str, Any]:

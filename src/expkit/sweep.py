@@ -14,9 +14,7 @@ stay, failed or interrupted ones are retried once, and the total stays `--trials
 from __future__ import annotations
 
 import json
-import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,14 +24,13 @@ from pydantic import Field, ValidationError, field_validator
 
 from expkit.args import Args, flag_table, parse_argv
 from expkit.config import redact
-from expkit.errors import ExpkitError, UsageError
+from expkit.errors import UsageError
 from expkit.registry import Registry
 from expkit.rundirs import safe_name
-from expkit.sweep_space import Space, grid_values, import_optuna, parse_space, suggest
+from expkit.sweep_space import Space, grid_values, import_optuna, parse_space
 from expkit.sweep_study import (
     finished_count,
     load_study,
-    locked,
     open_storage,
     recover,
     storage_url,
@@ -41,15 +38,12 @@ from expkit.sweep_study import (
     target_trials,
 )
 from expkit.sweep_summary import summarize
-from expkit.training.callbacks import Callback
 
 if TYPE_CHECKING:
     from expkit.experiment import ExperimentArgs
-    from expkit.training.loop import Trainer
 
 SWEEP_OPTIONS = ("name", "trials", "space", "direction", "sampler", "pruner", "storage", "workers",
-                 "seed", "sweep", "status")
-MAX_FAILS_IN_A_ROW = 3  # a worker gives up after this many failed trials in a row (a bug, not bad luck)
+                 "seed", "sweep", "status", "launcher")
 
 
 class SweepSpec(Args):
@@ -66,7 +60,9 @@ class SweepSpec(Args):
     pruner: Literal["none", "median"] = Field("none", description="stop bad trials early")
     storage: str | None = Field(None, description="Optuna storage URL; auto = SQLite at "
                                 "results/sweeps/<name>/study.db")
-    workers: int = Field(1, ge=1, description="local worker processes")
+    workers: int = Field(1, ge=1, description="worker processes (local), or worker jobs (SLURM)")
+    launcher: Literal["local", "slurm"] = Field("local", description="where workers run: local "
+                                                "processes, or SLURM batch jobs (--slurm_* flags)")
     seed: int | None = Field(None, ge=0, description="sampler seed (worker k uses seed + k) and "
                              "every trial's training seed")
     args: list[str] = Field(default_factory=list, description="fixed flags for every trial")
@@ -191,112 +187,15 @@ def prepare(spec: SweepSpec, registry: Registry, prog: str) -> tuple[dict[str, S
     return spaces, experiment_cls
 
 
-class Report(Callback):
-    """Report --monitor to the trial each epoch; stop the run when the pruner says so."""
-
-    def __init__(self, trial: Any) -> None:
-        self.trial = trial
-        self.pruned = False
-
-    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
-        """Report this epoch's value; ask the pruner whether to go on."""
-        value = metrics.get(trainer.monitor)
-        if value is None or not math.isfinite(value):
-            return
-        self.trial.report(value, trainer.steps if trainer.step_based else trainer.epoch)
-        if self.trial.should_prune():
-            self.pruned = True
-            trainer.should_stop = True
-            trainer.stop_reason = f"pruned by the median pruner after {trainer.at()}"
-
-
-def run_worker(spec: SweepSpec, registry: Registry, prog: str, worker: int = 0) -> int:
-    """Run trials until the study holds `--trials` finished ones; returns an exit code."""
-    from expkit.config import load_machine_config
-    from expkit.console import Console
-    from expkit.runner import execute
-
-    optuna = import_optuna()
-    state = optuna.trial.TrialState
-    spaces, experiment_cls = prepare(spec, registry, prog)
-    machine = load_machine_config(announce=lambda _: None)
-    folder = sweep_dir(machine.results_dir, spec.study_name)
-    url = storage_url(spec, folder)
-    study = load_study(spec, spaces, url, worker)
-    target = target_trials(spec, spaces)
-    fails_in_a_row = 0
-    tag = f"[worker {worker}] " if spec.workers > 1 else ""
-    while True:
-        with locked(folder / ".lock"):
-            trials = study.get_trials(deepcopy=False)
-            counted = sum(t.state in (state.COMPLETE, state.PRUNED, state.RUNNING) for t in trials)
-            if counted >= target:
-                return 0
-            trial = study.ask()
-            trial.set_user_attr("host", socket.gethostname())
-            trial.set_user_attr("pid", os.getpid())
-        try:
-            values = {name: suggest(trial, name, space) for name, space in spaces.items()}
-        except ValueError as e:  # e.g. a choice list that differs from the study's
-            study.tell(trial, state=state.FAIL)
-            name = next((n for n in spaces if n in str(e)), next(iter(spaces)))
-            raise UsageError(f"--space {name}: does not fit study {spec.study_name!r} ({e}); a "
-                             "choice list cannot change within a study: start a new one with "
-                             "--name") from None
-        argv = [f"--experiment_id={spec.experiment_id}", *spec.args,
-                *(f"--{name}={value}" for name, value in values.items()),
-                *([f"--seed={spec.seed}"] if spec.seed is not None else [])]  # repeatable trials
-        args = parse_argv(experiment_cls.args_class, argv, prog)
-        console = Console()
-        console.quiet = True  # one line per trial on the console; each run's log.txt has the rest
-        experiment = experiment_cls(args, machine, console)
-        report = Report(trial)
-        shown = "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in values.items())
-        try:
-            code = execute(experiment, argv=argv, callbacks=[report],
-                           extra_record={"sweep": {"name": spec.study_name, "trial": trial.number,
-                                                   "storage": redact(url)}})
-        except ExpkitError as e:
-            code, error = 1, str(e)
-        else:
-            error = ""
-        run_dir = str(experiment.run_dir) if experiment.run_dir else None
-        if run_dir:
-            trial.set_user_attr("run_dir", run_dir)
-        best = _best_value(run_dir)
-        if code == 0 and report.pruned:
-            study.tell(trial, state=state.PRUNED)
-            outcome = "pruned"
-        elif code == 0 and best is not None:
-            study.tell(trial, best)
-            outcome = f"{args.monitor} {best:.4f}"  # type: ignore[attr-defined]
-        else:
-            study.tell(trial, state=state.FAIL)
-            outcome = f"failed ({error or f'exit code {code}'})"
-        print(f"{tag}trial {trial.number}: {shown}  ->  {outcome}  {run_dir or ''}", flush=True)
-        if code in (130, 143):  # the worker itself was asked to stop
-            return code
-        fails_in_a_row = fails_in_a_row + 1 if outcome.startswith("failed") else 0
-        if fails_in_a_row >= MAX_FAILS_IN_A_ROW:
-            raise ExpkitError(f"{MAX_FAILS_IN_A_ROW} trials in a row failed; the last: "
-                              f"{error or f'exit code {code}'} (see the run directories)")
-
-
-def _best_value(run_dir: str | None) -> float | None:
-    if not run_dir:
-        return None
-    try:
-        summary = json.loads((Path(run_dir) / "metrics.json").read_text())
-        return float(summary["best"][summary["monitor"]])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def run_sweep(argv: list[str], registry: Registry, prog: str, registry_module: str | None) -> int:
     """`expkit sweep ...`: create (or reopen) the study, run the workers, print the summary."""
-    spec, status_name, options = parse_sweep_argv(argv)
     from expkit.config import load_machine_config
+    from expkit.slurm import split_flags
+
+    slurm_flags, argv = split_flags(argv)
+    spec, status_name, options = parse_sweep_argv(argv)
+    if slurm_flags and (spec is None or spec.launcher != "slurm"):
+        raise UsageError(f"{next(iter(slurm_flags))}: --slurm_* flags go with --launcher=slurm")
 
     if status_name is not None:
         machine = load_machine_config(announce=print)
@@ -315,7 +214,12 @@ def run_sweep(argv: list[str], registry: Registry, prog: str, registry_module: s
     print(f"sweep {spec.study_name}: {done}/{target_trials(spec, spaces)} trials done, "
           f"{spec.workers} worker{'s' if spec.workers > 1 else ''}, storage {redact(url)}"
           + (f"; retrying failed trials {retried}" if retried else ""), flush=True)
+    if spec.launcher == "slurm":
+        _submit_workers(spec, registry_module, prog, folder, machine, slurm_flags)
+        return 0
     if spec.workers == 1:
+        from expkit.sweep_worker import run_worker
+
         code = run_worker(spec, registry, prog)
     else:
         code = _run_workers(spec, registry_module, prog)
@@ -328,7 +232,7 @@ def _run_workers(spec: SweepSpec, registry_module: str | None, prog: str) -> int
     payload = json.dumps({"spec": spec.model_dump(mode="json"), "registry": registry_module,
                           "prog": prog})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    procs = [subprocess.Popen([sys.executable, "-m", "expkit.sweep", payload, str(k)], env=env)
+    procs = [subprocess.Popen([sys.executable, "-m", "expkit.sweep_worker", payload, str(k)], env=env)
              for k in range(spec.workers)]
     codes = []
     try:
@@ -338,20 +242,27 @@ def _run_workers(spec: SweepSpec, registry_module: str | None, prog: str) -> int
     return next((c for c in codes if c), 0)
 
 
-def worker_main(payload: str, worker: str) -> int:
-    """Entry point of a local worker process started by `_run_workers`."""
-    data = json.loads(payload)
-    registry = (Registry.from_module(data["registry"]) if data["registry"]
-                else Registry.from_entry_points())
-    prog = data["prog"]
-    try:
-        return run_worker(SweepSpec.model_validate(data["spec"]), registry, prog, int(worker))
-    except ExpkitError as e:
-        for line in e.lines:
-            print(f"{prog}: error: [worker {worker}] {line}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        return 130
+def _submit_workers(spec: SweepSpec, registry_module: str | None, prog: str, folder: Path,
+                    machine: Any, given: dict[str, Any]) -> list[str]:
+    """`--launcher=slurm`: one batch job per worker, each pulling trials from the study; a
+    requeued worker resumes the trial it was running. Scripts and output in SWEEP/slurm/."""
+    from expkit.slurm import job_script, sbatch, settings_with
+
+    settings = settings_with(machine.slurm, given)
+    payload = json.dumps({"spec": spec.model_dump(mode="json"), "registry": registry_module,
+                          "prog": prog})
+    jobs_folder = folder / "slurm"
+    jobs_folder.mkdir(exist_ok=True)
+    jobs = []
+    for k in range(spec.workers):
+        script = jobs_folder / f"worker{k}.sh"
+        script.write_text(job_script(jobs_folder, settings, ["-m", "expkit.sweep_worker", payload, str(k)],
+                                     Path.cwd(), f"expkit-sweep-{spec.study_name}-w{k}",
+                                     stem=f"worker{k}"))
+        jobs.append(sbatch(script))
+        print(f"submitted SLURM job {jobs[-1]}: worker {k} (output {jobs_folder}/worker{k}-{jobs[-1]}.out)")
+    print(f"follow it with: {prog} sweep --status {spec.study_name}")
+    return jobs
 
 
 def show_status(name: str, storage: str | None, results_dir: Path) -> int:
@@ -370,6 +281,3 @@ def show_status(name: str, storage: str | None, results_dir: Path) -> int:
     summarize(study, folder)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(worker_main(sys.argv[1], sys.argv[2]))

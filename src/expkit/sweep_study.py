@@ -31,8 +31,16 @@ def storage_url(spec: SweepSpec, folder: Path) -> str:
 
 
 def open_storage(url: str) -> Any:
-    """An Optuna RDB storage for `url` (SQLite waits for locks instead of failing)."""
+    """An Optuna storage for `url`: RDB (SQLite waits for locks instead of failing; PostgreSQL),
+    or `journal:PATH`, Optuna's journal file (suits a shared filesystem, where SQLite's
+    locking does not hold)."""
     optuna = import_optuna()
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url.removeprefix("journal:")).absolute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs = {"connect_args": {"timeout": 60}}
@@ -101,6 +109,8 @@ def recover(study: Any) -> list[int]:
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(state.RUNNING,)):
         attrs = trial.user_attrs
+        if "slurm_job" in attrs:  # a SLURM worker's: its restarted job resumes it
+            continue
         if attrs.get("host") == host and not process_alive(int(attrs.get("pid", 0))):
             study.tell(trial.number, state=state.FAIL)
     retried = set(study.user_attrs.get("retried", []))

@@ -34,10 +34,13 @@ def trials_table(study: Any) -> str:
     """One row per trial: number, state, value, params, run directory."""
     trials = study.get_trials(deepcopy=False)
     names = sorted({k for t in trials for k in t.params})
-    header = ["trial", "state", "value", *names, "run_dir"]
+    jobs = any("slurm_job" in t.user_attrs for t in trials)
+    header = ["trial", "state", "value", *names, *(["job"] if jobs else []), "run_dir"]
     rows = [[str(t.number), t.state.name.lower(),
              "" if t.value is None else f"{t.value:.4f}",
-             *(str(t.params.get(n, "")) for n in names), str(t.user_attrs.get("run_dir", ""))]
+             *(str(t.params.get(n, "")) for n in names),
+             *([str(t.user_attrs.get("slurm_job", ""))] if jobs else []),
+             str(t.user_attrs.get("run_dir", ""))]
             for t in trials]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()

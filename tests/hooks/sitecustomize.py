@@ -11,7 +11,8 @@ fsync fails with this error, as on a full disk or quota); with EXPKIT_TEST_RANK=
 torchrun's rank R does it. Inside a SLURM job (first attempt only) SIG may also be
 SLURM_USR1 (`scancel --signal=USR1 --batch`: the time-limit warning, to the job script) or
 SLURM_REQUEUE (`scontrol requeue`, as an admin would): the process then waits until SLURM's
-SIGTERM has reached it, so the run stops at this very step.
+SIGTERM has reached it, so the run stops at this very step; EXPKIT_TEST_JOB_NAME=NAME limits
+these to the job of that name.
 EXPKIT_TEST_EVENTS=FILE appends each event to
 FILE, so a test can see a reference run's order of events and pick moments from it.
 Events are named as in EXPKIT_TEST_AT without the count: "step", "write:last.pt".
@@ -61,6 +62,9 @@ def _slurm(what: str) -> None:
     import time
 
     if os.environ.get("SLURM_RESTART_COUNT", "0") != "0":  # the requeued attempt runs on
+        return
+    if os.environ.get("EXPKIT_TEST_JOB_NAME", os.environ.get("SLURM_JOB_NAME")) != \
+            os.environ.get("SLURM_JOB_NAME"):  # only in the job of this name
         return
     job = os.environ["SLURM_JOB_ID"]
     got: list[int] = []
