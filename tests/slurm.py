@@ -125,6 +125,10 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         """A job's state as squeue shows it (PENDING, RUNNING, ...), "" once it left the queue."""
         return self.run("squeue", "-h", "-j", job, "-o", "%T", check=False).strip()
 
+    def release(self, job: str) -> None:
+        """Start a requeued job now instead of after its begin time (scontrol update)."""
+        self.run("scontrol", "update", f"jobid={job}", "starttime=now", check=False)
+
     def wait_gone(self, *jobs: str, timeout: float = 300) -> None:
         """Until none of `jobs` is queued or running (a requeued one is back in the queue)."""
         deadline = time.monotonic() + timeout

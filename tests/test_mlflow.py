@@ -1,7 +1,8 @@
 """--use_mlflow against a real `mlflow server` on 127.0.0.1 (SQLite store, and once PostgreSQL),
 read back with MlflowClient: params, metrics per evaluation at their step, tags, artifacts;
 a SIGKILL and resume, a server that is away at the start or goes away mid-run, `expkit sync`,
-and the planted secrets of an MLflow run."""
+and the planted secrets of an MLflow run. (That a run without --use_mlflow never imports
+mlflow is checked in test_plotting's probe of a plain run.)"""
 
 from __future__ import annotations
 
@@ -299,17 +300,6 @@ def test_planted_mlflow_credentials_appear_nowhere(data_workspace: Workspace, se
         uri.replace(URI_PASSWORD, "***")
 
 
-def test_runs_without_mlflow_never_import_it(data_workspace: Workspace) -> None:
-    code = ("import atexit, sys; atexit.register(lambda: print('imported:', sorted({'mlflow', "
-            "'wandb', 'tensorboard'} & set(sys.modules)))); from expkit.cli import main; "
-            "main(['--experiment_id=mnist', '--epochs=1', '--max_train_samples=200'], "
-            "registry='lab.registry', prog='run.py')")
-    result = subprocess.run([sys.executable, "-c", code], cwd=data_workspace.root,
-                            env=data_workspace.env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "imported: []" in result.stdout
-
-
 def test_missing_mlflow_gives_install_hint(data_workspace: Workspace) -> None:
     code = ("import sys; sys.modules['mlflow'] = None; from expkit.cli import main; "
             f"raise SystemExit(main([*{list(SMALL)!r}, '--epochs=1'], registry='lab.registry', "
@@ -329,8 +319,8 @@ def test_stopped_and_failed_runs_end_their_mlflow_run_so(data_workspace: Workspa
                                                          code: int) -> None:
     flags = [f"{k}={v}" for k, v in how.items() if k.startswith("--")]
     env = {k: v for k, v in how.items() if not k.startswith("--")}
-    result = data_workspace.fork(*SMALL, "--epochs=2", *flags,
-                                 env={**env, "MLFLOW_TRACKING_URI": server.uri})
+    run = data_workspace.fork if env else data_workspace.run  # a signal needs its own process
+    result = run(*SMALL, "--epochs=2", *flags, env={**env, "MLFLOW_TRACKING_URI": server.uri})
     assert result.returncode == code, result.stderr
     run = MlflowClient(server.uri).get_run(mlflow_run_id(data_workspace.last_run()))
     assert run.data.tags["expkit.status"] == status

@@ -19,9 +19,12 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ARGS = ("--experiment_id=mnist", "--seed=0", "--max_train_samples=300")
 
 
-# run.py, and at its exit a line saying whether the training process imported matplotlib
+# run.py, and at its exit lines saying whether the training process imported matplotlib and
+# the optional trackers (a run without their flags never imports them)
 PROBE = ("import atexit, runpy, sys\n"
          "atexit.register(lambda: print('matplotlib imported:', 'matplotlib' in sys.modules))\n"
+         "atexit.register(lambda: print('trackers imported:', sorted({'mlflow', 'wandb', "
+         "'tensorboard'} & set(sys.modules))))\n"
          "sys.argv = sys.argv[1:]\n"
          "runpy.run_path(sys.argv[0], run_name='__main__')\n")
 
@@ -69,6 +72,7 @@ def test_the_worker_draws_history_png_and_ends_with_the_run(data_workspace: Work
     assert png.read_bytes()[:8] == PNG_MAGIC
     assert "warning" not in err
     assert "matplotlib imported: False" in out, "matplotlib stays out of the training process"
+    assert "trackers imported: []" in out, "mlflow, wandb, tensorboard: only when switched on"
 
 
 @pytest.mark.slow

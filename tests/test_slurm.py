@@ -50,7 +50,7 @@ def record(run_dir: Path) -> dict:
 
 
 def listed_status(ws: Workspace, cluster: Cluster, run_dir: Path) -> str:
-    shown = ws.cli("list", env={"SLURM_CONF": cluster.env["SLURM_CONF"]})
+    shown = ws.run("list", env={"SLURM_CONF": cluster.env["SLURM_CONF"]})
     assert shown.returncode == 0, shown.stderr
     [line] = [line for line in shown.stdout.splitlines() if run_dir.name in line]
     return line
@@ -91,7 +91,7 @@ def test_a_submitted_run_finishes_with_a_complete_run_directory(data_workspace: 
     out = (run_dir / "slurm" / f"job-{job}.out").read_text()
     assert "done:" in out and str(run_dir) in out
     assert "finished" in listed_status(ws, cluster, run_dir)
-    index = ws.cli("report", "--index")
+    index = ws.run("report", "--index")
     assert index.returncode == 0, index.stderr
     assert f'<td class="nowrap job">{job}, 1 attempt</td>' in (ws.results / "index.html").read_text()
 
@@ -117,6 +117,7 @@ def test_signal_requeue_resume_matches_an_uninterrupted_run(data_workspace: Work
         assert record(run_dir)["status"] == "requeued"
     line = listed_status(ws, cluster, run_dir)
     assert "requeued" in line and f"{job}, 1 attempt" in line, line
+    cluster.release(job)  # the test need not sit out the ~10 s of SLURM's requeue delay
     cluster.wait_gone(job)
     rec = record(run_dir)
     assert rec["status"] == "finished", rec
@@ -156,6 +157,10 @@ def test_a_sweep_of_two_worker_jobs_survives_a_requeue_mid_trial(data_workspace:
     assert result.returncode == 0, result.stderr
     jobs = re.findall(r"submitted SLURM job (\d+): worker (\d)", result.stdout)
     assert [w for _, w in jobs] == ["0", "1"], result.stdout
+    deadline = time.monotonic() + 300
+    while cluster.state(jobs[1][0]) != "PENDING" and time.monotonic() < deadline:
+        time.sleep(0.1)  # worker 1 was requeued mid-trial: let it restart now
+    cluster.release(jobs[1][0])
     cluster.wait_gone(*(j for j, _ in jobs), timeout=600)
     folder = ws.results / "sweeps" / "cluster"
     from expkit.sweep_study import open_storage
@@ -190,7 +195,7 @@ def test_bad_submissions_are_one_clear_error_and_leave_nothing(
         data_workspace: Workspace, cluster: Cluster, args: tuple[str, ...], code: int,
         needle: str) -> None:
     ws = data_workspace
-    result = ws.cli("submit", "--experiment_id=mnist", *args,
+    result = ws.run("submit", "--experiment_id=mnist", *args,
                     env={"SLURM_CONF": cluster.env["SLURM_CONF"]})
     assert result.returncode == code and needle in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 2

@@ -340,11 +340,14 @@ def _sort_value(value: Any) -> str:
 
 def write_index(results_dir: Path) -> Path:
     """Write results/index.html, and report.html for any run that has none yet."""
+    from expkit.jobqueue import one_queue_snapshot
+
     folder = Path(results_dir).absolute()
-    all_runs = list(runs(folder))
-    for run in all_runs:
-        if not (run.path / REPORT).is_file():
-            write_report(run.path)
-    path = folder / INDEX
-    atomic_write_text(path, index_html(all_runs, folder))
+    with one_queue_snapshot():  # SLURM runs' statuses: one squeue call for the page
+        all_runs = list(runs(folder))
+        for run in all_runs:
+            if not (run.path / REPORT).is_file():
+                write_report(run.path)
+        path = folder / INDEX
+        atomic_write_text(path, index_html(all_runs, folder))
     return path

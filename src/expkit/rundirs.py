@@ -81,7 +81,7 @@ def shown_status(record: dict[str, Any], run_dir: Path) -> str:
     resumes like any other."""
     status = str(record.get("status", "?"))
     if record.get("slurm"):  # a SLURM job's run: waiting in the queue is queued or requeued
-        from expkit.slurm import job_status
+        from expkit.jobqueue import job_status
 
         status = job_status(record, status)
     if status != "running" or "pid" not in record:
@@ -125,6 +125,14 @@ def now() -> str:
 def list_runs(results_dir: Path, experiment_id: str | None = None,
               status: str | None = None) -> list[dict[str, Any]]:
     """One row per run directory under `results_dir`, newest first, from run.json and metrics.json."""
+    from expkit.jobqueue import one_queue_snapshot
+
+    with one_queue_snapshot():
+        rows = _rows(results_dir, experiment_id, status)
+    return sorted(rows, key=lambda r: (r["started"], r["run"]), reverse=True)
+
+
+def _rows(results_dir: Path, experiment_id: str | None, status: str | None) -> list[dict[str, Any]]:
     rows = []
     for record_file in Path(results_dir).glob("*/*/run.json"):
         run_dir = record_file.parent
@@ -146,7 +154,7 @@ def list_runs(results_dir: Path, experiment_id: str | None = None,
                      "epochs": metrics.get("epochs_run", ""),
                      "best": f"{monitor} {best:.4f}" if isinstance(best, float) else "",
                      "job": job_label(record), "path": str(run_dir)})
-    return sorted(rows, key=lambda r: (r["started"], r["run"]), reverse=True)
+    return rows
 
 
 def job_label(record: dict[str, Any]) -> str:

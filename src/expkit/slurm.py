@@ -23,7 +23,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -175,33 +174,6 @@ def start_attempt(run_dir: Path) -> dict[str, Any]:
         slurm["attempts"] = [*slurm.get("attempts", []), attempt]
         record.update(slurm=slurm)
     return dict(spec)
-
-
-@cache
-def queue_states() -> dict[str, str]:
-    """Job id -> state (PENDING, RUNNING, ...) of the jobs SLURM knows now; {} without SLURM."""
-    if shutil.which("squeue") is None:
-        return {}
-    try:
-        done = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True,
-                              timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    return dict(line.split(None, 1) for line in done.stdout.splitlines() if " " in line)
-
-
-def job_status(record: dict[str, Any], status: str) -> str:
-    """A run's status with its SLURM job considered: waiting in the queue after a start is
-    `requeued` (before any, `queued`), running is `running`."""
-    job = (record.get("slurm") or {}).get("job_id")
-    if not job or status == "finished":
-        return status
-    state = queue_states().get(str(job))
-    if state in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "CONFIGURING"):
-        return "requeued" if record["slurm"].get("attempts") else "queued"
-    if state == "RUNNING" and status in ("stopped", "killed", "requeued", "queued"):
-        return "running"
-    return status
 
 
 def submit_command(argv: list[str], registry: Any, prog: str) -> int:
