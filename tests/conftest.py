@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,6 +34,35 @@ settings.register_profile("suite", derandomize=True, database=None, max_examples
 settings.register_profile("explore", max_examples=5000, deadline=None,
                           suppress_health_check=_QUIET, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In the controlling process: start the session's MLflow server in the background when the
+    MLflow tests are among those asked for (tests/mlflow_server.py); workers inherit its address."""
+    import importlib.util
+
+    if hasattr(config, "workerinput") or importlib.util.find_spec("mlflow") is None:
+        return
+    wanted = [str(a) for a in config.args] or ["tests"]
+    if not any("test_mlflow" in a or Path(a.split("::")[0]).is_dir() for a in wanted):
+        return
+    from mlflow_server import SHARED, launch
+
+    folder = Path(tempfile.mkdtemp(prefix="expkit-mlflow-"))
+    server = launch(folder, f"sqlite:///{folder / 'store.db'}")
+    os.environ[SHARED] = json.dumps({"uri": server.uri, "folder": str(folder), "pid": server.pid})
+    config.stash[_MLFLOW] = server
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the session's MLflow server, if this process started one."""
+    server = config.stash.get(_MLFLOW, None)
+    if server is not None:
+        server.stop()
+        shutil.rmtree(server.folder, ignore_errors=True)
+
+
+_MLFLOW = pytest.StashKey[Any]()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -121,9 +121,14 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         self.stop()
         raise RuntimeError(f"the SLURM cluster did not start:\n{logs}")
 
-    def state(self, job: str) -> str:
-        """A job's state as squeue shows it (PENDING, RUNNING, ...), "" once it left the queue."""
-        return self.run("squeue", "-h", "-j", job, "-o", "%T", check=False).strip()
+    def state(self, job: str) -> str | None:
+        """A job's state as squeue shows it (PENDING, RUNNING, ...), "" once it left the queue,
+        None when squeue did not answer (a busy controller): not a reason to think it gone."""
+        done = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], env=self.env,
+                              capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            return "" if "Invalid job id" in done.stderr else None
+        return done.stdout.strip()
 
     def release(self, job: str) -> None:
         """Start a requeued job now instead of after its begin time (scontrol update)."""
@@ -132,7 +137,7 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
     def wait_gone(self, *jobs: str, timeout: float = 300) -> None:
         """Until none of `jobs` is queued or running (a requeued one is back in the queue)."""
         deadline = time.monotonic() + timeout
-        while any(self.state(j) for j in jobs):
+        while any(self.state(j) != "" for j in jobs):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"jobs {jobs} still in the queue: "
                                    f"{self.run('squeue', check=False)}")

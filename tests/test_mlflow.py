@@ -7,16 +7,13 @@ mlflow is checked in test_plotting's probe of a plain run.)"""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -25,6 +22,7 @@ import pytest
 from conftest import Workspace, free_port
 from expkit.results import as_typed, flatten, read_history
 from expkit.training.checkpoint import load_checkpoint
+from mlflow_server import Server, shared_server, start_mlflow
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
@@ -33,46 +31,14 @@ HOOKS = str(Path(__file__).parent / "hooks")
 SMALL = ("--experiment_id=mnist", "--use_mlflow=true", "--seed=0", "--max_train_samples=200")
 
 
-@dataclass
-class Server:
-    uri: str
-    folder: Path  # its store and artifacts: grepped for secrets
-    proc: subprocess.Popen[bytes]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-
-
-def start_mlflow(folder: Path, backend: str) -> Server:
-    """`mlflow server` in its own process group, answering /health (it can die starting up: the
-    process is watched while polling; a port taken meanwhile gets another try)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    for _ in range(3):
-        port = free_port()
-        with (folder / "server.log").open("ab") as log:  # the child keeps its own descriptor
-            proc = subprocess.Popen(
-                [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-                 "--port", str(port), "--workers", "1", "--backend-store-uri", backend,
-                 "--artifacts-destination", str(folder / "artifacts")],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=folder)
-        server = Server(f"http://127.0.0.1:{port}", folder, proc)
-        deadline = time.monotonic() + 180
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{server.uri}/health", timeout=5) as answer:
-                    if answer.status == 200:
-                        return server
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.3)
-        server.stop()
-    pytest.fail(f"mlflow server did not start: {(folder / 'server.log').read_text()[-3000:]}")
-
-
-@pytest.fixture(scope="session")  # one per xdist worker: the suite interleaves modules
+@pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The suite's MLflow server (SQLite store): the one the test session started in the
+    background at its start (conftest), shared by the xdist workers; else one of its own."""
+    shared = shared_server()
+    if shared is not None:
+        yield shared
+        return
     folder = tmp_path_factory.mktemp("mlflow")
     started = start_mlflow(folder, f"sqlite:///{folder / 'store.db'}")
     yield started
@@ -280,7 +246,8 @@ def test_planted_mlflow_credentials_appear_nowhere(data_workspace: Workspace, se
                         (("resume", "RUN", "--epochs=3"), {"MLFLOW_TRACKING_TOKEN": ENV_TOKEN}),
                         (("sync", "RUN"), {}), (("report", "RUN"), {})]:
         args = tuple(str(ws.last_run()) if a == "RUN" else a for a in args)
-        result = ws.fork(*args, env={**env, **extra})
+        run = ws.fork if args[0] != "sync" and args[0] != "report" else ws.run  # runs: processes
+        result = run(*args, env={**env, **extra})
         assert result.returncode == 0, result.stderr
         outputs.append(result.stdout + result.stderr)
     run_dir = ws.last_run()

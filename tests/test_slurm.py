@@ -96,14 +96,26 @@ def test_a_submitted_run_finishes_with_a_complete_run_directory(data_workspace: 
     assert f'<td class="nowrap job">{job}, 1 attempt</td>' in (ws.results / "index.html").read_text()
 
 
+@pytest.fixture(scope="module")
+def reference_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """TRAIN run without interruption (same generated data as data_workspace's)."""
+    from conftest import _clean_env, write_idx_set
+
+    tmp = tmp_path_factory.mktemp("reference")
+    ws = Workspace(tmp / "ws", _clean_env(tmp))
+    ws.root.mkdir()
+    write_idx_set(ws.cache / "mnist")
+    result = ws.run(*TRAIN)
+    assert result.returncode == 0, result.stderr
+    return ws.last_run()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["SLURM_USR1", "SLURM_REQUEUE"])
 def test_signal_requeue_resume_matches_an_uninterrupted_run(data_workspace: Workspace,
-                                                          cluster: Cluster, how: str) -> None:
+                                                          cluster: Cluster, how: str,
+                                                          reference_dir: Path) -> None:
     ws = data_workspace
-    reference = ws.run(*TRAIN)
-    assert reference.returncode == 0, reference.stderr
-    reference_dir = ws.last_run()
     job, run_dir = submit(ws, cluster, *TRAIN, "--slurm_time=10", "--slurm_cpus_per_task=1",
                           env={"PYTHONPATH": HOOKS, "EXPKIT_TEST_AT": f"step:18:{how}"})
     # the first attempt stops at step 18 (mid-epoch 2); the job waits ~10 s to restart
