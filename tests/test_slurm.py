@@ -49,6 +49,16 @@ def record(run_dir: Path) -> dict:
     return json.loads((run_dir / "run.json").read_text())
 
 
+def wait_ended(cluster: Cluster, job: str, run_dir: Path, timeout: float = 600) -> dict:
+    """Until the run has ended (run.json: finished or failed) and its job left the queue; run.json."""
+    deadline = time.monotonic() + timeout
+    while record(run_dir).get("status") not in ("finished", "failed"):
+        assert time.monotonic() < deadline, f"job {job} did not end: {record(run_dir)}"
+        time.sleep(0.2)
+    cluster.wait_gone(job)
+    return record(run_dir)
+
+
 def listed_status(ws: Workspace, cluster: Cluster, run_dir: Path) -> str:
     shown = ws.run("list", env={"SLURM_CONF": cluster.env["SLURM_CONF"]})
     assert shown.returncode == 0, shown.stderr
@@ -80,8 +90,7 @@ def test_a_submitted_run_finishes_with_a_complete_run_directory(data_workspace: 
     for line in ("#SBATCH --time=10", "#SBATCH --cpus-per-task=1", "#SBATCH --requeue",
                  "#SBATCH --signal=B:USR1@120", "#SBATCH --comment=expkit-test"):
         assert line in script
-    cluster.wait_gone(job)
-    rec = record(run_dir)
+    rec = wait_ended(cluster, job, run_dir)
     assert rec["status"] == "finished" and rec["slurm"]["job_id"] == job, rec
     assert [a["restart"] for a in rec["slurm"]["attempts"]] == [0]
     assert rec["argv"][:1] == ["--experiment_id=mnist"] and "--slurm_time=10" not in rec["argv"]
@@ -130,8 +139,7 @@ def test_signal_requeue_resume_matches_an_uninterrupted_run(data_workspace: Work
     line = listed_status(ws, cluster, run_dir)
     assert "requeued" in line and f"{job}, 1 attempt" in line, line
     cluster.release(job)  # the test need not sit out the ~10 s of SLURM's requeue delay
-    cluster.wait_gone(job)
-    rec = record(run_dir)
+    rec = wait_ended(cluster, job, run_dir)
     assert rec["status"] == "finished", rec
     assert [a["restart"] for a in rec["slurm"]["attempts"]] == [0, 1]
     assert len(rec["resumes"]) == 1
@@ -146,8 +154,7 @@ def test_a_job_of_two_torchrun_ranks(data_workspace: Workspace, cluster: Cluster
     job, run_dir = submit(ws, cluster, "--experiment_id=mnist", "--epochs=2", "--seed=0",
                           "--max_train_samples=200", "--slurm_ranks_per_node=2")
     assert "--nproc-per-node=2" in (run_dir / "slurm" / "job.sh").read_text()
-    cluster.wait_gone(job, timeout=600)
-    rec = record(run_dir)
+    rec = wait_ended(cluster, job, run_dir)
     assert rec["status"] == "finished", (run_dir / "slurm" / f"job-{job}.err").read_text()[-3000:]
     assert rec["distributed"]["world_size"] == 2
     assert len(rec["slurm"]["attempts"]) == 1  # rank 0 alone records the start
@@ -173,11 +180,14 @@ def test_a_sweep_of_two_worker_jobs_survives_a_requeue_mid_trial(data_workspace:
     while cluster.state(jobs[1][0]) != "PENDING" and time.monotonic() < deadline:
         time.sleep(0.1)  # worker 1 was requeued mid-trial: let it restart now
     cluster.release(jobs[1][0])
-    cluster.wait_gone(*(j for j, _ in jobs), timeout=600)
-    folder = ws.results / "sweeps" / "cluster"
     from expkit.sweep_study import open_storage
 
     study = optuna.load_study(study_name="cluster", storage=open_storage(journal))
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+    while sum(t.state in done for t in study.get_trials()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    cluster.wait_gone(*(j for j, _ in jobs), timeout=600)
+    folder = ws.results / "sweeps" / "cluster"
     trials = study.get_trials()
     assert sorted(t.number for t in trials) == [0, 1, 2, 3], "4 trials, none duplicated"
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials), \
