@@ -5,7 +5,9 @@ Everything lives in one temp folder: munge's key and socket, slurm.conf, state, 
 its own ports. `start()` waits until the node is idle; `stop()` cancels every job, waits for
 the queue to empty, shuts the daemons down and kills what is left of their process groups.
 Measured here: start to idle ~1 s, submit to running ~1 s, a requeued job waits ~10 s (the
-credential's expiry; SLURM's default is ~2 min).
+credential's expiry; SLURM's default is ~2 min). Do not start a requeued job sooner with
+`scontrol update starttime=now`: within the expiry SLURM kills it ("Job credential revoked")
+and the job ends instead of restarting.
 """
 
 from __future__ import annotations
@@ -129,10 +131,6 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         if done.returncode != 0:
             return "" if "Invalid job id" in done.stderr else None
         return done.stdout.strip()
-
-    def release(self, job: str) -> None:
-        """Start a requeued job now instead of after its begin time (scontrol update)."""
-        self.run("scontrol", "update", f"jobid={job}", "starttime=now", check=False)
 
     def wait_gone(self, *jobs: str, timeout: float = 300) -> None:
         """Until none of `jobs` is queued or running (a requeued one is back in the queue)."""
