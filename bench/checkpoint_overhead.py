@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from common import expkit_trainer, fmt, interleave, load_data, one_more_epoch, summarize
 
+from expkit import Trainer
 from expkit.training.checkpoint import save_checkpoint
-from expkit.training.loop import Trainer
 
 
 def main() -> None:

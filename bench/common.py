@@ -11,13 +11,9 @@ from typing import Any
 
 import torch
 
-from expkit.console import Console
-from expkit.data.base import DataSplits, Split, split_off
+from expkit import Callback, Checkpointing, ConsoleLine, DataSplits, LocalFiles, Split, Trainer, split_off
 from expkit.tracking.base import Tracking
-from expkit.tracking.local import LocalFiles
-from expkit.training.callbacks import Callback, ConsoleLine
-from expkit.training.checkpoint import Checkpointing
-from expkit.training.loop import Trainer
+from expkit.utils.console import Console
 from lab.datasets.mnist import ImageData, ImageDataArgs
 from lab.models.mlp import MLP, MLPArgs
 

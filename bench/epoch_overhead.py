@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from common import expkit_trainer, fmt, interleave, load_data, mlp, one_more_epoch, summarize
 from torch.utils.data import DataLoader, TensorDataset
 
-from expkit.data.base import DataSplits
+from expkit import DataSplits
 from lab.models.mlp import MLP
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common import expkit_trainer, load_data, one_more_epoch
 
-from expkit.data.base import DataSplits, Split
+from expkit import DataSplits, Split
 
 
 def main() -> None:

@@ -28,11 +28,8 @@ import torch
 import torch.nn.functional as F
 from common import interleave, summarize
 
-from expkit.console import Console
-from expkit.data.base import DataSplits, TokenSplit
-from expkit.training.callbacks import ConsoleLine
-from expkit.training.checkpoint import Checkpointing
-from expkit.training.loop import Trainer
+from expkit import Checkpointing, ConsoleLine, DataSplits, TokenSplit, Trainer
+from expkit.utils.console import Console
 from lab.experiments.char_lm import CharGPT, CharLMArgs, CharLMExperiment, CorpusArgs
 
 

@@ -195,7 +195,7 @@ class Workspace:
 
     def run(self, *args: str, env: dict[str, str] | None = None,
             registry: str = "lab.registry") -> subprocess.CompletedProcess[str]:
-        """`run.py ARGS` inside this test process: expkit.cli.main, the function run.py calls,
+        """`run.py ARGS` inside this test process: expkit.cli.main.main, the function run.py calls,
         with the workspace as working directory and its environment.
 
         For tests of what a run does (training, checkpoints, records): it skips only the
@@ -207,7 +207,7 @@ class Workspace:
 
         import torch
 
-        from expkit.cli import main
+        from expkit.cli.main import main
 
         out, err = io.StringIO(), io.StringIO()
         saved_env, cwd = dict(os.environ), os.getcwd()

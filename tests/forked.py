@@ -3,7 +3,7 @@
 The crash and stop tests start dozens of runs only to kill or signal them. A new interpreter
 spends about 4 s importing torch (and torch._dynamo, which the first optimizer imports) before
 the run begins; a child forked from multiprocessing's fork server, which imported them once,
-starts at once. The child is a real, separate process: it runs `expkit.cli.main` (the function
+starts at once. The child is a real, separate process: it runs `expkit.cli.main.main` (the function
 run.py calls) in its own working directory and environment, dies of a real SIGKILL, handles
 SIGINT/SIGTERM in its own main thread, and its exit status reads as subprocess's does
 (-9 for a kill). The server never runs a torch op, so no thread pool is forked half-alive.
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 HOOKS = Path(__file__).parent / "hooks" / "sitecustomize.py"
-PRELOAD = ["torch", "torch._dynamo", "torch.optim", "expkit.cli", "lab.registry",
+PRELOAD = ["torch", "torch._dynamo", "torch.optim", "expkit.cli.main", "lab.registry",
            "lab.experiments.mnist", "forked"]
 
 _context = multiprocessing.get_context("forkserver")
@@ -46,7 +46,7 @@ def _main(root: str, env: dict[str, str], argv: list[str], out: str, err: str) -
         spec = importlib.util.spec_from_file_location("expkit_test_hooks", HOOKS)
         assert spec is not None and spec.loader is not None
         spec.loader.exec_module(importlib.util.module_from_spec(spec))  # reads os.environ
-    from expkit.cli import main
+    from expkit.cli.main import main
 
     code = main(argv, registry="lab.registry", prog="run.py")
     sys.stdout.flush()

@@ -15,12 +15,13 @@ from pathlib import Path
 
 FAST = "not resume and not reproduce and not two_ranks and not one_process and not not_a_run"
 TESTS = {
-    "src/expkit/files.py": FAST,
+    "src/expkit/utils/files.py": FAST,
     "src/expkit/errors.py": FAST,
     "src/expkit/training/checkpoint.py": FAST,
-    "src/expkit/resume.py": "resume or not_a_run",
-    "src/expkit/reproduce.py": "reproduce",
-    "src/expkit/distributed.py": "one_process or two_ranks",
+    "src/expkit/training/rng.py": FAST,
+    "src/expkit/run/resume.py": "resume or not_a_run",
+    "src/expkit/run/reproduce.py": "reproduce",
+    "src/expkit/training/distributed.py": "one_process or two_ranks",
 }
 
 

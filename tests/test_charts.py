@@ -13,9 +13,9 @@ import pytest
 
 from browser import Browser, assert_policy_blocks_loads
 from conftest import REPO, Workspace
-from expkit.results import read_history
+from expkit.rundir.results import read_history
 
-VENDOR = REPO / "src" / "expkit" / "vendor" / "uplot"
+VENDOR = REPO / "src" / "expkit" / "reports" / "vendor" / "uplot"
 
 
 def test_vendored_uplot_is_the_pinned_release_with_its_licence() -> None:
@@ -136,7 +136,7 @@ def test_report_charts_hover_toggle_zoom_and_switch(step_run: tuple[Workspace, P
 
 def test_diverged_history_still_draws(tmp_path: Path) -> None:
     """A NaN loss (a diverged run) must not break the page's data (JSON has no NaN)."""
-    from expkit.report import _script_json
+    from expkit.reports.report import _script_json
 
     assert _script_json([{"train_loss": float("nan"), "x": float("inf"), "s": "</script>"}]) == \
         '[{"train_loss": null, "x": null, "s": "<\\/script>"}]'

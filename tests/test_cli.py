@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from conftest import REPO, TINY, Workspace
-from expkit.cli import main
+from expkit.cli.main import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -181,7 +181,7 @@ def test_use_cuda_true_without_cuda_is_a_clear_error(data_workspace: Workspace) 
 
 
 def test_help_lists_experiments_without_importing_torch(workspace: Workspace) -> None:
-    code = ("import sys; from expkit.cli import main; rc = main(['--help'], registry='lab.registry',"
+    code = ("import sys; from expkit.cli.main import main; rc = main(['--help'], registry='lab.registry',"
             " prog='run.py'); print('TORCH' if 'torch' in sys.modules else 'NO_TORCH'); "
             "raise SystemExit(rc)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

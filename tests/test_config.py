@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY, Workspace
-from expkit.config import load_machine_config
+from expkit.config.machine import load_machine_config
 
 
 def test_expkit_config_points_elsewhere_and_paths_are_relative_to_it(

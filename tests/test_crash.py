@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from conftest import REPO, Workspace, write_idx_set
-from expkit import rundirs
 from expkit.errors import ExpkitError
-from expkit.results import read_run
-from expkit.rundirs import create_run_dir
+from expkit.rundir import dirs as rundirs
+from expkit.rundir.dirs import create_run_dir
+from expkit.rundir.results import read_run
 from expkit.training.checkpoint import load_checkpoint
 from test_resume import assert_same_training
 

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from expkit.args import flag_table
-from expkit.cli import main
-from expkit.registry import Registry
+from expkit.cli.main import main
+from expkit.config.args import flag_table
+from expkit.config.registry import Registry
 
 REGISTRY = Registry.from_module("lab.registry")
 FLAGS = {exp_id: sorted(flag_table(REGISTRY.load(exp_id).args_class)) for exp_id in REGISTRY.ids()}

@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from expkit import files
-from expkit.config import redact
+from expkit.config.machine import redact
 from expkit.errors import ExpkitError, UsageError, one_line, report
 from expkit.training.checkpoint import (
     BEST,
@@ -28,10 +27,10 @@ from expkit.training.checkpoint import (
     load_checkpoint,
     load_weights,
     reason,
-    rng_state,
     save_checkpoint,
-    set_rng_state,
 )
+from expkit.training.rng import rng_state, set_rng_state
+from expkit.utils import files
 
 # ---- atomic writes ---------------------------------------------------------------------------
 

@@ -18,13 +18,13 @@ import pytest
 import torch
 
 from conftest import Workspace, _clean_env, write_idx_set
-from expkit.distributed import SINGLE, env_rank, setup, teardown
+from expkit.config.registry import Registry
 from expkit.errors import ExpkitError, UsageError
-from expkit.registry import Registry
-from expkit.reproduce import comparable_metrics, drift_warnings, reproduce_run
-from expkit.resume import read_run_config, resume_run, unsafe_changes
+from expkit.run.reproduce import comparable_metrics, drift_warnings, reproduce_run
+from expkit.run.resume import read_run_config, resume_run, unsafe_changes
 from expkit.training.callbacks import Callback
 from expkit.training.checkpoint import LAST, load_checkpoint, save_checkpoint
+from expkit.training.distributed import SINGLE, env_rank, setup, teardown
 from lab.experiments.mnist import MnistExperiment
 
 REGISTRY = Registry.from_module("lab.registry")
@@ -157,7 +157,7 @@ def test_reproduce_compares_final_best_and_test_values_and_the_best_epoch() -> N
 
 
 def test_reproduce_warns_of_code_and_version_drift(tmp_path: Path) -> None:
-    from expkit.record import environment, git_state
+    from expkit.rundir.provenance import environment, git_state
 
     # a repository of its own, with a commit and an uncommitted change (a code.diff)
     folder = tmp_path / "code"

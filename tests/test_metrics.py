@@ -12,12 +12,12 @@ import torch
 
 import expkit
 from conftest import Workspace
+from expkit.config.registry import Registry
 from expkit.data.base import NamedSplit, Split, examples_in, split_off
 from expkit.errors import ExpkitError
-from expkit.metrics import Metric, compute_metrics, direction, perplexity, produced, r2, stateful
 from expkit.models.base import BaseModel
-from expkit.registry import Registry
 from expkit.training.evaluate import Evaluator
+from expkit.training.metrics import Metric, compute_metrics, direction, perplexity, produced, r2, stateful
 
 
 def test_r2_over_a_split_is_exact_from_its_sums() -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Workspace, free_port
-from expkit.results import as_typed, flatten, read_history
+from expkit.rundir.results import as_typed, flatten, read_history
 from expkit.training.checkpoint import load_checkpoint
 from mlflow_server import Server, shared_server, start_mlflow
 
@@ -268,7 +268,7 @@ def test_planted_mlflow_credentials_appear_nowhere(data_workspace: Workspace, se
 
 
 def test_missing_mlflow_gives_install_hint(data_workspace: Workspace) -> None:
-    code = ("import sys; sys.modules['mlflow'] = None; from expkit.cli import main; "
+    code = ("import sys; sys.modules['mlflow'] = None; from expkit.cli.main import main; "
             f"raise SystemExit(main([*{list(SMALL)!r}, '--epochs=1'], registry='lab.registry', "
             "prog='run.py'))")
     result = subprocess.run([sys.executable, "-c", code], cwd=data_workspace.root,

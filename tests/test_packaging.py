@@ -33,10 +33,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from expkit.args import Args
+from expkit.config.args import Args
 from expkit.data.base import DataInfo, DataSplits, Split, split_off
-from expkit.experiment import BaseExperiment, ExperimentArgs
-from expkit.metrics import Declared
+from expkit.run.experiment import BaseExperiment, ExperimentArgs
+from expkit.training.metrics import Declared
 from expkit.models.base import BaseModel
 
 
@@ -167,7 +167,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_serves_a_project_of_its_own(
     tops = {name.split("/")[0] for name in names}
     assert tops == {"expkit", wheel.name.split("-py3")[0] + ".dist-info"}, tops
     assert "expkit/py.typed" in names and b"lab" not in entry_points
-    assert {f"expkit/vendor/uplot/{f}" for f in ("uPlot.iife.min.js", "uPlot.min.css", "LICENSE")} \
+    assert {f"expkit/reports/vendor/uplot/{f}" for f in ("uPlot.iife.min.js", "uPlot.min.css", "LICENSE")} \
         <= set(names), "the charts' library and its licence ship in the wheel"
     with tarfile.open(sdist) as archive:
         inside = {"/".join(n.split("/")[1:]) for n in archive.getnames()}

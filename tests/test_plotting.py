@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, Workspace
-from expkit.plotting import WORKER_TAG
+from expkit.reports.plotting import WORKER_TAG
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ARGS = ("--experiment_id=mnist", "--seed=0", "--max_train_samples=300")
@@ -104,7 +104,7 @@ def test_the_worker_ends_at_close_while_forked_children_hold_its_pipe(tmp_path: 
     """DataLoader workers (a streamed dataset) are forked after the plot worker: they inherit
     its input pipe, so end-of-file never reaches it. close() says goodbye instead; without
     that, close() waits 60 s and kills the worker (exit code -9)."""
-    from expkit.plotting import PlotWorker
+    from expkit.reports.plotting import PlotWorker
 
     worker = PlotWorker()
     child = os.fork()

@@ -12,10 +12,10 @@ import pytest
 from pydantic import Field
 
 from conftest import Workspace
-from expkit.args import Args, flag_table
-from expkit.experiment import ExperimentArgs
-from expkit.registry import Registry
-from expkit.results import flatten, read_history
+from expkit.config.args import Args, flag_table
+from expkit.config.registry import Registry
+from expkit.run.experiment import ExperimentArgs
+from expkit.rundir.results import flatten, read_history
 from lab.registry import EXPERIMENTS
 
 REGISTRY = Registry.from_module("lab.registry")
@@ -64,7 +64,7 @@ def test_broken_experiment_does_not_break_the_others(tmp_path: Path) -> None:
         "import not_a_real_package\n\nclass Broken:\n    '''Never loads.'''\n")
 
     def cli(*argv: str) -> subprocess.CompletedProcess[str]:
-        code = f"from expkit.cli import main; raise SystemExit(main({list(argv)!r}, registry='myreg'))"
+        code = f"from expkit.cli.main import main; raise SystemExit(main({list(argv)!r}, registry='myreg'))"
         return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                               text=True, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin"})
 

@@ -156,7 +156,7 @@ def test_image_artifacts_are_pngs_and_their_names_stay_in_the_run(tmp_path: Path
     from PIL import Image
 
     from expkit.errors import ExpkitError
-    from expkit.report import _artifacts_html
+    from expkit.reports.report import _artifacts_html
     from expkit.tracking.artifacts import Artifacts, png_bytes
 
     gray = torch.linspace(0, 1, 12).reshape(3, 4)

@@ -45,7 +45,7 @@ def custom_cli(ws: Workspace, folder: Path, *argv: str, fail: bool = False, scat
     if not (folder / "myreg.py").exists():
         (folder / "myreg.py").write_text("EXPERIMENTS = {'custom': 'customexp:Custom'}\n")
         (folder / "customexp.py").write_text(CUSTOM_EXPERIMENT.format(fail=fail, scatter=scatter))
-    code = f"from expkit.cli import main; raise SystemExit(main({list(argv)!r}, registry='myreg'))"
+    code = f"from expkit.cli.main import main; raise SystemExit(main({list(argv)!r}, registry='myreg'))"
     return subprocess.run([sys.executable, "-c", code], cwd=ws.root, capture_output=True, text=True,
                           env={**ws.env, "PYTHONPATH": str(folder)}, timeout=300)
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import REPO, Workspace
-from expkit.rundirs import create_run_dir
+from expkit.rundir.dirs import create_run_dir
 
 FILE_KEY = "FILEKEY-" + "4" * 32  # planted in config.yaml
 ENV_KEY = "ENVKEY-" + "9" * 32    # planted in the environment (wins over the file)

@@ -176,7 +176,7 @@ def test_a_sweep_of_two_worker_jobs_survives_a_requeue_mid_trial(data_workspace:
     jobs = re.findall(r"submitted SLURM job (\d+): worker (\d)", result.stdout)
     assert [w for _, w in jobs] == ["0", "1"], result.stdout
     deadline = time.monotonic() + 600
-    from expkit.sweep_study import open_storage
+    from expkit.sweep.study import open_storage
 
     study = optuna.load_study(study_name="cluster", storage=open_storage(journal))
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)

@@ -299,7 +299,7 @@ def test_wandb_gets_every_epoch_exactly_once_after_a_kill(data_workspace: Worksp
 
 
 def test_wandb_missing_gives_install_hint(data_workspace: Workspace) -> None:
-    code = ("import sys; sys.modules['wandb'] = None; from expkit.cli import main; "
+    code = ("import sys; sys.modules['wandb'] = None; from expkit.cli.main import main; "
             f"raise SystemExit(main(['--experiment_id=mnist', '--use_wandb', *{list(TINY)!r}], "
             "registry='lab.registry', prog='run.py'))")
     result = subprocess.run([sys.executable, "-c", code], cwd=data_workspace.root,

@@ -1,37 +1,144 @@
 """expkit: write the model, the dataset and the step; get args, CLI, loop, metrics and runs for free.
 
-Importing expkit does not import torch; `expkit.load_run` imports it when first used.
+The public face: everything an experiment, a notebook or a script needs is importable from
+`expkit` itself (`from expkit import BaseExperiment, ExperimentArgs, BaseModel, ...`).
+Importing expkit imports nothing else: each name is imported when first used, so that
+`import expkit` does not import torch (`expkit.runs()` never does; `expkit.load_run` does).
+
+The packages, bottom to top (each imports only those below it; tests/test_layout.py checks):
+`utils`, `config` (no torch) · `rundir`, `reports` (the run directory and its pages, no
+torch) · `data`, `models`, `training` (the loop) · `tracking` · `run` (a run from args to
+its directory) · `slurm`, `sweep` · `cli`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["__version__", "load_run", "runs", "version"]
+if TYPE_CHECKING:
+    from expkit.cli import run_cli
+    from expkit.config.args import Args
+    from expkit.data.base import (
+        AnySplit,
+        BaseDataset,
+        Batch,
+        DataInfo,
+        DataSplits,
+        HoldoutArgs,
+        NamedSplit,
+        Split,
+        TokenSplit,
+        split_indices,
+        split_off,
+    )
+    from expkit.data.stream import DataArgs, StreamSplit
+    from expkit.errors import ExpkitError, UsageError
+    from expkit.models.base import BaseModel
+    from expkit.run.experiment import MAX_EPOCHS, BaseExperiment, ExperimentArgs, TrainerArgs
+    from expkit.run.loading import load_run
+    from expkit.rundir.results import Run, Runs, runs
+    from expkit.tracking.base import Tracker
+    from expkit.tracking.local import LocalFiles
+    from expkit.tracking.mlflow import MlflowTracker
+    from expkit.tracking.tensorboard import TensorBoardTracker
+    from expkit.tracking.wandb import WandbTracker
+    from expkit.training.callbacks import Callback, ConsoleLine, TrainerView
+    from expkit.training.checkpoint import Checkpointing
+    from expkit.training.early_stopping import EarlyStopping
+    from expkit.training.loop import Trainer
+    from expkit.training.metrics import Declared, Metric
+    from expkit.training.optim import OptimizerArgs, SchedulerArgs
+    from expkit.utils.version import version
 
+#: public name -> the module that defines it (imported on first use)
+_HOME = {
+    **dict.fromkeys(["BaseExperiment", "ExperimentArgs", "TrainerArgs", "MAX_EPOCHS"],
+                    "expkit.run.experiment"),
+    "load_run": "expkit.run.loading",
+    **dict.fromkeys(["runs", "Run", "Runs"], "expkit.rundir.results"),
+    "Args": "expkit.config.args",
+    "BaseModel": "expkit.models.base",
+    **dict.fromkeys(["BaseDataset", "DataInfo", "DataSplits", "Split", "NamedSplit", "TokenSplit",
+                     "AnySplit", "Batch", "HoldoutArgs", "split_off", "split_indices"],
+                    "expkit.data.base"),
+    **dict.fromkeys(["StreamSplit", "DataArgs"], "expkit.data.stream"),
+    **dict.fromkeys(["Callback", "ConsoleLine", "TrainerView"], "expkit.training.callbacks"),
+    "Trainer": "expkit.training.loop",
+    "Checkpointing": "expkit.training.checkpoint",
+    "EarlyStopping": "expkit.training.early_stopping",
+    **dict.fromkeys(["Metric", "Declared"], "expkit.training.metrics"),
+    **dict.fromkeys(["OptimizerArgs", "SchedulerArgs"], "expkit.training.optim"),
+    "Tracker": "expkit.tracking.base",
+    "LocalFiles": "expkit.tracking.local",
+    "WandbTracker": "expkit.tracking.wandb",
+    "TensorBoardTracker": "expkit.tracking.tensorboard",
+    "MlflowTracker": "expkit.tracking.mlflow",
+    **dict.fromkeys(["ExpkitError", "UsageError"], "expkit.errors"),
+    "run_cli": "expkit.cli",
+    "version": "expkit.utils.version",
+}
 
-def version() -> str:
-    """The installed expkit's version, from its package metadata ("unknown" when expkit runs
-    from a source tree that was never installed)."""
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version("expkit")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+__all__ = [
+    "MAX_EPOCHS",
+    "AnySplit",
+    "Args",
+    "BaseDataset",
+    "BaseExperiment",
+    "BaseModel",
+    "Batch",
+    "Callback",
+    "Checkpointing",
+    "ConsoleLine",
+    "DataArgs",
+    "DataInfo",
+    "DataSplits",
+    "Declared",
+    "EarlyStopping",
+    "ExperimentArgs",
+    "ExpkitError",
+    "HoldoutArgs",
+    "LocalFiles",
+    "Metric",
+    "MlflowTracker",
+    "NamedSplit",
+    "OptimizerArgs",
+    "Run",
+    "Runs",
+    "SchedulerArgs",
+    "Split",
+    "StreamSplit",
+    "TensorBoardTracker",
+    "TokenSplit",
+    "Tracker",
+    "Trainer",
+    "TrainerArgs",
+    "TrainerView",
+    "UsageError",
+    "WandbTracker",
+    "__version__",
+    "load_run",
+    "run_cli",
+    "runs",
+    "split_indices",
+    "split_off",
+    "version",
+]
 
 
 def __getattr__(name: str) -> Any:
-    """Lazy attributes: `expkit.__version__` (package metadata), `expkit.load_run` (imports
-    torch only when used), `expkit.runs`."""
+    """Each public name, imported from its module when first asked for; `expkit.__version__`
+    is the installed package's version."""
     if name == "__version__":
-        return version()
-    if name == "load_run":
-        from expkit.loading import load_run
+        return importlib.import_module("expkit.utils.version").version()
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'expkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # the next access is a plain attribute
+    return value
 
-        return load_run
-    if name == "runs":
-        from expkit.results import runs
 
-        return runs
-    raise AttributeError(f"module 'expkit' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    """The public names, for completion in a notebook."""
+    return sorted(__all__)

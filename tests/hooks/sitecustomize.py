@@ -37,7 +37,7 @@ _AT = {moment.rsplit(":", 1)[0]: moment.rsplit(":", 1)[1]  # "step:5" -> "KILL"
        for moment in os.environ.get("EXPKIT_TEST_AT", "").split(",") if moment
        if _ONLY_RANK in (None, os.environ.get("RANK"))}
 _EVENTS = os.environ.get("EXPKIT_TEST_EVENTS")
-_TMP = re.compile(r"^\.(.+)\.[^.]+\.tmp$")  # expkit.files.atomic_write's temp names
+_TMP = re.compile(r"^\.(.+)\.[^.]+\.tmp$")  # expkit.utils.files.atomic_write's temp names
 _counts: dict[str, int] = {}
 _fsync = os.fsync
 

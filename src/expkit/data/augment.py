@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 
-from expkit.data.base import Batch
+from expkit.data.splits import Batch
 
 #: a function of one batch's inputs (N, C, H, W) and a generator on their device
 InputTransform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]

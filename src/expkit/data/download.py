@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from expkit.errors import ExpkitError
+from expkit.utils.files import sha256_of
 
 
 class DownloadError(ExpkitError):
@@ -20,15 +20,6 @@ class DownloadError(ExpkitError):
                          f"mirror{'s' if len(failures) != 1 else ''} tried; {why})")
         self.failures = failures
         self.offline = offline
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def download_verified(filename: str, mirrors: list[str], sha256: str, dest_dir: Path,

@@ -18,9 +18,9 @@ import torch
 from pydantic import Field
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from expkit.args import Args
+from expkit.config.args import Args
 from expkit.data.augment import batch_seed
-from expkit.data.base import shard_of
+from expkit.data.splits import shard_of
 
 
 class DataArgs(Args):

@@ -1,1 +1,4 @@
-"""Models: BaseModel is an nn.Module plus the one step the loop calls."""
+"""Models: BaseModel is an nn.Module plus the one step the loop calls.
+
+Imports: torch only.
+"""

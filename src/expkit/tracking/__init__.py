@@ -1,4 +1,8 @@
-"""Trackers: where metrics go. Local files always; wandb, TensorBoard and MLflow when switched on."""
+"""Trackers: where metrics go. Local files always; wandb, TensorBoard and MLflow when switched on.
+
+Imports: `training` (a tracker is fed by a callback), `rundir`, `reports` (history.png),
+`config`, `utils`; each tracker's library only once it is switched on.
+"""
 
 from __future__ import annotations
 

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from expkit.errors import ExpkitError
-from expkit.files import atomic_write
-from expkit.results import ARTIFACTS
+from expkit.rundir.results import ARTIFACTS
 from expkit.training.callbacks import Callback
+from expkit.utils.files import atomic_write
 
 if TYPE_CHECKING:
-    from expkit.training.loop import Trainer
+    from expkit.training.callbacks import TrainerView
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
@@ -85,14 +85,14 @@ class SaveArtifacts(Callback):
     """At each evaluation (epoch end), saves what `produce(trainer)` returns."""
 
     def __init__(self, artifacts: Artifacts,
-                 produce: Callable[[Trainer], dict[str, str | torch.Tensor]]) -> None:
+                 produce: Callable[[TrainerView], dict[str, str | torch.Tensor]]) -> None:
         self.artifacts, self.produce = artifacts, produce
 
-    def on_epoch_start(self, trainer: Trainer) -> None:
+    def on_epoch_start(self, trainer: TrainerView) -> None:
         """Callbacks that save during the period save under the evaluation it ends with."""
         self.artifacts.epoch = trainer.next_evaluation()
 
-    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         """Save this evaluation's artifacts (on rank 0; `produce` runs there only), named by
         the epoch (step-based runs: the step)."""
         self.artifacts.epoch = trainer.epoch if trainer.max_steps is None else trainer.steps

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from expkit.training.callbacks import Callback
 
 if TYPE_CHECKING:
-    from expkit.training.loop import Trainer
+    from expkit.training.callbacks import TrainerView
 
 
 class Tracker(Protocol):
@@ -36,7 +36,7 @@ class Tracking(Callback):
     def __init__(self, trackers: list[Tracker]) -> None:
         self.trackers = trackers
 
-    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         """Log the epoch to each tracker."""
         for tracker in self.trackers:
             tracker.log_epoch(trainer.history)

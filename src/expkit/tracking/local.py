@@ -1,7 +1,7 @@
 """Local files, always on: config.json, history.csv, history.png, metrics.json in the run dir.
 
 history.png costs ~0.3 s a draw (plus ~0.75 s to import matplotlib once). A child process
-draws it (expkit.plotting.PlotWorker), so the import and the draws run beside the training,
+draws it (expkit.reports.plotting.PlotWorker), so the import and the draws run beside the training,
 not in it; still, a draw takes CPU time from a machine that trains on all its cores, so after
 an epoch it is redrawn only while plotting stays within PLOT_BUDGET of the training time so
 far (the sum of the epochs' times; so every epoch once epochs take more than a few seconds),
@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from expkit.files import atomic_write_json, atomic_write_text
-from expkit.plotting import PlotWorker, plot_history
+from expkit.reports.plotting import PlotWorker, plot_history
+from expkit.utils.files import atomic_write_json, atomic_write_text
 
 PLOT_BUDGET = 0.03  # fraction of the training time that history.png may take
 _FIRST_PLOT_GUESS = 1.0  # seconds, matplotlib import included

@@ -26,10 +26,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from expkit.config import MlflowSettings, redact
+from expkit.config.machine import MlflowSettings, redact
 from expkit.errors import ExpkitError
-from expkit.invocation import command
-from expkit.results import as_typed, flatten, read_artifacts, read_history, row_step
+from expkit.rundir.results import as_typed, flatten, read_artifacts, read_history, row_step
+from expkit.utils.invocation import command
 
 #: what a client does against an unreachable server unless the user set these: a few seconds
 #: of retries, not mlflow's default of minutes (the training loop waits on each call)
@@ -238,7 +238,7 @@ def sync_run(run_dir: Path, settings: MlflowSettings, say: Callable[[str], None]
     one is made (and recorded in run.json). Returns whether everything was sent."""
     import json
 
-    from expkit.rundirs import RunRecord, shown_status
+    from expkit.rundir.dirs import RunRecord, shown_status
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file() or not (run_dir / "run.json").is_file():
@@ -266,16 +266,3 @@ def sync_run(run_dir: Path, settings: MlflowSettings, say: Callable[[str], None]
     return not tracker.broken
 
 
-def sync_command(argv: list[str], registry: Any, prog: str) -> int:
-    """`expkit sync RUN_DIR ...`: send finished, stopped or killed runs to the MLflow server of
-    config.yaml (what it lacks of each); exit 1 when one could not be sent."""
-    from expkit.errors import UsageError
-
-    if not argv or any(a.startswith("-") for a in argv):
-        raise UsageError("sync needs run directories: sync RUN_DIR [RUN_DIR ...]")
-    from expkit.cli import WORK_STARTED
-    from expkit.config import load_machine_config
-
-    WORK_STARTED[0] = True
-    settings = load_machine_config(announce=print).mlflow
-    return 0 if all([sync_run(Path(run), settings, print) for run in argv]) else 1

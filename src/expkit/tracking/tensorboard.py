@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from expkit.errors import ExpkitError
-from expkit.results import flatten, row_step
+from expkit.rundir.results import flatten, row_step
 
 
 class TensorBoardTracker:

@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from expkit.config import WandbSettings
+from expkit.config.machine import WandbSettings
 from expkit.errors import ExpkitError
-from expkit.results import flatten, row_step
+from expkit.rundir.results import flatten, row_step
 
 
 class WandbTracker:

@@ -2,13 +2,54 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
-from expkit.console import Console
-from expkit.rundirs import RunRecord, now
+from expkit.utils.console import Console
 
 if TYPE_CHECKING:
-    from expkit.training.loop import Trainer
+    from expkit.data.base import AnySplit, Batch
+    from expkit.models.base import BaseModel
+
+
+class TrainerView(Protocol):
+    """What a callback sees of the loop: `expkit.training.loop.Trainer` is the one
+    implementation. Named here, not imported, so that the loop can import its callbacks.
+    A callback may set `should_stop` and `stop_reason`; the rest is for reading."""
+
+    model: BaseModel
+    epoch: int  # evaluations done (epochs; step-based: evaluation periods)
+    epochs: int  # evaluations in all
+    steps: int  # optimizer steps taken
+    max_steps: int | None  # step-based runs only
+    batch_size: int
+    epoch_seen: int  # training examples seen in this epoch so far
+    history: list[dict[str, float]]  # one row of metrics per evaluation
+    monitor: str
+    best_epoch: int | None
+    best_value: float | None
+    should_stop: bool
+    stop_reason: str
+    train_split: AnySplit
+    augment: Callable[..., Batch] | None  # the dataset's augmentation of training batches
+    released: bool  # release_data() was called: the splits are gone
+    artifacts: Any  # the run's Artifacts: `trainer.artifacts.save(name, value)`
+
+    @property
+    def step_based(self) -> bool:
+        """Whether the run counts optimizer steps (--max_steps) rather than epochs."""
+
+    def at(self, evaluation: int | None = None) -> str:
+        """'epoch 3' or 'step 400': where evaluation number `evaluation` (default: the last) fell."""
+
+    def next_evaluation(self) -> int:
+        """The optimizer step (step-based) or epoch at which the next evaluation happens."""
+
+    def running_mean(self, name: str = "loss") -> float | None:
+        """The mean of a training metric over this epoch so far (None before the first batch)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs: weights, optimizer, position, history, RNG states."""
 
 
 class Callback:
@@ -23,22 +64,22 @@ class Callback:
         """Name of this callback's state in a checkpoint."""
         return type(self).__name__
 
-    def on_fit_start(self, trainer: Trainer) -> None:
+    def on_fit_start(self, trainer: TrainerView) -> None:
         """Before the first epoch (also after a resume)."""
 
-    def on_epoch_start(self, trainer: Trainer) -> None:
+    def on_epoch_start(self, trainer: TrainerView) -> None:
         """Before each epoch's training batches."""
 
-    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         """After an epoch is trained, validated and appended to `trainer.history`."""
 
-    def on_train_batch_end(self, trainer: Trainer, batch_index: int) -> None:
+    def on_train_batch_end(self, trainer: TrainerView, batch_index: int) -> None:
         """After each optimizer step (called only for callbacks that override it)."""
 
-    def on_interrupt(self, trainer: Trainer) -> None:
+    def on_interrupt(self, trainer: TrainerView) -> None:
         """A stop signal ended training mid-run: save what a resume needs."""
 
-    def on_fit_end(self, trainer: Trainer) -> None:
+    def on_fit_end(self, trainer: TrainerView) -> None:
         """After the last epoch, however training ended (not after an interrupt)."""
 
     def state_dict(self) -> dict[str, Any]:
@@ -70,7 +111,7 @@ class ConsoleLine(Callback):
     def __init__(self, console: Console) -> None:
         self.console = console
 
-    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         """Print `epoch i/n  metric value ...` (step-based: `step s/n  epoch e  ...`)."""
         if trainer.max_steps is not None:
             width = len(str(trainer.max_steps))
@@ -81,15 +122,3 @@ class ConsoleLine(Callback):
         width = len(str(trainer.epochs))
         self.console.print(f"epoch {int(metrics['epoch']):>{width}}/{trainer.epochs}  "
                            + format_metrics(metrics))
-
-
-class Heartbeat(Callback):
-    """Refreshes run.json's heartbeat after every epoch (a run on another host whose heartbeat
-    is stale shows as killed)."""
-
-    def __init__(self, record: RunRecord) -> None:
-        self.record = record
-
-    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
-        """Write the time of this epoch's end."""
-        self.record.update(heartbeat=now())

@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import io
 import pickle
-import random
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from expkit.errors import ExpkitError
-from expkit.files import atomic_write
 from expkit.training.callbacks import Callback
+from expkit.utils.files import atomic_write
 
 if TYPE_CHECKING:
-    from expkit.training.loop import Trainer
+    from expkit.training.callbacks import TrainerView
 
 FORMAT = 1
 LAST, BEST = "last.pt", "best.pt"
@@ -70,30 +68,6 @@ def check_state(state: dict[str, Any]) -> None:
                                "dicts of them") from None
 
 
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch (and CUDA) random states, as plain types and tensors."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, cached],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what `rng_state` returned."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def load_weights(model: torch.nn.Module, state: dict[str, Any], source: Path) -> None:
     """Load a checkpoint's model weights; a shape or key mismatch is one clear error."""
     try:
@@ -114,7 +88,7 @@ class Checkpointing(Callback):
             stale.unlink(missing_ok=True)
         self.extra = extra  # experiment-level facts: config, data info, tracker ids
 
-    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         """Write last.pt, and best.pt if this epoch is the best so far."""
         extra = self.extra()
         save_checkpoint(self.folder / LAST, {**trainer.state_dict(), **extra})
@@ -123,6 +97,6 @@ class Checkpointing(Callback):
                                                  "epoch": trainer.epoch, "metrics": metrics,
                                                  **extra})
 
-    def on_interrupt(self, trainer: Trainer) -> None:
+    def on_interrupt(self, trainer: TrainerView) -> None:
         """Write last.pt with the position inside the epoch, so a resume continues exactly."""
         save_checkpoint(self.folder / LAST, {**trainer.state_dict(), **self.extra()})

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from expkit.training.callbacks import Callback
 
 if TYPE_CHECKING:
-    from expkit.training.loop import Trainer
+    from expkit.training.callbacks import TrainerView
 
 _IMPROVES = {"min": operator.lt, "max": operator.gt}
 
@@ -32,7 +32,7 @@ class EarlyStopping(Callback):
         self.best: float | None = None
         self.wait = 0
 
-    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         """Update the count; ask the loop to stop when patience runs out."""
         if self.monitor not in metrics:
             return

@@ -12,9 +12,9 @@ from typing import Any
 import torch
 
 from expkit.data.base import AnySplit, examples_in
-from expkit.distributed import SINGLE, Dist
-from expkit.metrics import Declared, Stateful, compute_metrics, stateful
 from expkit.models.base import BaseModel
+from expkit.training.distributed import SINGLE, Dist
+from expkit.training.metrics import Declared, Stateful, compute_metrics, stateful
 
 
 def reduce_sums(dist: Dist, sums: dict[str, torch.Tensor], seen: int, device: torch.device

@@ -33,14 +33,14 @@ from torch import nn
 
 from expkit.data.augment import batch_seed
 from expkit.data.base import AnySplit, Batch, DataSplits, Split, examples_in
-from expkit.distributed import SINGLE, Dist
 from expkit.errors import ExpkitError
-from expkit.metrics import Declared, produced
 from expkit.models.base import BaseModel
 from expkit.training.callbacks import Callback
-from expkit.training.checkpoint import rng_state, set_rng_state
+from expkit.training.distributed import SINGLE, Dist
 from expkit.training.evaluate import Evaluator, metric_values, reduce_sums
+from expkit.training.metrics import Declared, produced
 from expkit.training.optim import Schedule, optimizer_step, step_epoch_schedule
+from expkit.training.rng import rng_state, set_rng_state
 
 _BETTER = {"min": lambda a, b: a < b, "max": lambda a, b: a > b}
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}

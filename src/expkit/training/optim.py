@@ -10,7 +10,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, model_validator
 
-from expkit.args import Args
+from expkit.config.args import Args
 
 
 class OptimizerArgs(Args):

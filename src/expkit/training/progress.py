@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from expkit.training.callbacks import Callback
 
 if TYPE_CHECKING:
-    from expkit.training.loop import Trainer
+    from expkit.training.callbacks import TrainerView
 
 _REFRESH = 0.5  # seconds between loss reads
 
@@ -26,7 +26,7 @@ class ProgressBar(Callback):
         self._offset: int | None = None  # step-based: the steps done when the period began
         self._last = 0.0
 
-    def on_epoch_start(self, trainer: Trainer) -> None:
+    def on_epoch_start(self, trainer: TrainerView) -> None:
         """Start this epoch's bar."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -45,7 +45,7 @@ class ProgressBar(Callback):
         self._started = time.perf_counter()
         self._last = 0.0
 
-    def on_train_batch_end(self, trainer: Trainer, batch_index: int) -> None:
+    def on_train_batch_end(self, trainer: TrainerView, batch_index: int) -> None:
         """Advance; refresh the loss and throughput twice a second."""
         now = time.perf_counter()
         info = None
@@ -58,11 +58,11 @@ class ProgressBar(Callback):
         self._progress.update(self._task, completed=done,
                               **({"info": info} if info is not None else {}))
 
-    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         """Remove the bar; the console line takes its place."""
         self._stop()
 
-    def on_interrupt(self, trainer: Trainer) -> None:
+    def on_interrupt(self, trainer: TrainerView) -> None:
         """Remove the bar."""
         self._stop()
 

@@ -12,12 +12,11 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from expkit.data.base import AnySplit, BaseDataset, DataSplits, Split, split_indices
+from expkit import AnySplit, BaseDataset, DataSplits, ExpkitError, Split, split_indices
 from expkit.data.download import DownloadError, download_verified
 from expkit.data.idx import idx_shape, open_idx_memmap, read_idx
 from expkit.data.stream import DataArgs, StreamSplit, fits_in_memory, subset
-from expkit.errors import ExpkitError
-from expkit.files import atomic_write
+from expkit.utils.files import atomic_write
 
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")

@@ -20,12 +20,20 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from expkit.args import Args
-from expkit.data.base import DataInfo, DataSplits, HoldoutArgs, NamedSplit, Split
-from expkit.errors import ExpkitError
-from expkit.experiment import MAX_EPOCHS, BaseExperiment, ExperimentArgs
-from expkit.metrics import Declared
-from expkit.models.base import BaseModel
+from expkit import (
+    MAX_EPOCHS,
+    Args,
+    BaseExperiment,
+    BaseModel,
+    DataInfo,
+    DataSplits,
+    Declared,
+    ExperimentArgs,
+    ExpkitError,
+    HoldoutArgs,
+    NamedSplit,
+    Split,
+)
 
 try:
     from torchmetrics.classification import BinaryAUROC, BinaryF1Score

@@ -26,12 +26,18 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from expkit.args import Args
-from expkit.data.base import DataInfo, DataSplits, TokenSplit
-from expkit.errors import ExpkitError
-from expkit.experiment import MAX_EPOCHS, BaseExperiment, ExperimentArgs
-from expkit.metrics import Declared, Metric, perplexity
-from expkit.models.base import BaseModel
+from expkit import (
+    MAX_EPOCHS,
+    Args,
+    BaseExperiment,
+    BaseModel,
+    DataInfo,
+    DataSplits,
+    ExperimentArgs,
+    ExpkitError,
+    TokenSplit,
+)
+from expkit.training.metrics import Declared, Metric, perplexity
 
 
 class CorpusArgs(Args):

@@ -19,12 +19,19 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from expkit.args import Args
-from expkit.data.base import DataInfo, DataSplits, HoldoutArgs, Split
-from expkit.errors import ExpkitError
-from expkit.experiment import MAX_EPOCHS, BaseExperiment, ExperimentArgs
-from expkit.metrics import Declared, r2
-from expkit.models.base import BaseModel
+from expkit import (
+    MAX_EPOCHS,
+    Args,
+    BaseExperiment,
+    BaseModel,
+    DataInfo,
+    DataSplits,
+    ExperimentArgs,
+    ExpkitError,
+    HoldoutArgs,
+    Split,
+)
+from expkit.training.metrics import Declared, r2
 
 EPOCHS = 100
 

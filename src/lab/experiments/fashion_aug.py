@@ -14,11 +14,18 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from expkit.args import Args
+from expkit import (
+    MAX_EPOCHS,
+    Args,
+    BaseExperiment,
+    DataInfo,
+    DataSplits,
+    ExperimentArgs,
+    OptimizerArgs,
+    SchedulerArgs,
+    TrainerArgs,
+)
 from expkit.data import augment
-from expkit.data.base import DataInfo, DataSplits
-from expkit.experiment import MAX_EPOCHS, BaseExperiment, ExperimentArgs, TrainerArgs
-from expkit.training.optim import OptimizerArgs, SchedulerArgs
 from lab.datasets.mnist import ImageData, ImageDataArgs
 from lab.models.resnet import ResNet, ResNetArgs
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from expkit.data.base import DataInfo, DataSplits
-from expkit.experiment import MAX_EPOCHS, BaseExperiment, ExperimentArgs
+from expkit import MAX_EPOCHS, BaseExperiment, DataInfo, DataSplits, ExperimentArgs
 from lab.datasets.mnist import ImageData, ImageDataArgs
 from lab.models.cnn import CNN, CNNArgs
 

@@ -7,8 +7,7 @@ from typing import Annotated
 from pydantic import Field
 from torch import Tensor, nn
 
-from expkit.args import Args
-from expkit.models.base import BaseModel
+from expkit import Args, BaseModel
 
 
 class ResNetArgs(Args):

@@ -1,0 +1,198 @@
+'''The templates `new NAME` writes: complete, commented experiments on offline data.
+
+`__experiment_id__` becomes the experiment's id and `Template` its class-name prefix.
+'''
+
+from __future__ import annotations
+
+_IMPORTS = """from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from expkit import (
+    MAX_EPOCHS,
+    Args,
+    BaseExperiment,
+    BaseModel,
+    DataInfo,
+    DataSplits,
+    ExperimentArgs,
+    ExpkitError,
+    HoldoutArgs,
+    Split,
+)
+from expkit.training.metrics import METRICS_IMPORT
+"""
+
+_DATA_ARGS = '''
+
+class TemplateModelArgs(Args):
+    """The model's size. Every field is a flag: --hidden=128, --dropout=0.1."""
+
+    hidden: int = Field(64, ge=1, le=1 << 16, description="units in each hidden layer")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout after each hidden layer")
+
+
+class TemplateArgs(ExperimentArgs):
+    """The experiment's arguments: the common ones, plus the model's and the data's."""
+
+    epochs: int = Field(EPOCHS, ge=1, le=MAX_EPOCHS, description="number of training epochs")
+    batch_size: int = Field(32, ge=1, le=1 << 24, description="training batch size")
+    model: TemplateModelArgs = Field(default_factory=TemplateModelArgs)
+    # --val_fraction, --test_fraction: held out the same way every run (seeded permutations)
+    dataset: HoldoutArgs = Field(default_factory=HoldoutArgs)
+
+
+def _sklearn() -> None:
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise ExpkitError("__experiment_id__ reads its data from scikit-learn's bundled sets; "
+                          "pip install scikit-learn") from None
+
+
+class TemplateMLP(BaseModel):
+    """An MLP: input features -> hidden -> hidden -> outputs."""
+
+    def __init__(self, args: TemplateModelArgs, in_features: int, outputs: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_features, args.hidden), nn.ReLU(), nn.Dropout(args.dropout),
+            nn.Linear(args.hidden, args.hidden), nn.ReLU(), nn.Dropout(args.dropout),
+            nn.Linear(args.hidden, outputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Outputs for a batch of inputs (batch, features)."""
+        return self.net(x)  # type: ignore[no-any-return]
+'''
+
+CLASSIFICATION = '''"""__experiment_id__: classification of scikit-learn's bundled 8x8 digits with an MLP.
+
+    python run.py --experiment_id=__experiment_id__ --epochs=1
+
+Written by `new __experiment_id__ --template=classification`: replace the data, the model or
+the step with your own; the contracts each part keeps are in the README ("Writing an
+experiment").
+"""
+
+''' + _IMPORTS.replace("METRICS_IMPORT", "Declared") + '''
+EPOCHS = 20
+''' + _DATA_ARGS + '''
+
+class TemplateModel(TemplateMLP):
+    """Class scores for each example; `step` is what the loop calls per batch."""
+
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor]
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss to backpropagate (a batch mean), and per-batch metric *sums* (the loop adds
+        them up on the device and divides by the number of examples once per epoch)."""
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        return loss, {"loss": loss.detach() * len(y), "acc": (logits.argmax(1) == y).sum()}
+
+
+class TemplateExperiment(BaseExperiment[TemplateArgs]):
+    """MLP on scikit-learn's handwritten digits (offline)."""
+
+    args_class = TemplateArgs
+    # what `step` returns, and whether lower ("min") or higher ("max") is better
+    metrics: ClassVar[Declared] = {"loss": "min", "acc": "max"}
+    default_monitor = "val_acc"  # picks the best epoch (--monitor to choose another)
+    smoke_args = ("--epochs=2",)  # the quick run `make test` does of every experiment
+
+    def build_data(self) -> DataSplits:
+        """1,797 digits as 64 pixel values scaled to [0, 1]; 10 classes."""
+        _sklearn()
+        from sklearn.datasets import load_digits
+
+        x, y = load_digits(return_X_y=True)
+        train, val, test = self.args.dataset.split(
+            Split(torch.tensor(x, dtype=torch.float32) / 16.0, torch.tensor(y, dtype=torch.long)))
+        return DataSplits(10, (64,), train=train, val=val, test=test)
+
+    def build_model(self, data: DataInfo) -> TemplateModel:
+        """An MLP from the 64 pixels to the classes."""
+        return TemplateModel(self.args.model, data.input_size, data.classes())
+'''
+
+REGRESSION = '''"""__experiment_id__: regression on scikit-learn's bundled diabetes data with an MLP.
+
+    python run.py --experiment_id=__experiment_id__ --epochs=1
+
+Written by `new __experiment_id__ --template=regression`. Inputs and targets are standardized
+with the training split's statistics; the target's mean and std are the dataset's *state*:
+they reach `build_model`, are saved in every checkpoint, and let `expkit.load_run` rebuild a
+model that predicts in target units without the data.
+"""
+
+''' + _IMPORTS.replace("METRICS_IMPORT", "Declared, r2") + '''
+EPOCHS = 100
+''' + _DATA_ARGS + '''
+
+class TemplateModel(TemplateMLP):
+    """Predicts the target in its own units from standardized inputs."""
+
+    def __init__(self, args: TemplateModelArgs, in_features: int, y_mean: float, y_std: float
+                 ) -> None:
+        super().__init__(args, in_features, 1)
+        self.y_mean, self.y_std = y_mean, y_std
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Predictions in target units, one per example."""
+        standardized: torch.Tensor = self(x)
+        return standardized.squeeze(1) * self.y_std + self.y_mean
+
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor]
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """MSE on the standardized target (the loss), and per-batch sums in target units: of
+        absolute and squared errors (-> mae, mse: the loop divides by the number of examples),
+        and of y and y squared, from which r2 is computed over the whole split."""
+        x, y = batch
+        standardized = self(x).squeeze(1)
+        loss = F.mse_loss(standardized, (y - self.y_mean) / self.y_std)
+        error = (standardized.detach() * self.y_std + self.y_mean) - y
+        return loss, {"loss": loss.detach() * len(y), "mae": error.abs().sum(),
+                      "mse": (error**2).sum(), "y": y.sum(), "y2": (y**2).sum()}
+
+
+class TemplateExperiment(BaseExperiment[TemplateArgs]):
+    """MLP regression on scikit-learn's diabetes data (offline)."""
+
+    args_class = TemplateArgs
+    # what `step` returns, and whether lower ("min") or higher ("max") is better
+    # r2 is not a per-example mean: a Metric computes it from the whole split's sums
+    metrics: ClassVar[Declared] = {"loss": "min", "mae": "min", "mse": "min",
+                                   "r2": r2(squared_error="mse")}
+    default_monitor = "val_r2"  # picks the best epoch (--monitor to choose another)
+    smoke_args = ("--epochs=2",)  # the quick run `make test` does of every experiment
+
+    def build_data(self) -> DataSplits:
+        """442 patients, 10 measurements each; the target is disease progression a year on."""
+        _sklearn()
+        from sklearn.datasets import load_diabetes
+
+        x, y = load_diabetes(return_X_y=True, scaled=False)
+        train, val, test = self.args.dataset.split(
+            Split(torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)))
+        mean, std = train.x.mean(0), train.x.std(0)  # the training split's statistics only
+
+        def scaled(split: Split) -> Split:
+            return Split((split.x - mean) / std, split.y)
+
+        state = {"y_mean": float(train.y.mean()), "y_std": float(train.y.std())}
+        return DataSplits(None, (x.shape[1],), state, train=scaled(train),
+                          val=None if val is None else scaled(val), test=scaled(test))
+
+    def build_model(self, data: DataInfo) -> TemplateModel:
+        """An MLP from the measurements to one number, in target units."""
+        return TemplateModel(self.args.model, data.input_size, data.state["y_mean"],
+                             data.state["y_std"])
+'''
+
+TEMPLATES = {"classification": CLASSIFICATION, "regression": REGRESSION}

@@ -1,0 +1,353 @@
+"""report.html for a run, and results/index.html for all runs: one self-contained file each.
+
+Plots are embedded as data: URIs, styles and the few lines of script are inline; the pages
+load nothing from the network and need no server: open them from the results folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import shlex
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from expkit.reports.charts import HINT, chart_assets, metric_groups
+from expkit.rundir.dirs import job_label
+from expkit.rundir.results import Run, as_typed, flag_of, flatten, read_artifacts, read_run, runs
+from expkit.utils.files import atomic_write_text
+from expkit.utils.invocation import pinned
+
+REPORT = "report.html"
+INDEX = "index.html"
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
+color:#1d2330;padding:0 1em}h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.6em;
+border-bottom:1px solid #dde;padding-bottom:.2em}table{border-collapse:collapse;margin:.4em 0}
+td,th{padding:.25em .7em;border-bottom:1px solid #eef;text-align:left;vertical-align:top}
+th{background:#f5f6fa;cursor:default}td.num{text-align:right;font-variant-numeric:tabular-nums}
+code,pre{background:#f5f6fa;padding:.1em .3em;border-radius:3px;font-size:.92em}pre{padding:.6em;overflow:auto}
+.status{display:inline-block;padding:.1em .6em;border-radius:1em;color:#fff;font-weight:600}
+.finished{background:#2a8a4a}.killed{background:#6d4c9f}.failed{background:#c0392b}.stopped{background:#b07b12}.running{background:#2c6db0}.queued,.requeued{background:#5b6b7d}
+.muted{color:#667}img{max-width:100%;border:1px solid #eef}th.sort{cursor:pointer}th.sort:after{content:" \\2195";color:#99a}
+"""
+
+
+def _script_json(value: Any) -> str:
+    """`value` as JSON to put inside a <script> block: NaN and infinities (a diverged run's
+    losses) as null, which JSON has, and no "</" that would end the block."""
+    def finite(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [finite(x) for x in v]
+        return v
+    return json.dumps(finite(value)).replace("</", "<\\/")
+
+
+def _png_uri(path: Path) -> str | None:
+    try:
+        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+    except OSError:
+        return None
+
+
+def _fmt(value: Any, none: str = "auto") -> str:
+    if isinstance(value, bool):
+        return as_typed(value)
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return none if value is None else str(value)
+
+
+def _table(rows: list[tuple[str, Any]], key_id: str = "", none: str = "") -> str:
+    cells = []
+    for key, value in rows:
+        attrs = (f' id="{key_id}{escape(key)}" data-value="{escape(json.dumps(value))}"'
+                 if key_id else "")
+        num = ' class="num"' if isinstance(value, (int, float)) else ""
+        cells.append(f"<tr><th>{escape(key)}</th><td{num}{attrs}>{escape(_fmt(value, none))}</td></tr>")
+    return "<table>" + "".join(cells) + "</table>"
+
+
+def reproduce_command(run: Run) -> str:
+    """The command line that makes the run again, for copy and paste: argv as recorded with
+    what was drawn or chosen by the machine written out (the seed, the device)."""
+    if run.record.get("command"):
+        return str(run.record["command"])
+    argv = [str(a) for a in run.record.get("argv") or []]  # a run recorded before `command`
+    seed = (run.record.get("seed") or {}).get("value")
+    return "python run.py " + " ".join(
+        shlex.quote(a) for a in (pinned(argv, {"seed": str(seed)}) if seed is not None else argv))
+
+
+def _as_used(key: str, value: Any, record: dict[str, Any]) -> str:
+    """A config value as the run used it: `auto` resolved (the device), none/off said plainly."""
+    if key == "use_cuda" and value is None and record.get("device"):
+        return f"{'true' if str(record['device']).startswith('cuda') else 'false'} (auto)"
+    return as_typed(value, none="none")
+
+
+def _artifacts_html(run_dir: Path, last: int = 3) -> str:
+    """The Artifacts section: each artifact's last few evaluations, newest first (text
+    preformatted and escaped, images inline as data URIs)."""
+    parts = []
+    for name, files in read_artifacts(run_dir).items():
+        shown = []
+        for path in reversed(files[-last:]):
+            if path.suffix == ".txt":
+                body = f"<pre>{escape(path.read_text(encoding='utf-8', errors='replace'))}</pre>"
+            else:
+                uri = _png_uri(path)
+                body = f'<img alt="{escape(name)} {path.stem}" src="{uri}">' if uri else ""
+            shown.append(f'<div class=artifact data-name="{escape(name)}" data-epoch="{path.stem}">'
+                         f"<p class=muted>epoch {path.stem}</p>{body}</div>")
+        parts.append(f"<h3>{escape(name)}</h3>" + "".join(shown))
+    return "<h2>Artifacts</h2>" + "".join(parts) if parts else ""
+
+
+def report_html(run: Run) -> str:
+    """The report page of one run (status, metrics, plots, config with sources, record, command)."""
+    m, rec = run.metrics, run.record
+    title = f"{run.experiment_id} · {run.id}"
+    key_metrics: list[tuple[str, Any]] = []
+    if m:
+        key_metrics += [("monitor", f"{m.get('monitor')} ({m.get('mode')})"),
+                        *((("best step", m["best_step"]), ("steps run", m.get("steps_run")))
+                          if "steps_run" in m else
+                          (("best epoch", m.get("best_epoch")), ("epochs run", m.get("epochs_run")))),
+                        ("stop reason", m.get("stop_reason")), ("weights tested", m.get("weights")),
+                        ("train seconds", m.get("train_seconds"))]
+    summary = sorted(run.summary().items())
+    plots = "".join(f'<p><img alt="{escape(name)}" src="{uri}"></p>'
+                    for name in ("history.png",) if (uri := _png_uri(run.path / name)))
+    sources = rec.get("sources") or {}
+    config_rows = "".join(
+        f"<tr><th>{escape(k)}</th><td>{escape(_as_used(k, v, rec))}</td><td class=muted>"
+        f"{escape(sources.get(k, 'default'))}</td></tr>" for k, v in flatten(run.config).items())
+    code, env, seed = rec.get("code") or {}, rec.get("environment") or {}, rec.get("seed") or {}
+    record_rows: list[tuple[str, Any]] = [
+        ("commit", code.get("commit")), ("branch", code.get("branch")), ("dirty", code.get("dirty")),
+        ("untracked files", len(code.get("untracked") or [])), ("seed", seed.get("value")),
+        ("seed generated", seed.get("generated")), ("python", env.get("python")),
+        ("torch", env.get("torch")), ("numpy", env.get("numpy")), ("cuda", env.get("cuda")),
+        ("host", env.get("host")), ("os", env.get("os")), ("cpu", env.get("cpu")),
+        ("started", rec.get("started")), ("ended", rec.get("ended"))]
+    if rec.get("distributed"):
+        record_rows.append(("world size", rec["distributed"].get("world_size")))
+    if rec.get("slurm"):
+        record_rows.append(("SLURM job", job_label(rec)))
+    if rec.get("sweep"):
+        record_rows.append(("sweep", f"{rec['sweep'].get('name')} trial {rec['sweep'].get('trial')}"))
+    files = "".join(f"<tr><td><code>{escape(Path(f).name)}</code></td><td><code>{escape(h)}</code></td></tr>"
+                    for f, h in ((rec.get("data") or {}).get("files") or {}).items())
+    error = (f"<h2>Error</h2><pre>{escape(str(rec.get('error')))}</pre>" if rec.get("error") else "")
+    status = escape(run.status)
+    artifacts = _artifacts_html(run.path)
+    history = run.history
+    groups = metric_groups(list(history[0])) if history else {}
+    charts = "".join(f'<div id="chart-{escape(base)}"></div>' for base in groups)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<title>{escape(title)}</title><style>{_CSS}</style>{chart_assets() if groups else ""}</head><body>
+<h1>{escape(title)}</h1>
+<p><span class="status {status}" id="status">{status}</span>
+<span class=muted>{escape(str(run.path))}</span></p>
+<h2>Metrics</h2>
+<div style="display:flex;gap:2em;flex-wrap:wrap">{_table(summary, "metric-")}{_table(key_metrics)}</div>
+<h2>History</h2>
+{plots or '<p class=muted>no history.png (no epoch finished)</p>'}
+{HINT if groups else ""}<div id="charts">{charts}</div>
+{_history_script(history, groups) if groups else ""}
+{artifacts}
+{error}
+<h2>Reproduce</h2>
+<pre id="command">{escape(reproduce_command(run))}</pre>
+<p>or, into a new run directory, comparing the metrics: <code>expkit reproduce {escape(str(run.path))}</code></p>
+<h2>Config</h2>
+<table><tr><th>argument</th><th>value</th><th>source</th></tr>{config_rows}</table>
+<h2>Record</h2>
+{_table(record_rows, none="none")}
+{'<h3>Data files (SHA-256)</h3><table>' + files + '</table>' if files else ''}
+<p class=muted>Full record: run.json, requirements.txt{', code.diff' if code.get('dirty') else ''} in the run directory.</p>
+</body></html>
+"""
+
+
+def _history_script(history: list[dict[str, float]], groups: dict[str, list[str]]) -> str:
+    """The report's chart per metric group: train dashed, val solid, x epoch (or step)."""
+    xs = ["step", "epoch"] if "step" in history[0] else ["epoch"]
+    return f"""<script type="application/json" id="history-data">{_script_json(history)}</script>
+<script>
+const rows = JSON.parse(document.getElementById('history-data').textContent);
+for (const [base, columns] of Object.entries({_script_json(groups)}))
+  expkitChart(document.getElementById('chart-' + base), {{title: base, ylabel: base, xs: {_script_json(xs)},
+    series: columns.map(c => ({{label: c, key: c, rows, dash: c.startsWith('train_')}}))}});
+</script>"""
+
+
+def write_report(run_dir: Path) -> Path:
+    """Write RUN_DIR/report.html (atomically); returns its path."""
+    run = read_run(run_dir)
+    path = run.path / REPORT
+    atomic_write_text(path, report_html(run))
+    return path
+
+
+_INDEX_CSS = """
+body{max-width:none}td,th{padding:.25em .5em}th.sort:after{font-size:.8em}.scroll{overflow-x:auto;max-width:100%}.nowrap,th{white-space:nowrap}
+"""
+
+_INDEX_JS = r"""
+const runs = JSON.parse(document.getElementById('runs-data').textContent);
+const hint = document.getElementById('chart-hint').innerHTML;
+const esc = v => String(v).replace(/[&<>"']/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'})[c]);
+document.querySelectorAll('th.sort').forEach(th => th.addEventListener('click', () => {
+  const body = th.closest('table').tBodies[0];
+  const rows = [...body.rows];
+  const dir = th.dataset.dir === 'asc' ? -1 : 1; th.dataset.dir = dir > 0 ? 'asc' : 'desc';
+  const key = r => { const c = r.cells[th.cellIndex]; const v = c.dataset.value;
+    return v !== undefined && v !== '' && !isNaN(+v) ? +v : (v !== undefined ? v : c.textContent); };
+  rows.sort((a, b) => { const x = key(a), y = key(b);
+    return (typeof x === 'number' && typeof y === 'number' ? x - y : String(x).localeCompare(String(y))) * dir; });
+  rows.forEach(r => body.appendChild(r));
+}));
+const picked = () => [...document.querySelectorAll('input.pick:checked')].map(c => +c.value);
+function compare() {
+  const chosen = picked(), out = document.getElementById('compare');
+  if (chosen.length === 0) { out.innerHTML = '<p class=muted>tick runs above to compare them</p>'; return; }
+  const sel = chosen.map(i => runs[i]);
+  const keys = [...new Set(sel.flatMap(r => Object.keys(r.args)))].filter(k =>
+    new Set(sel.map(r => r.args[k])).size > 1);
+  const metrics = [...new Set(sel.flatMap(r => Object.keys(r.summary)))].filter(k => /^(best_val|final_val|test_)/.test(k));
+  let html = '<div class=scroll><table><tr><th>run</th>' + keys.map(k => `<th>${esc(k)}</th>`).join('') +
+    metrics.map(k => `<th>${esc(k)}</th>`).join('') + '</tr>';
+  for (const r of sel) html += `<tr><td class=nowrap>${esc(r.id)}</td>` +
+    keys.map(k => `<td class=nowrap>${esc(k in r.args ? r.args[k] : '')}</td>`).join('') +
+    metrics.map(k => `<td class=num>${k in r.summary ? r.summary[k].toFixed(4) : ''}</td>`).join('') + '</tr>';
+  const names = [...new Set(sel.flatMap(r => r.history.flatMap(h => Object.keys(h))))].filter(k => k !== 'epoch' && k !== 'step' && !k.endsWith('_time'));
+  const shown = names.includes(out.dataset.metric) ? out.dataset.metric : (names.includes(sel[0].monitor) ? sel[0].monitor : names[0]);
+  html += '</table></div>' + (names.length ? '<p><label>metric <select id="chart-metric">' +
+    names.map(n => `<option${n === shown ? ' selected' : ''}>${esc(n)}</option>`).join('') + '</select></label></p>' +
+    `${hint}<div id="compare-chart"></div>` : '');
+  out.innerHTML = html;
+  if (names.length) chart(document.getElementById('compare-chart'), chosen, shown, keys);
+  const select = document.getElementById('chart-metric');
+  if (select) select.addEventListener('change', () => { out.dataset.metric = select.value; compare(); });
+}
+function chart(box, chosen, metric, keys) {
+  const sel = chosen.map(i => runs[i]);
+  const xs = sel.every(r => r.history.some(h => 'step' in h)) ? ['step', 'epoch'] : ['epoch'];
+  if (!sel.some(r => r.history.some(h => typeof h[metric] === 'number'))) {
+    box.innerHTML = '<p class=muted>no evaluation has ' + esc(metric) + '</p>'; return; }
+  expkitChart(box, {title: metric, ylabel: metric, xs, series: sel.map(r => ({key: metric, rows: r.history,
+    label: r.id + (keys.some(k => k in r.args) ? '  ' + keys.filter(k => k in r.args).map(k => `${k}=${r.args[k]}`).join(', ') : '')}))});
+}
+document.querySelectorAll('input.pick').forEach(c => c.addEventListener('change', compare));
+compare();
+"""
+
+
+def _runs_table(group: list[tuple[int, Run]], results_dir: Path) -> str:
+    """One experiment's runs: a row each with the arguments that differ between them (by flag)
+    and the best/test metrics; `group` pairs each run with its index in the page's data."""
+    from expkit.reports.compare import differing
+
+    summaries = [run.summary() for _, run in group]
+    metric_cols = list(dict.fromkeys(k for s in summaries for k in s
+                                     if k.startswith(("best_val", "test_"))))
+    arg_keys = differing([run for _, run in group])
+    jobs = [job_label(run.record) for _, run in group]
+    head = ('<tr><th></th>' + "".join(f'<th class="sort">{c}</th>' for c in
+                                      ["run", "status", "started", "epochs"])
+            + ('<th class="sort">SLURM job</th>' if any(jobs) else "")
+            + "".join(f'<th class="sort arg">{escape(flag_of(k, group[0][1].record))}</th>'
+                      for k in arg_keys)
+            + "".join(f'<th class="sort">{escape(c)}</th>' for c in metric_cols) + "</tr>")
+    body = []
+    for (i, run), summary in zip(group, summaries, strict=True):
+        link = escape(str(run.path.relative_to(results_dir) / REPORT))
+        started = str(run.record.get("started") or "")
+        flat, epochs = run.flat_config, run.metrics.get("epochs_run", "")
+        cells = [f'<td><input type="checkbox" class="pick" value="{i}"></td>',
+                 f'<td class=nowrap><a href="{link}">{escape(run.id)}</a></td>',
+                 f'<td><span class="status {escape(run.status)}">{escape(run.status)}</span></td>',
+                 f'<td class=nowrap data-value="{escape(started)}" title="{escape(started)}">'
+                 f"{escape(started[:19].replace('T', ' '))}</td>",
+                 f'<td class=num data-value="{epochs}">{escape(str(epochs))}</td>']
+        if any(jobs):
+            cells.append(f'<td class="nowrap job">{escape(job_label(run.record))}</td>')
+        cells += [f'<td class=nowrap data-value="{escape(_sort_value(flat.get(k)))}">'
+                  f'{escape(as_typed(flat.get(k), none="none") if k in flat else "")}</td>'
+                  for k in arg_keys]
+        cells += [f'<td class=num data-value="{summary[c]}">{summary[c]:.4f}</td>' if c in summary
+                  else '<td data-value=""></td>' for c in metric_cols]
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    datasets = sorted({str(run.get("dataset.name")) for _, run in group
+                       if run.get("dataset.name") is not None})
+    experiment = group[0][1].experiment_id
+    about = f"{len(group)} run{'s' if len(group) > 1 else ''}" + (
+        f" · dataset <b class=dataset>{escape(datasets[0])}</b>" if len(datasets) == 1 else "")
+    return (f'<h2 class=experiment>{escape(experiment)}</h2><p class=muted>{about}</p>'
+            f'<div class=scroll><table class="runs" data-experiment="{escape(experiment)}">'
+            f"<thead>{head}</thead><tbody>{''.join(body)}</tbody></table></div>")
+
+
+def index_html(all_runs: list[Run], results_dir: Path) -> str:
+    """results/index.html: a table per experiment of its runs with the arguments that differ
+    between them and their metrics (sortable by any column), links to reports, and a
+    comparison of ticked runs (differing arguments, metrics, a chart of any metric)."""
+    groups: dict[str, list[tuple[int, Run]]] = {}
+    for i, run in enumerate(all_runs):
+        groups.setdefault(run.experiment_id, []).append((i, run))
+    tables = "".join(_runs_table(group, results_dir) for group in groups.values())
+    data = [{"id": r.id, "summary": r.summary(), "monitor": r.metrics.get("monitor") or "val_loss",
+             "args": {flag_of(k, r.record): as_typed(v, none="none")
+                      for k, v in r.flat_config.items() if k != "experiment_id"},
+             "history": r.history} for r in all_runs]
+    payload = _script_json(data)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<title>expkit runs · {escape(str(results_dir))}</title><style>{_CSS}{_INDEX_CSS}</style>{chart_assets()}</head><body>
+<h1>Runs in {escape(str(results_dir))}</h1>
+<p class=muted>{len(all_runs)} runs of {len(groups)} experiment{'s' if len(groups) != 1 else ''}.
+Each table shows the arguments that differ between its runs, then their metrics. Click a column
+to sort; tick runs to compare them below.</p>
+{tables or '<p class=muted>no runs yet</p>'}
+<h2>Comparison</h2><div id="compare"></div>
+<template id="chart-hint">{HINT}</template>
+<script type="application/json" id="runs-data">{payload}</script>
+<script>{_INDEX_JS}</script>
+</body></html>
+"""
+
+
+def _sort_value(value: Any) -> str:
+    """A cell's sort key: numbers as numbers, anything else as its text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)
+    return as_typed(value, none="")
+
+
+def write_index(results_dir: Path) -> Path:
+    """Write results/index.html, and report.html for any run that has none yet."""
+    from expkit.rundir.jobqueue import one_queue_snapshot
+
+    folder = Path(results_dir).absolute()
+    with one_queue_snapshot():  # SLURM runs' statuses: one squeue call for the page
+        all_runs = list(runs(folder))
+        for run in all_runs:
+            if not (run.path / REPORT).is_file():
+                write_report(run.path)
+        path = folder / INDEX
+        atomic_write_text(path, index_html(all_runs, folder))
+    return path

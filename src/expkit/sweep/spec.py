@@ -1,0 +1,162 @@
+"""A sweep's specification: `expkit sweep` argv (or --sweep FILE.yaml) -> a validated SweepSpec,
+checked against the experiment's flags before anything is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from pydantic import Field, ValidationError, field_validator
+
+from expkit.config.args import Args, flag_table, parse_argv
+from expkit.config.registry import Registry
+from expkit.errors import UsageError
+from expkit.rundir.dirs import safe_name
+from expkit.sweep.space import Space, grid_values, parse_space
+
+if TYPE_CHECKING:
+    from expkit.run.experiment import ExperimentArgs
+
+SWEEP_OPTIONS = ("name", "trials", "space", "direction", "sampler", "pruner", "storage", "workers",
+                 "seed", "sweep", "status", "launcher")
+
+
+class SweepSpec(Args):
+    """A sweep: which experiment, how many trials, what to search, and where the study lives."""
+
+    experiment_id: str = Field(description="the registered experiment every trial runs")
+    name: str | None = Field(None, description="the study's name; auto = the experiment id")
+    trials: int = Field(20, ge=1, description="how many finished (complete or pruned) trials in all")
+    space: dict[str, str] = Field(description="flag -> loguniform:LO:HI | uniform:LO:HI | "
+                                  "int:LO:HI[:STEP] | logint:LO:HI | choice:A,B,...")
+    direction: Literal["max", "min"] | None = Field(
+        None, description="maximize or minimize --monitor; auto = the experiment's --monitor_mode")
+    sampler: Literal["tpe", "random", "grid"] = Field("tpe", description="Optuna sampler")
+    pruner: Literal["none", "median"] = Field("none", description="stop bad trials early")
+    storage: str | None = Field(None, description="Optuna storage URL; auto = SQLite at "
+                                "results/sweeps/<name>/study.db")
+    workers: int = Field(1, ge=1, description="worker processes (local), or worker jobs (SLURM)")
+    launcher: Literal["local", "slurm"] = Field("local", description="where workers run: local "
+                                                "processes, or SLURM batch jobs (--slurm_* flags)")
+    seed: int | None = Field(None, ge=0, description="sampler seed (worker k uses seed + k) and "
+                             "every trial's training seed")
+    args: list[str] = Field(default_factory=list, description="fixed flags for every trial")
+
+    @field_validator("direction", mode="before")
+    @classmethod
+    def _long_direction(cls, value: Any) -> Any:
+        return {"maximize": "max", "minimize": "min"}.get(value, value)
+
+    @property
+    def study_name(self) -> str:
+        """The study's name (also its folder under results/sweeps)."""
+        return self.name or self.experiment_id
+
+
+# ---- the command line --------------------------------------------------------------------
+
+
+def parse_sweep_argv(argv: list[str]) -> tuple[SweepSpec | None, str | None, dict[str, Any]]:
+    """(spec, --status name, machine-independent options) from `expkit sweep ...` argv."""
+    from expkit.utils.mappings import read_mapping
+
+    values: dict[str, Any] = {}
+    spaces: dict[str, str] = {}
+    fixed: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        name, eq, value = token[2:].partition("=") if token.startswith("--") else ("", "", "")
+        if name in SWEEP_OPTIONS:
+            if not eq:
+                if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                    raise UsageError(f"--{name}: needs a value, e.g. --{name}=..."
+                                     if name != "space" else
+                                     "--space: needs FLAG=KIND:SPEC, e.g. --space lr=loguniform:1e-4:1e-2")
+                value, i = argv[i + 1], i + 1
+            if name == "space":
+                flag, sep, spec = value.partition("=")
+                if not sep or not flag:
+                    raise UsageError(f"--space {value}: expected FLAG=KIND:SPEC, e.g. "
+                                     "--space lr=loguniform:1e-4:1e-2")
+                spaces[flag.lstrip("-")] = spec
+            elif name in values:
+                raise UsageError(f"--{name}: given 2 times; give it once")
+            else:
+                values[name] = value
+        else:
+            fixed.append(token)
+        i += 1
+    status = values.pop("status", None)
+    base: dict[str, Any] = {}
+    if "sweep" in values:
+        base, _ = read_mapping(Path(values.pop("sweep")), "a sweep (--sweep)")
+    for token in fixed:
+        if token.startswith("--experiment_id"):
+            values["experiment_id"] = token.partition("=")[2]
+    fixed = [t for t in fixed if not t.startswith("--experiment_id")]
+    merged = {**base, **values}
+    merged["space"] = {**(base.get("space") or {}), **spaces}
+    merged["args"] = [*(base.get("args") or []), *fixed]
+    if status is not None:
+        return None, status, merged
+    try:
+        return SweepSpec.model_validate(merged), None, merged
+    except ValidationError as e:
+        from expkit.config.args import describe_validation_error
+
+        raise UsageError(*describe_validation_error(e, None, where="sweep ")) from None
+
+
+def prepare(spec: SweepSpec, registry: Registry, prog: str) -> tuple[dict[str, Space], Any]:
+    """Check the space and the fixed flags against the experiment; (spaces, experiment class)."""
+    if safe_name(spec.study_name) != spec.study_name:
+        raise UsageError(f"--name: got {spec.study_name!r}; use letters, digits, '-', '_', '.' "
+                         "(it names a folder)")
+    if not spec.space:
+        raise UsageError("sweep needs at least one --space FLAG=KIND:SPEC, e.g. "
+                         "--space lr=loguniform:1e-4:1e-2")
+    experiment_cls = registry.load(spec.experiment_id)
+    args_cls = experiment_cls.args_class
+    table = flag_table(args_cls)
+    spaces = {}
+    for flag, text in spec.space.items():
+        if flag not in table:
+            import difflib
+
+            near = difflib.get_close_matches(flag, list(table), n=1)
+            raise UsageError(f"--space {flag}=...: {spec.experiment_id} has no flag --{flag}"
+                             + (f"; did you mean --{near[0]}?" if near else ""))
+        spaces[flag] = parse_space(flag, text)
+    for flag in spaces:
+        if any(t == f"--{flag}" or t.startswith(f"--{flag}=") for t in spec.args):
+            raise UsageError(f"--{flag}: both fixed and in --space; give it once")
+    samples = [spaces[f].choices if spaces[f].kind == "choice" else [spaces[f].low, spaces[f].high]
+               for f in spaces]
+    for flag, values in zip(spaces, samples, strict=True):  # every bound/choice must be a valid flag
+        for value in values:
+            if spaces[flag].kind in ("int", "logint") and value is not None:
+                value = int(value)
+            try:
+                parse_argv(args_cls, [f"--experiment_id={spec.experiment_id}", *spec.args,
+                                      f"--{flag}={value}"], prog)
+            except UsageError as e:
+                if not any(f"--{flag}" in line for line in e.lines):
+                    raise  # a fixed flag is wrong
+                raise UsageError(*(f"--space {flag}={spec.space[flag]}: {line}" for line in e.lines),
+                                 hint=e.hint) from None
+    from expkit.run.experiment import resolve_monitor  # imports torch: only once a sweep starts
+
+    args = cast("ExperimentArgs", parse_argv(
+        args_cls, [f"--experiment_id={spec.experiment_id}", *spec.args], prog))
+    resolve_monitor(experiment_cls, args)
+    mode = args.monitor_mode
+    if spec.direction is not None and spec.direction != mode:
+        raise UsageError(f"--direction {spec.direction}: but --monitor {args.monitor} has "
+                         f"--monitor_mode={mode}; drop --direction (it follows --monitor), or "
+                         "monitor another metric")
+    spec.direction = spec.direction or mode  # optimize what runs monitor
+    if spec.sampler == "grid":
+        for space in spaces.values():
+            grid_values(space)
+    return spaces, experiment_cls
