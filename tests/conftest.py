@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import glob
 import json
 import os
@@ -235,9 +237,25 @@ class Workspace:
         return json.loads((run_dir / "metrics.json").read_text())
 
 
+@functools.cache
+def _font_list() -> Path | None:
+    """matplotlib's font list, built once per test process: each test's MPLCONFIGDIR starts
+    with a copy, so that its first history.png does not scan the system's fonts again (~0.7 s
+    of CPU per test otherwise)."""
+    folder = Path(tempfile.mkdtemp(prefix="expkit-mpl-"))
+    atexit.register(shutil.rmtree, folder, True)
+    subprocess.run([sys.executable, "-c", "import matplotlib.font_manager"], timeout=120,
+                   env={**os.environ, "MPLCONFIGDIR": str(folder)}, capture_output=True, check=False)
+    return next(iter(sorted(folder.glob("fontlist-*.json"))), None)
+
+
 def _clean_env(tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("EXPKIT_", "WANDB_", "MLFLOW_")) and k != "PYTHONPATH"}
+    fonts = _font_list()
+    if fonts is not None:
+        (tmp / ".mpl").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(fonts, tmp / ".mpl" / fonts.name)
     # nothing a test runs writes outside its temp folder: HOME (wandb's ~/.cache and ~/.config,
     # netrc), XDG caches, matplotlib's config and torch.compile's generated code all live in it
     env.update(MPLCONFIGDIR=str(tmp / ".mpl"), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="2",

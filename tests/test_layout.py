@@ -15,7 +15,8 @@ ROOT = SRC / "expkit"
 
 #: packages bottom to top: a module imports only from its own package and those ranked lower
 RANK = {"errors": 0, "utils": 0, "config": 1, "rundir": 2, "reports": 3, "data": 4, "models": 4,
-        "training": 5, "tracking": 6, "run": 7, "slurm": 8, "sweep": 9, "cli": 10, "__main__": 11}
+        "training": 5, "tracking": 6, "run": 7, "slurm": 8, "sweep": 9, "repeat": 9, "cli": 10,
+        "__main__": 11}
 
 
 @dataclass(frozen=True)

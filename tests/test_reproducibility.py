@@ -233,7 +233,7 @@ def test_bash_completion_completes_without_python(workspace: Workspace, tmp_path
         out = subprocess.run(["bash", "-c", bash], capture_output=True, text=True, check=True)
         return out.stdout.split()
 
-    assert complete("expkit re") == ["resume", "reproduce", "report"]
+    assert complete("expkit re") == ["resume", "reproduce", "repeat", "report"]
     assert complete("expkit run --experiment_id=") == sorted(EXPERIMENTS), "the registry's ids"
     assert sorted(complete("expkit run --experiment_id=mnist --data")) == ["--data_dir", "--dataset"]
     assert complete("expkit run --experiment_id=mnist --dataset=") == ["mnist", "fashion_mnist", "digits"]

@@ -5,6 +5,7 @@ code; each imports what it needs (pydantic, torch) only once it runs.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -164,26 +165,86 @@ def cmd_sweep(argv: list[str], registry: Registry, prog: str) -> int:
 
 
 def cmd_compare(argv: list[str], registry: Registry, prog: str) -> int:
-    """Compare runs: differing arguments, final/best/test metrics, and compare.png."""
+    """Compare runs: differing arguments, final/best/test metrics, and compare.png; runs of one
+    setting (every argument but the seed, or --group_by flags) as mean ± std and 95% interval."""
     exp_id, rest = option(argv, "--experiment_id")
     last, rest = option(rest, "--last")
     out, rest = option(rest, "--out")
+    group_by, rest = option(rest, "--group_by")
+    fmt, rest = option(rest, "--format")
     results_dir, rest = results_dir_option(rest)
     unknown = [t for t in rest if t.startswith("-")]
     if unknown:
         raise UsageError(f"compare: unknown option {unknown[0]!r}; use RUN_DIR/glob ..., "
-                         "--experiment_id=ID, --last=N, --out=FILE.png, --results_dir=DIR")
+                         "--experiment_id=ID, --last=N, --out=FILE.png, --group_by=FLAG,..., "
+                         "--format=text|markdown|latex|csv, --results_dir=DIR")
     if last is not None and (not last.isdigit() or int(last) < 1):
         raise UsageError(f"--last: got {last!r}; expected a whole number >= 1, e.g. --last 5")
+    from expkit.reports.tables import FORMATS
+
+    if fmt is not None and fmt not in FORMATS:
+        raise UsageError(f"--format: got {fmt!r}; choose one of {', '.join(FORMATS)}")
+    by = [name.strip().removeprefix("--") for name in group_by.split(",") if name.strip()] \
+        if group_by is not None else None
+    if by is not None and not by:
+        raise UsageError("--group_by: needs flag names, e.g. --group_by=lr,batch_size")
     from expkit.reports.compare import compare_table, differing, plot_compare, select_runs
+    from expkit.reports.tables import footnote, group_table, significance, summary_metrics
+    from expkit.rundir.results import group_runs
 
     selected = select_runs(rest, results_dir, exp_id, int(last) if last else None)
+    missing = object()
+    for name in by or []:
+        if all(run.get(name, missing) is missing for run in selected):
+            raise UsageError(f"--group_by: no run has a flag --{name}")
     keys = differing(selected)
-    print(compare_table(selected, keys))
+    groups = group_runs(selected, by)
+    grouped = by is not None or any(g.n > 1 for g in groups)
+    metrics = summary_metrics(selected)
+    if fmt in (None, "text"):
+        print(compare_table(selected, keys))
+        if grouped:
+            print(f"\n{group_table(groups, metrics)}\n{footnote(groups)}")
+            for line in significance(groups, metrics):
+                print(line)
+    else:  # the table alone on stdout, ready for a file: `... --format=latex > table.tex`
+        print(group_table(groups, metrics, fmt))
     # under results/, never the working directory: a run in a clean clone leaves it clean
-    path = plot_compare(selected, keys, Path(out) if out else results_dir / "compare.png")
-    print(f"plot: {path}")
+    path = plot_compare(selected, keys, Path(out) if out else results_dir / "compare.png",
+                        groups if grouped else None)
+    print(f"plot: {path}", file=sys.stdout if fmt in (None, "text") else sys.stderr)
     return 0
+
+
+def cmd_repeat(argv: list[str], registry: Registry, prog: str) -> int:
+    """Train one setting with several seeds, as one group: repeat --seeds=N [--workers=K] FLAGS."""
+    usage = (f"{prog} repeat --seeds=N|S1,S2,... [--workers=K] [--name=GROUP] --experiment_id=ID "
+             "[experiment flags]")
+    seeds_text, rest = option(argv, "--seeds")
+    workers_text, rest = option(rest, "--workers")
+    name, rest = option(rest, "--name")
+    if wants_help(rest) and find_experiment_id(rest) is None:
+        from expkit.repeat.command import __doc__ as doc
+
+        print(f"usage: {usage}\n\n{doc or ''}")
+        return 0
+    if seeds_text is None:
+        raise UsageError("repeat needs --seeds: how many (--seeds=3) or which (--seeds=0,1,2)",
+                         hint=f"usage: {usage}")
+    if any(t == "--seed" or t.startswith("--seed=") for t in rest):
+        raise UsageError("--seed: repeat gives each run its seed; list them with --seeds=0,1,2")
+    if workers_text is not None and (not workers_text.isdigit() or not 1 <= int(workers_text) <= 64):
+        raise UsageError(f"--workers: got {workers_text!r}; expected a whole number from 1 to 64")
+    from expkit.repeat.command import parse_seeds, run_repeat
+
+    wanted = parse_seeds(seeds_text)
+    parsed = parse_run(rest, registry, prog)
+    if parsed is None:  # --help of the experiment was printed
+        return 0
+    _, args, sources = parsed
+    WORK_STARTED[0] = True
+    return run_repeat(args, sources, rest, wanted, int(workers_text or 1), name, registry,
+                      REGISTRY_MODULE[0], prog)
 
 
 def cmd_report(argv: list[str], registry: Registry, prog: str) -> int:

@@ -22,6 +22,7 @@ COMMANDS: dict[str, Command] = {
     "resume": c.cmd_resume,
     "reproduce": c.cmd_reproduce,
     "sweep": c.cmd_sweep,
+    "repeat": c.cmd_repeat,
     "compare": c.cmd_compare,
     "report": c.cmd_report,
     "submit": cluster.cmd_submit,

@@ -81,6 +81,8 @@ SUMMARIES: dict[str, str] = {
     "reproduce": "re-run a run's config and compare: reproduce RUN_DIR [--tolerance=X]",
     "sweep": "Optuna search: sweep --experiment_id=ID --space lr=loguniform:1e-4:1e-2 "
                          "--trials N [--workers K]",
+    "repeat": "one setting over several seeds, as a group: repeat --seeds=N [--workers=K] "
+              "--experiment_id=ID FLAGS",
     "compare": "runs side by side + RESULTS/compare.png: compare RUN_DIR ... | "
                              "--experiment_id=ID --last N [--out FILE.png]",
     "report": "self-contained report.html: report RUN_DIR | report --index",

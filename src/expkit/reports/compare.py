@@ -11,11 +11,13 @@ import io
 import json
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from expkit.errors import UsageError
 from expkit.reports.plotting import metric_names
-from expkit.rundir.results import Run, Runs, as_typed, flag_of, read_run, runs
+from expkit.rundir.results import Group, Run, Runs, as_typed, flag_of, read_run, runs
 from expkit.utils.files import atomic_write
+from expkit.utils.stats import summarize
 
 #: config keys that differ between any two runs without meaning anything
 _NOISE = {"experiment_id"}
@@ -70,34 +72,62 @@ def compare_table(selected: list[Run], keys: list[str]) -> str:
                      for row in [header, *rows])
 
 
-def plot_compare(selected: list[Run], keys: list[str], path: Path) -> Path:
-    """compare.png: one panel per metric, one colour per run, train dashed and val solid."""
+def mean_curve(histories: list[list[dict[str, float]]], key: str
+               ) -> tuple[list[float], list[float], list[float]]:
+    """(epochs, mean, std) of one history column over runs, epoch by epoch (each epoch over the
+    runs that reached it; std 0 where one run did)."""
+    by_epoch: dict[float, list[float]] = {}
+    for rows in histories:
+        for n, row in enumerate(rows):
+            if key in row:
+                by_epoch.setdefault(row.get("epoch", n + 1), []).append(row[key])
+    epochs = sorted(by_epoch)
+    stats = [summarize(by_epoch[e]) for e in epochs]
+    return epochs, [s.mean for s in stats], [0.0 if s.n == 1 else s.std for s in stats]
+
+
+def plot_compare(selected: list[Run], keys: list[str], path: Path,
+                 groups: list[Group] | None = None) -> Path:
+    """compare.png: one panel per metric, one colour per run, train dashed and val solid; with
+    `groups`, one colour per setting: its mean curve and, over two runs or more, a band of
+    ± one standard deviation around the val mean."""
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
     from matplotlib.ticker import MaxNLocator
 
-    histories = [r.history for r in selected]
-    names = list(dict.fromkeys(n for h in histories if h for n in metric_names(h)))
-    legend_height = 0.3 * (len(selected) + 1)
+    series = ([(f"{g.label()} (N={g.n})", [r.history for r in g.runs]) for g in groups]
+              if groups is not None else [(label(r, keys), [r.history]) for r in selected])
+    names = list(dict.fromkeys(n for _, hs in series for h in hs if h for n in metric_names(h)))
+    banded = any(len(hs) > 1 for _, hs in series)
+    legend_height = 0.3 * (len(series) + 1)
     fig = Figure(figsize=(6 * max(len(names), 1), 4.2 + legend_height), dpi=100)
-    colours = [f"C{i % 10}" for i in range(len(selected))]
+    colours = [f"C{i % 10}" for i in range(len(series))]
     for i, name in enumerate(names or ["(no history)"]):
         ax = fig.add_subplot(1, max(len(names), 1), i + 1)
-        for rows, colour in zip(histories, colours, strict=True):
-            epochs = [row.get("epoch", n + 1) for n, row in enumerate(rows)]
+        for (_, histories), colour in zip(series, colours, strict=True):
             for split, style in (("train", "--"), ("val", "-")):
-                key = f"{split}_{name}"
-                points = [(e, row[key]) for e, row in zip(epochs, rows, strict=True) if key in row]
-                if points:
-                    ax.plot(*zip(*points, strict=True), style, color=colour, marker="o", markersize=3)
+                epochs, means, stds = mean_curve(histories, f"{split}_{name}")
+                if not epochs:
+                    continue
+                ax.plot(epochs, means, style, color=colour, marker="o", markersize=3)
+                if split == "val" and len(histories) > 1:
+                    ax.fill_between(epochs, [m - s for m, s in zip(means, stds, strict=True)],
+                                    [m + s for m, s in zip(means, stds, strict=True)],
+                                    color=colour, alpha=0.2, linewidth=0)
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    handles = [Line2D([], [], color=c) for c in colours]
-    labels = [textwrap.shorten(label(r, keys), 160) for r in selected]
-    fig.legend([*handles, Line2D([], [], color="k", ls="--"), Line2D([], [], color="k")],
-               [*labels, "train", "val"], loc="lower center", fontsize=8, frameon=False)
+    handles: list[Any] = [Line2D([], [], color=c) for c in colours]
+    labels = [textwrap.shorten(text, 160) for text, _ in series]
+    handles += [Line2D([], [], color="k", ls="--"), Line2D([], [], color="k")]
+    labels += ["train (mean)" if banded else "train", "val (mean)" if banded else "val"]
+    if banded:
+        handles.append(Patch(color="k", alpha=0.2, linewidth=0))
+        labels.append("val ± 1 std over seeds")
+    fig.legend(handles, labels, loc="lower center", fontsize=8, frameon=False,
+               ncols=3 if banded else 1)
     fig.tight_layout(rect=(0, legend_height / (4.2 + legend_height), 1, 1))
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

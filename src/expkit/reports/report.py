@@ -203,6 +203,7 @@ def write_report(run_dir: Path) -> Path:
 
 
 _INDEX_CSS = """
+.groups td.best{font-weight:700}
 body{max-width:none}td,th{padding:.25em .5em}th.sort:after{font-size:.8em}.scroll{overflow-x:auto;max-width:100%}.nowrap,th{white-space:nowrap}
 """
 
@@ -298,7 +299,22 @@ def _runs_table(group: list[tuple[int, Run]], results_dir: Path) -> str:
         f" · dataset <b class=dataset>{escape(datasets[0])}</b>" if len(datasets) == 1 else "")
     return (f'<h2 class=experiment>{escape(experiment)}</h2><p class=muted>{about}</p>'
             f'<div class=scroll><table class="runs" data-experiment="{escape(experiment)}">'
-            f"<thead>{head}</thead><tbody>{''.join(body)}</tbody></table></div>")
+            f"<thead>{head}</thead><tbody>{''.join(body)}</tbody></table></div>"
+            + _settings_table([run for _, run in group]))
+
+
+def _settings_table(experiment_runs: list[Run]) -> str:
+    """The experiment's settings over their seeds (when one has two runs or more): N and each
+    metric's mean ± std, the 95% interval on hover, the best in bold."""
+    from expkit.reports.tables import footnote, group_table, summary_metrics
+    from expkit.rundir.results import group_runs
+
+    settings = group_runs(experiment_runs)
+    if not any(g.n > 1 for g in settings):
+        return ""
+    table = group_table(settings, summary_metrics(experiment_runs), "html")
+    return (f"<h3>Settings over seeds</h3><div class=scroll>{table}</div>"
+            f"<p class=muted>{escape(footnote(settings, 'html'))}</p>")
 
 
 def index_html(all_runs: list[Run], results_dir: Path) -> str:

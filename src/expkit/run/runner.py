@@ -47,6 +47,7 @@ from expkit.training.checkpoint import (
 from expkit.training.distributed import SINGLE, Dist, setup, teardown
 from expkit.training.early_stopping import EarlyStopping
 from expkit.training.loop import Trainer
+from expkit.training.metrics import direction
 from expkit.training.progress import ProgressBar
 from expkit.utils.invocation import command, pinned
 
@@ -369,7 +370,8 @@ def _restore_best(trainer: Trainer, run_dir: Path, args: ExperimentArgs) -> dict
 
 def _summary(trainer: Trainer, test: dict[str, float], weights: dict[str, Any]) -> dict[str, Any]:
     best = trainer.history[trainer.best_epoch - 1] if trainer.best_epoch else {}
-    return {"monitor": trainer.monitor, "mode": trainer.monitor_mode,
+    directions = {"loss": "min", **{name: direction(how, name) for name, how in trainer.metrics.items()}}
+    return {"monitor": trainer.monitor, "mode": trainer.monitor_mode, "directions": directions,
             "best_epoch": trainer.best_epoch, "best": best, "final": trainer.history[-1],
             "test": test, **weights, "epochs_run": trainer.epoch, "stop_reason": trainer.stop_reason,
             "train_seconds": round(sum(row["epoch_time"] for row in trainer.history), 3),

@@ -4,6 +4,8 @@
     runs = expkit.runs("results", experiment_id="mnist", status="finished")
     runs.filter(lr=1e-3)                 # by any config value (flag name or dotted path)
     df = runs.to_pandas()                # one row per run, when pandas is installed
+    runs.groups()                        # the runs of each setting (all arguments but the seed)
+    runs.aggregate()                     # per setting: n, each metric's mean, std, 95% interval
 
 Nothing here imports torch: reading results is fast.
 """
@@ -18,6 +20,7 @@ from typing import Any
 
 from expkit.errors import ExpkitError, UsageError
 from expkit.rundir.dirs import shown_status
+from expkit.utils.stats import Summary, summarize
 
 
 def flatten(config: dict[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
@@ -156,13 +159,33 @@ class Runs(list[Run]):
                  **{k: v for k, v in r.flat_config.items() if k != "experiment_id"},
                  **r.summary()} for r in self]
 
-    def to_pandas(self) -> Any:
-        """A pandas DataFrame of `rows()` (needs pandas)."""
+    def to_pandas(self, aggregate: bool = False) -> Any:
+        """A pandas DataFrame of `rows()`, or of `aggregate()` (needs pandas)."""
         try:
             import pandas as pd
         except ImportError:
             raise ExpkitError("to_pandas() needs pandas: pip install pandas") from None
-        return pd.DataFrame(self.rows())
+        return pd.DataFrame(self.aggregate() if aggregate else self.rows())
+
+    def groups(self, by: list[str] | None = None) -> list[Group]:
+        """The runs grouped by setting: every argument but the seed, or the flags `by`."""
+        return group_runs(self, by)
+
+    def aggregate(self, by: list[str] | None = None) -> list[dict[str, Any]]:
+        """One flat dict per group: its settings, `n`, and per summary metric (test_acc,
+        best_val_loss, ...) `<metric>_mean`, `_std`, `_ci_low`, `_ci_high` (the 95% interval of
+        the mean, Student's t; NaN for a group of one run)."""
+        out = []
+        for group in self.groups(by):
+            row: dict[str, Any] = {**group.settings, "n": group.n,
+                                   "runs": [str(r.path) for r in group.runs]}
+            for metric in dict.fromkeys(k for r in group.runs for k in r.summary()):
+                s = group.stats(metric)
+                if s is not None:
+                    row |= {f"{metric}_mean": s.mean, f"{metric}_std": s.std,
+                            f"{metric}_ci_low": s.low, f"{metric}_ci_high": s.high}
+            out.append(row)
+        return out
 
 
 def runs(results_dir: str | Path = "results", experiment_id: str | None = None,
@@ -194,3 +217,102 @@ def row_step(row: dict[str, float]) -> int:
     """The step a history row is logged at: its optimizer step in a step-based run, else its
     epoch (trackers' x axis, and what a resumed run checks it has already sent)."""
     return int(row["step"]) if "step" in row else int(row["epoch"])
+
+
+#: config keys (by last part) that say how a run was recorded, not what it trained: runs that
+#: differ only in these (and the seed) are repeats of one setting
+NOT_SETTINGS = frozenset({"seed", "use_wandb", "use_tensorboard", "use_mlflow",
+                          "mlflow_log_checkpoints", "save_checkpoints", "progress"})
+_SPLIT_PREFIXES = ("best_", "final_")
+_SPLITS = ("train_", "val_", "test_")
+
+
+def _setting_keys(run: Run) -> dict[str, Any]:
+    return {k: v for k, v in run.flat_config.items() if k.rsplit(".", 1)[-1] not in NOT_SETTINGS}
+
+
+@dataclass
+class Group:
+    """Runs of one setting (the same arguments but the seed, or the same `by` flags): each
+    metric of their summaries as mean, std and a Student's t interval (`stats`)."""
+
+    settings: dict[str, Any]  # dotted key -> value: what tells this group from the others
+    runs: list[Run]
+
+    @property
+    def n(self) -> int:
+        """How many runs the group holds."""
+        return len(self.runs)
+
+    def label(self) -> str:
+        """The group's settings by flag name ("lr=0.01, batch_size=64"), or its experiment's id
+        when one setting is all there is."""
+        record = self.runs[0].record
+        return ", ".join(f"{flag_of(k, record)}={as_typed(v)}" for k, v in self.settings.items()) \
+            or self.runs[0].experiment_id
+
+    def values(self, metric: str) -> list[float]:
+        """The metric's value in each run that has it (summary names: test_acc, best_val_loss)."""
+        return [s[metric] for s in (r.summary() for r in self.runs) if metric in s]
+
+    def stats(self, metric: str) -> Summary | None:
+        """Mean, std and 95% interval of the metric over the group's runs (None: no run has it)."""
+        values = self.values(metric)
+        return summarize(values) if values else None
+
+
+def group_runs(selected: list[Run], by: list[str] | None = None) -> list[Group]:
+    """The runs grouped by every argument but the seed (and NOT_SETTINGS), or by the flags `by`
+    (flag names or dotted keys), in order of first appearance. A group's `settings` are the keys
+    whose values differ between groups (or the `by` flags)."""
+    missing = object()
+    buckets: dict[str, list[Run]] = {}
+    keys: dict[str, dict[str, Any]] = {}
+    for run in selected:
+        setting = ({flag: run.get(flag, missing) for flag in by} if by is not None
+                   else _setting_keys(run))
+        key = json.dumps({k: (None if v is missing else v) for k, v in setting.items()},
+                         sort_keys=True, default=str)
+        buckets.setdefault(key, []).append(run)
+        keys.setdefault(key, setting)
+    if by is not None:
+        shown = list(by)
+    else:
+        flats = list(keys.values())
+        names = list(dict.fromkeys(k for flat in flats for k in flat))
+        shown = [k for k in names if k != "experiment_id"
+                 and len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1]
+        if len({r.experiment_id for r in selected}) > 1:
+            shown.insert(0, "experiment_id")
+    return [Group({k: (None if keys[key].get(k, missing) is missing else keys[key].get(k))
+                   for k in shown}, runs) for key, runs in buckets.items()]
+
+
+def direction_of(metric: str, selected: list[Run]) -> str | None:
+    """"max" or "min": which way is better for a summary metric (test_acc, best_val_loss), as
+    the runs' metrics.json recorded their experiment's declaration; None when unknown."""
+    name = metric
+    for prefix in _SPLIT_PREFIXES:
+        name = name.removeprefix(prefix)
+    base = name
+    for prefix in _SPLITS:
+        base = base.removeprefix(prefix)
+    for run in selected:
+        declared = run.metrics.get("directions") or {}
+        if base in declared:
+            return str(declared[base])
+        monitor = str(run.metrics.get("monitor") or "")
+        if monitor and monitor.split("_", 1)[-1] == base and run.metrics.get("mode"):
+            return str(run.metrics["mode"])
+    return "min" if base == "loss" else None
+
+
+def best_group(groups: list[Group], metric: str, direction: str | None) -> int | None:
+    """The index of the group with the best mean of `metric` (None: one group, no direction, or
+    no values)."""
+    if direction not in ("max", "min") or len(groups) < 2:
+        return None
+    means = [(s.mean, i) for i, g in enumerate(groups) if (s := g.stats(metric)) is not None]
+    if not means:
+        return None
+    return (max(means) if direction == "max" else min(means))[1]
