@@ -234,6 +234,16 @@ def test_a_killed_seed_resumes_when_the_command_runs_again(workspace) -> None:  
     assert ws.run_dirs("diabetes") == dirs, "nothing trained again"
 
 
+def test_a_named_group_keeps_one_setting(workspace) -> None:  # type: ignore[no-untyped-def]
+    first = workspace.run("repeat", "--seeds=1", "--name=mine", "--experiment_id=diabetes", "--epochs=1")
+    assert first.returncode == 0, first.stderr
+    other = workspace.run("repeat", "--seeds=2", "--name=mine", "--experiment_id=diabetes", "--epochs=1",
+                          "--lr=3e-3")
+    assert other.returncode == 2 and "--name mine: that group was trained with other arguments" \
+        in other.stderr.splitlines()[0], other.stderr
+    assert len(workspace.run_dirs("diabetes")) == 1, "nothing trained for the refused command"
+
+
 @pytest.mark.parametrize("argv, message", [
     (("repeat", *DIABETES), "repeat needs --seeds"),
     (("repeat", "--seeds=0", *DIABETES), "--seeds: got 0"),

@@ -61,9 +61,10 @@ def group_name(args: Any) -> str:
 
 
 def _group_seeds(folder: Path, name: str, argv: list[str], wanted: int | list[int],
-                 experiment_id: str) -> list[int]:
+                 experiment_id: str, setting: str) -> list[int]:
     """The group's seeds: those repeat.json recorded (drawing more when N grows), or the given
-    list; repeat.json is written before any run starts."""
+    list; repeat.json is written before any run starts. A group named for other arguments
+    (`setting`: the hash of group_name) is refused: one group holds one setting."""
     record_file = folder / "repeat.json"
     record: dict[str, Any] = {}
     if record_file.is_file():
@@ -71,6 +72,9 @@ def _group_seeds(folder: Path, name: str, argv: list[str], wanted: int | list[in
             record = json.loads(record_file.read_text())
         except ValueError:
             raise ExpkitError(f"{record_file}: unreadable; delete it to start the group afresh") from None
+    if record.get("setting", setting) != setting:
+        raise UsageError(f"--name {name}: that group was trained with other arguments "
+                         f"({' '.join(record.get('argv') or [])}); choose another --name")
     seeds: list[int] = list(record.get("seeds") or [])
     if isinstance(wanted, list):
         seeds = wanted
@@ -82,7 +86,8 @@ def _group_seeds(folder: Path, name: str, argv: list[str], wanted: int | list[in
         seeds = seeds[:wanted] if wanted < len(seeds) else seeds
     kept = [*seeds, *(s for s in record.get("seeds") or [] if s not in seeds)]  # none forgotten
     atomic_write_json(record_file, {"name": name, "experiment_id": experiment_id, "argv": argv,
-                                    "seeds": kept, "created": record.get("created") or now()})
+                                    "setting": setting, "seeds": kept,
+                                    "created": record.get("created") or now()})
     return seeds
 
 
@@ -91,10 +96,12 @@ def members(results_dir: Path, experiment_id: str, name: str) -> dict[int, Run]:
     found: dict[int, Run] = {}
     folder = results_dir / experiment_id
     for record_file in sorted(folder.glob("*/run.json")) if folder.is_dir() else []:
-        run = read_run(record_file.parent)
-        group = run.record.get("group") or {}
+        try:  # run.json alone first: the experiment's other runs are not read whole
+            group = json.loads(record_file.read_text()).get("group") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
         if group.get("name") == name and isinstance(group.get("seed"), int):
-            found[group["seed"]] = run
+            found[group["seed"]] = read_run(record_file.parent)
     return found
 
 
@@ -127,13 +134,20 @@ def run_repeat(args: Any, sources: dict[str, str], argv: list[str], wanted: int 
     from expkit.config.machine import load_machine_config
     from expkit.reports.tables import footnote, group_table, summary_metrics
 
-    name = name or group_name(args)
+    setting = group_name(args)
+    name = name or setting
     if safe_name(name) != name:
         raise UsageError(f"--name: got {name!r}; use letters, digits, '-', '_', '.' (it names a folder)")
     machine = load_machine_config(announce=print)
     folder = machine.results_dir / FOLDER / name
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    seeds = _group_seeds(folder, name, argv, wanted, args.experiment_id)
+    try:
+        seeds = _group_seeds(folder, name, argv, wanted, args.experiment_id, setting)
+    except UsageError:
+        if created:
+            folder.rmdir()
+        raise
     existing = members(machine.results_dir, args.experiment_id, name)
     tasks, notes = plan(seeds, existing)
     print(f"group {name}: {len(seeds) - len(tasks)}/{len(seeds)} seeds done; "
