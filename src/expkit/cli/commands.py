@@ -204,7 +204,7 @@ def cmd_compare(argv: list[str], registry: Registry, prog: str) -> int:
     if fmt in (None, "text"):
         print(compare_table(selected, keys))
         if grouped:
-            print(f"\n{group_table(groups, metrics)}\n{footnote(groups)}")
+            print(f"\n{group_table(groups, metrics)}\n{footnote()}")
             for line in significance(groups, metrics):
                 print(line)
     else:  # the table alone on stdout, ready for a file: `... --format=latex > table.tex`

@@ -169,7 +169,7 @@ def run_repeat(args: Any, sources: dict[str, str], argv: list[str], wanted: int 
     if finished:
         groups = group_runs(finished, by=[])
         print(group_table(groups, summary_metrics(finished)))
-        print(footnote(groups))
+        print(footnote())
     if len(finished) < len(seeds):
         print(f"{len(seeds) - len(finished)} of {len(seeds)} seeds not finished; run the same "
               "command again to fill them in", flush=True)

@@ -314,7 +314,7 @@ def _settings_table(experiment_runs: list[Run]) -> str:
         return ""
     table = group_table(settings, summary_metrics(experiment_runs), "html")
     return (f"<h3>Settings over seeds</h3><div class=scroll>{table}</div>"
-            f"<p class=muted>{escape(footnote(settings, 'html'))}</p>")
+            f"<p class=muted>{escape(footnote('html'))}</p>")
 
 
 def index_html(all_runs: list[Run], results_dir: Path) -> str:

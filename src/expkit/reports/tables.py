@@ -11,7 +11,7 @@ import io
 import math
 from html import escape
 
-from expkit.rundir.results import Group, Run, best_group, direction_of, flag_of
+from expkit.rundir.results import Group, Run, as_typed, best_group, direction_of, flag_of
 from expkit.utils.stats import LEVEL, welch
 
 FORMATS = ("text", "markdown", "latex", "csv")
@@ -89,7 +89,7 @@ def group_table(groups: list[Group], metrics: list[str], fmt: str = "text") -> s
                      for row in [header, *text_rows])
 
 
-def footnote(groups: list[Group], fmt: str = "text") -> str:
+def footnote(fmt: str = "text") -> str:
     """What the table's numbers are (text: the interval in brackets, the best starred; html:
     the interval on hover, the best in bold)."""
     interval = (f"{LEVEL:.0%} confidence interval of the mean (Student's t, N-1 degrees of "
@@ -101,8 +101,6 @@ def footnote(groups: list[Group], fmt: str = "text") -> str:
 
 
 def _value(value: object) -> str:
-    from expkit.rundir.results import as_typed
-
     return as_typed(value, none="none")
 
 
