@@ -171,8 +171,13 @@ class Workspace:
         return self.root / "cache"
 
     def run_dirs(self, experiment_id: str = "mnist") -> list[Path]:
+        """The experiment's run directories, oldest first by when they started (two runs
+        started within one second do not sort by their random ids)."""
+        from expkit.rundir.dirs import start_order
+
         folder = self.results / experiment_id
-        return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.exists() else []
+        found = [p for p in folder.iterdir() if p.is_dir()] if folder.exists() else []
+        return sorted(found, key=lambda p: start_order(_record(p), p))
 
     def cli(self, *args: str, entry: str = "run.py", timeout: float = 300,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -235,6 +240,13 @@ class Workspace:
     @staticmethod
     def metrics(run_dir: Path) -> dict:
         return json.loads((run_dir / "metrics.json").read_text())
+
+
+def _record(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 @functools.cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -233,6 +234,28 @@ def test_help_into_a_closed_pipe_is_quiet(workspace: Workspace) -> None:
                           env={k: v for k, v in workspace.env.items() if k != "PYTHONUNBUFFERED"})
     assert head.stdout.startswith("usage: ") and len(head.stdout.splitlines()) == 1
     assert head.stderr == ""
+
+
+@pytest.mark.parametrize("unbuffered", [True, False])
+@pytest.mark.parametrize(("entry", "args"), [("expkit", ["--help"]), ("run.py", ["--help"]),
+                                             ("run.py", ["--experiment_id=mnist", "--help"])])
+def test_a_reader_that_closed_the_pipe_is_not_a_bug(workspace: Workspace, entry: str,
+                                                     args: list[str], unbuffered: bool) -> None:
+    # `expkit --help | head -1`: head may exit before expkit writes; here the pipe's reading end
+    # is closed before expkit starts, so that every write meets a broken pipe
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    cmd = ([str(Path(sys.executable).parent / "expkit")] if entry == "expkit"
+           else [sys.executable, str(REPO / "run.py")])
+    env = {k: v for k, v in workspace.env.items() if unbuffered or k != "PYTHONUNBUFFERED"}
+    try:
+        done = subprocess.run([*cmd, *args], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              cwd=workspace.root, env={**env, **({"PYTHONUNBUFFERED": "1"}
+                                                                 if unbuffered else {})},
+                              timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0 and done.stderr == ""
 
 
 @pytest.mark.parametrize("entry", ["expkit", "python -m expkit"])

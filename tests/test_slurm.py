@@ -160,7 +160,7 @@ def test_a_job_of_two_torchrun_ranks(data_workspace: Workspace, cluster: Cluster
 
 
 @pytest.mark.slow
-def test_a_sweep_of_two_worker_jobs_survives_a_requeue_mid_trial(data_workspace: Workspace,
+def test_a_grid_sweep_of_two_worker_jobs_survives_a_requeue_mid_trial(data_workspace: Workspace,
                                                                  cluster: Cluster) -> None:
     import optuna
 
@@ -168,7 +168,7 @@ def test_a_sweep_of_two_worker_jobs_survives_a_requeue_mid_trial(data_workspace:
     conf = {"SLURM_CONF": cluster.env["SLURM_CONF"]}
     journal = f"journal:{ws.results / 'sweeps' / 'cluster.journal'}"  # a shared filesystem's store
     result = ws.run("sweep", *TRAIN, "--name=cluster", "--trials=4", "--workers=2", f"--storage={journal}",
-                    "--space", "lr=loguniform:1e-3:1e-1", "--launcher=slurm",
+                    "--sampler=grid", "--space", "lr=choice:0.001,0.003,0.01,0.03", "--launcher=slurm",
                     "--slurm_cpus_per_task=1", "--slurm_time=10",
                     env={**conf, "PYTHONPATH": HOOKS, "EXPKIT_TEST_AT": "step:20:SLURM_REQUEUE",
                          "EXPKIT_TEST_JOB_NAME": "expkit-sweep-cluster-w1"})
@@ -186,6 +186,8 @@ def test_a_sweep_of_two_worker_jobs_survives_a_requeue_mid_trial(data_workspace:
     folder = ws.results / "sweeps" / "cluster"
     trials = study.get_trials()
     assert sorted(t.number for t in trials) == [0, 1, 2, 3], "4 trials, none duplicated"
+    assert sorted(t.params["lr"] for t in trials) == ["0.001", "0.003", "0.01", "0.03"], \
+        "each grid point once, whichever job asked for it"
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials), \
         [(t.number, t.state) for t in trials]
     runs = [Path(t.user_attrs["run_dir"]) for t in trials]

@@ -69,6 +69,34 @@ def test_sqlite_sweep_with_two_workers(data_workspace: Workspace) -> None:
     assert status.stdout.count("complete") == 6
 
 
+def grid_trials(ws: Workspace, name: str) -> list[str]:
+    """The hidden_sizes of each finished trial of a grid sweep, checked against its run."""
+    trials = [t for t in study(ws, name).get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+    for t in trials:
+        config = json.loads((Path(t.user_attrs["run_dir"]) / "config.json").read_text())
+        assert config["model"]["hidden_sizes"] == json.loads(t.params["hidden_sizes"])
+    return [t.params["hidden_sizes"] for t in trials]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("workers", "widths"), [(2, [2, 4, 8, 16]), (3, [2, 4, 8, 16, 32])])
+def test_a_grid_runs_each_point_once_whatever_the_workers(data_workspace: Workspace, workers: int,
+                                                          widths: list[int]) -> None:
+    ws = data_workspace
+    grid = ("--sampler", "grid", "--space", "hidden_sizes=choice:" + ",".join(f"[{w}]" for w in widths),
+            "--workers", str(workers), "--seed", "0", "--name", "grid", "--epochs=1",
+            "--max_train_samples=64", "--eval_batch_size=256")
+    first = sweep(ws, "--trials", "2", *grid)  # part of the grid: two points
+    assert first.returncode == 0, first.stderr
+    taken = grid_trials(ws, "grid")
+    assert len(taken) == len(set(taken)) == 2, taken
+    again = sweep(ws, *grid)  # the rest: the points not run yet, each once
+    assert again.returncode == 0, again.stderr
+    points = grid_trials(ws, "grid")
+    assert sorted(points) == sorted(f"[{w}]" for w in widths), points
+    assert points[:2] == taken and len(ws.run_dirs()) == len(widths)
+
+
 @pytest.mark.slow
 def test_rerun_keeps_finished_trials_and_retries_an_interrupted_one(data_workspace: Workspace) -> None:
     ws = data_workspace

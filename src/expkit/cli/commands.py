@@ -13,8 +13,11 @@ from expkit.cli.options import (
     REGISTRY_MODULE,
     SUMMARIES,
     WORK_STARTED,
+    check_choice,
+    close_match,
     find_experiment_id,
     flag,
+    flag_names,
     option,
     overview,
     results_dir_option,
@@ -76,8 +79,11 @@ def parse_run(argv: list[str], registry: Registry, prog: str
         if wants_help(rest):
             print(overview(registry, prog))
             return None
-        raise UsageError("--experiment_id is required; choose one of: " + ", ".join(registry.ids()),
-                         hint=f"see `{prog} --help`")
+        misspelled = [f"unknown flag --{name} (did you mean --{match}?)"
+                      for name in flag_names(rest)
+                      if (match := close_match(name, ["experiment_id", "config"]))]
+        raise UsageError(*misspelled, "--experiment_id is required; choose one of: "
+                         + ", ".join(registry.ids()), hint=f"see `{prog} --help`")
     experiment_cls = registry.load(str(exp_id))
     args_cls = experiment_cls.args_class
     if wants_help(rest):
@@ -106,14 +112,18 @@ def cmd_schema(argv: list[str], registry: Registry, prog: str) -> int:
 
 def cmd_list(argv: list[str], registry: Registry, prog: str) -> int:
     """Print a table of the runs in the results folder (filters: --experiment_id, --status)."""
-    from expkit.rundir.dirs import list_runs, runs_table
+    from expkit.rundir.dirs import STATUSES, list_runs, runs_table
 
     exp_id, rest = option(argv, "--experiment_id")
     status, rest = option(rest, "--status")
+    check_choice("--status", status, STATUSES)
     folder, rest = results_dir_option(rest)
     if rest:
         raise UsageError(f"list: unexpected {' '.join(rest)!r}; use --experiment_id, --status, "
                          "--results_dir")
+    known = {*registry.ids(), *(p.name for p in folder.iterdir() if p.is_dir() and p.name != "sweeps"
+                                and p.name != "repeats")} if folder.is_dir() else set(registry.ids())
+    check_choice("--experiment_id", exp_id, sorted(known))
     print(runs_table(list_runs(folder, exp_id, status)))
     return 0
 
@@ -182,8 +192,7 @@ def cmd_compare(argv: list[str], registry: Registry, prog: str) -> int:
         raise UsageError(f"--last: got {last!r}; expected a whole number >= 1, e.g. --last 5")
     from expkit.reports.tables import FORMATS
 
-    if fmt is not None and fmt not in FORMATS:
-        raise UsageError(f"--format: got {fmt!r}; choose one of {', '.join(FORMATS)}")
+    check_choice("--format", fmt, FORMATS)
     by = [name.strip().removeprefix("--") for name in group_by.split(",") if name.strip()] \
         if group_by is not None else None
     if by is not None and not by:
@@ -199,7 +208,7 @@ def cmd_compare(argv: list[str], registry: Registry, prog: str) -> int:
             raise UsageError(f"--group_by: no run has a flag --{name}")
     keys = differing(selected)
     groups = group_runs(selected, by)
-    grouped = by is not None or any(g.n > 1 for g in groups)
+    grouped = by is not None or any(len(g.runs) > 1 for g in groups)
     metrics = summary_metrics(selected)
     if fmt in (None, "text"):
         print(compare_table(selected, keys))
@@ -281,6 +290,9 @@ def cmd_new(argv: list[str], registry: Registry, prog: str) -> int:
     if wants_help(argv):
         print(f"usage: {usage}")
         return 0
+    from expkit.cli.templates import TEMPLATES
+
+    check_choice("--template", template, TEMPLATES)
     if len(argv) != 1 or argv[0].startswith("-"):
         raise UsageError(f"new: got {' '.join(argv) or 'no NAME'}; usage: {usage}")
     from expkit.cli.scaffold import new_experiment

@@ -68,11 +68,23 @@ def main(argv: list[str] | None = None, *, registry: str | None = None,
         return COMMANDS[name](rest, reg, prog)
     except KeyboardInterrupt as e:
         return report(e, prog)
+    except BrokenPipeError:  # the reader left early (`expkit --help | head -1`): normal, not a bug
+        _quiet_stdout()
+        return 0
     except Exception as e:  # a bug: one line (the traceback with EXPKIT_DEBUG=1), never a dump
         if os.environ.get("EXPKIT_DEBUG") and not isinstance(e, ExpkitError):
             raise
         return report(e, prog, os.environ.get("RANK", "0"))
 
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that the flush at exit does not meet the closed pipe again."""
+    import contextlib
+
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def run_cli(registry: str | None = None) -> NoReturn:
@@ -84,6 +96,10 @@ def run_cli(registry: str | None = None) -> NoReturn:
     """
     code = main(registry=registry)
     if WORK_STARTED[0]:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:  # `expkit list | head -1`
+            _quiet_stdout()
         sys.exit(code)
     import atexit
     import contextlib

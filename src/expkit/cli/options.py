@@ -5,7 +5,7 @@ that `--help` prints.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from expkit.config.registry import Registry
@@ -57,6 +57,30 @@ def flag(argv: list[str], name: str) -> tuple[bool, list[str]]:
                 return _BOOL_WORDS[following], argv[:i] + argv[i + 2:]
             return True, argv[:i] + argv[i + 1:]
     return False, argv
+
+
+def flag_names(argv: list[str]) -> list[str]:
+    """The names of the flags in argv (`--lr=3` and `--lr 3` are both "lr")."""
+    return [t[2:].split("=", 1)[0] for t in argv if t.startswith("--") and len(t) > 2]
+
+
+def close_match(word: str, options: Iterable[str]) -> str | None:
+    """The option closest to a misspelled `word` (None when none is close)."""
+    import difflib
+
+    found = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def check_choice(name: str, value: str | None, choices: Iterable[str]) -> None:
+    """A UsageError naming the valid values when option `name` got one that is not among them
+    (None: the option was not given)."""
+    allowed = list(choices)
+    if value is None or value in allowed:
+        return
+    match = close_match(value, allowed)
+    raise UsageError(f"{name}: got {value!r}{f' (did you mean {match!r}?)' if match else ''}; "
+                     f"choose one of: {', '.join(allowed)}")
 
 
 def wants_help(argv: list[str]) -> bool:

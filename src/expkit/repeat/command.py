@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from expkit.config.registry import Registry
 from expkit.errors import ExpkitError, UsageError
-from expkit.rundir.dirs import now, safe_name, shown_status
+from expkit.rundir.dirs import now, safe_name, shown_status, start_order
 from expkit.rundir.results import NOT_SETTINGS, Run, flatten, group_runs, read_run
 from expkit.utils.files import atomic_write_json
 
@@ -93,16 +93,17 @@ def _group_seeds(folder: Path, name: str, argv: list[str], wanted: int | list[in
 
 def members(results_dir: Path, experiment_id: str, name: str) -> dict[int, Run]:
     """The group's run directories by seed (the newest one of a seed that ran twice)."""
-    found: dict[int, Run] = {}
+    mine: list[tuple[tuple[float, str], int, Path]] = []
     folder = results_dir / experiment_id
-    for record_file in sorted(folder.glob("*/run.json")) if folder.is_dir() else []:
+    for record_file in folder.glob("*/run.json") if folder.is_dir() else []:
         try:  # run.json alone first: the experiment's other runs are not read whole
-            group = json.loads(record_file.read_text()).get("group") or {}
+            record = json.loads(record_file.read_text())
+            group = record.get("group") or {}
         except (OSError, ValueError, AttributeError):
             continue
         if group.get("name") == name and isinstance(group.get("seed"), int):
-            found[group["seed"]] = read_run(record_file.parent)
-    return found
+            mine.append((start_order(record, record_file.parent), group["seed"], record_file.parent))
+    return {seed: read_run(path) for _, seed, path in sorted(mine)}
 
 
 def plan(seeds: list[int], existing: dict[int, Run]) -> tuple[list[dict[str, Any]], list[str]]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from expkit.errors import UsageError
 from expkit.reports.plotting import metric_names
+from expkit.reports.tables import n_cell
 from expkit.rundir.results import Group, Run, Runs, as_typed, flag_of, read_run, runs
 from expkit.utils.files import atomic_write
 from expkit.utils.stats import summarize
@@ -96,7 +97,7 @@ def plot_compare(selected: list[Run], keys: list[str], path: Path,
     from matplotlib.patches import Patch
     from matplotlib.ticker import MaxNLocator
 
-    series = ([(f"{g.label()} (N={g.n})", [r.history for r in g.runs]) for g in groups]
+    series = ([(f"{g.label()} (N={n_cell(g)})", [r.history for r in g.counted]) for g in groups]
               if groups is not None else [(label(r, keys), [r.history]) for r in selected])
     names = list(dict.fromkeys(n for _, hs in series for h in hs if h for n in metric_names(h)))
     banded = any(len(hs) > 1 for _, hs in series)

@@ -310,7 +310,7 @@ def _settings_table(experiment_runs: list[Run]) -> str:
     from expkit.rundir.results import group_runs
 
     settings = group_runs(experiment_runs)
-    if not any(g.n > 1 for g in settings):
+    if not any(len(g.runs) > 1 for g in settings):
         return ""
     table = group_table(settings, summary_metrics(experiment_runs), "html")
     return (f"<h3>Settings over seeds</h3><div class=scroll>{table}</div>"

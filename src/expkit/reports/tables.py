@@ -11,7 +11,15 @@ import io
 import math
 from html import escape
 
-from expkit.rundir.results import Group, Run, as_typed, best_group, direction_of, flag_of
+from expkit.rundir.results import (
+    MIN_N_FOR_BEST,
+    Group,
+    Run,
+    as_typed,
+    best_group,
+    direction_of,
+    flag_of,
+)
 from expkit.utils.stats import LEVEL, welch
 
 FORMATS = ("text", "markdown", "latex", "csv")
@@ -27,7 +35,8 @@ def summary_metrics(selected: list[Run]) -> list[str]:
 
 def _cells(group: Group, metrics: list[str], best: dict[str, int | None], index: int
            ) -> list[tuple[str, str, str, bool]]:
-    """Per metric: (mean, std, interval, is best) as text, 4 decimals; '' where unknown."""
+    """Per metric: (mean, std, interval, is best) as text, 4 decimals; '' where unknown. A mean
+    computed from fewer values than the group's N says from how many: "0.8710 (N=2)"."""
     out = []
     for metric in metrics:
         s = group.stats(metric)
@@ -36,21 +45,30 @@ def _cells(group: Group, metrics: list[str], best: dict[str, int | None], index:
             continue
         std = "" if math.isnan(s.std) else f"{s.std:.4f}"
         interval = "" if math.isnan(s.low) else f"{s.low:.4f}, {s.high:.4f}"
-        out.append((f"{s.mean:.4f}", std, interval, best[metric] == index))
+        mean = f"{s.mean:.4f}" + (f" (N={s.n})" if s.n != group.n else "")
+        out.append((mean, std, interval, best[metric] == index))
     return out
+
+
+def n_cell(group: Group) -> str:
+    """The group's N, and what was left out: "2 (3 runs, 1 killed: not counted)"."""
+    note = group.note()
+    return f"{group.n} ({note})" if note else str(group.n)
 
 
 def group_table(groups: list[Group], metrics: list[str], fmt: str = "text") -> str:
     """The table of `groups` in `fmt` (markdown, latex, csv, html): a row per group with its
     settings, N and each metric's mean ± std; markdown, LaTeX and HTML put the best in bold,
     CSV gives every number in full (and the 95% interval). `text`, for a terminal: a row per
-    metric, a column per group, the 95% interval in brackets and the best starred."""
+    metric, a column per group, the 95% interval in brackets and the best starred. N counts the
+    finished runs the numbers come from; the others are named beside it ("1 killed: not
+    counted")."""
     selected = [r for g in groups for r in g.runs]
     best = {m: best_group(groups, m, direction_of(m, selected)) for m in metrics}
     settings = list(groups[0].settings) if groups else []
     record = groups[0].runs[0].record if groups else {}
     names = [flag_of(k, record) for k in settings]
-    rows = [([_value(g.settings.get(k)) for k in settings] or [g.label()], str(g.n),
+    rows = [([_value(g.settings.get(k)) for k in settings] or [g.label()], n_cell(g),
              _cells(g, metrics, best, i)) for i, g in enumerate(groups)]
     names = names or ["setting"]
     if fmt == "csv":
@@ -68,19 +86,20 @@ def group_table(groups: list[Group], metrics: list[str], fmt: str = "text") -> s
         for values, n, cells in rows:
             shown = [_pm(mean, std, r"{} \pm {}", r"$\mathbf{{{}}}$" if top else "${}$")
                      for mean, std, _, top in cells]
-            lines.append(" & ".join([*(_tex(v) for v in values), n, *shown]) + r" \\")
+            lines.append(" & ".join([*(_tex(v) for v in values), _tex(n), *shown]) + r" \\")
         lines += [r"\hline", r"\end{tabular}"]
         return "\n".join(lines)
     if fmt == "html":
         head = "".join(f"<th>{escape(c)}</th>" for c in [*names, "N", *metrics])
         body = "".join(
-            "<tr>" + "".join(f"<td>{escape(v)}</td>" for v in values) + f"<td class=num>{n}</td>"
-            + "".join(f'<td class="num{" best" if top else ""}" title="95% CI [{interval}]">'
+            "<tr>" + "".join(f"<td>{escape(v)}</td>" for v in values) + f"<td class=num>{escape(n)}</td>"
+            + "".join(f'<td class="num{" best" if top else ""}"'
+                      + (f' title="95% CI [{interval}]"' if interval else "") + ">"
                       f"{escape(_pm(mean, std, '{} ± {}', '{}'))}</td>" if mean else "<td></td>"
                       for mean, std, interval, top in cells) + "</tr>" for values, n, cells in rows)
         return f'<table class="groups"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
     # text: a row per metric and a column per group, so that a terminal holds many metrics
-    header = ["metric", *(f"{g.label()} (N={g.n})" for g in groups)]
+    header = ["metric", *(f"{g.label()} (N={n})" for g, (_, n, _) in zip(groups, rows, strict=True))]
     text_rows = [[metric, *(_pm(mean, std, "{} ± {}", "{}") + (f" [{interval}]" if interval else "")
                             + (" *" if top else "") for mean, std, interval, top in
                             (cells[k] for _, _, cells in rows))] for k, metric in enumerate(metrics)]
@@ -94,10 +113,12 @@ def footnote(fmt: str = "text") -> str:
     the interval on hover, the best in bold)."""
     interval = (f"{LEVEL:.0%} confidence interval of the mean (Student's t, N-1 degrees of "
                 "freedom)")
+    best = (f"the best by the metric's direction, among settings with N >= {MIN_N_FOR_BEST} (one "
+            "run's value is never marked best)")
     if fmt == "html":
-        return f"mean ± std over each setting's runs (N); hover a value for its {interval}; " \
-               "bold: the best by the metric's direction"
-    return f"mean ± std over each setting's runs (N) [{interval}]; * best by the metric's direction"
+        return f"mean ± std over each setting's finished runs (N); hover a value for its " \
+               f"{interval}; bold: {best}"
+    return f"mean ± std over each setting's finished runs (N) [{interval}]; * {best}"
 
 
 def _value(value: object) -> str:
@@ -123,15 +144,16 @@ def _tex(text: str) -> str:
 def _csv(groups: list[Group], metrics: list[str], names: list[str], settings: list[str]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*names, "n", *(f"{m}_{part}" for m in metrics
-                                    for part in ("mean", "std", "ci_low", "ci_high"))])
+    writer.writerow([*names, "n", "not_counted", *(f"{m}_{part}" for m in metrics
+                                                   for part in ("n", "mean", "std", "ci_low", "ci_high"))])
     for g in groups:
         numbers: list[str] = []
         for metric in metrics:
             s = g.stats(metric)
-            numbers += ["", "", "", ""] if s is None else [repr(x) if not math.isnan(x) else ""
-                                                           for x in (s.mean, s.std, s.low, s.high)]
-        writer.writerow([*([_value(g.settings.get(k)) for k in settings] or [g.label()]), g.n, *numbers])
+            numbers += ["0", "", "", "", ""] if s is None else [str(s.n)] + [
+                repr(x) if not math.isnan(x) else "" for x in (s.mean, s.std, s.low, s.high)]
+        writer.writerow([*([_value(g.settings.get(k)) for k in settings] or [g.label()]), g.n,
+                         g.note(), *numbers])
     return buffer.getvalue().rstrip("\n")
 
 
@@ -142,7 +164,7 @@ def significance(groups: list[Group], metrics: list[str]) -> list[str]:
     lines = []
     for metric in metrics:
         top = best_group(groups, metric, direction_of(metric, selected))
-        if top is None or groups[top].n < 2:
+        if top is None:
             continue
         for i, other in enumerate(groups):
             a, b = groups[top].values(metric), other.values(metric)

@@ -15,6 +15,7 @@ import secrets
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -197,7 +198,8 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
                       **alive_fields(),
                       flags={".".join(f.path): f.name for f in flag_table(type(args)).values()
                              if f.name != f.path[-1]},
-                      started=now(), ended=None, sources=sources, **(extra_record or {}),
+                      started=now(), start_ns=time.time_ns(), ended=None, sources=sources,
+                      **(extra_record or {}),
                       seed={"value": args.seed, "generated": seed_generated,
                             "seeded": ["python", "numpy", "torch"]},
                       data={"files": file_checksums(data.files, experiment.machine.cache_dir),

@@ -16,6 +16,9 @@ from typing import Any
 from expkit.errors import ExpkitError
 from expkit.utils.files import atomic_write_json
 
+#: every status a run can show (run.json's, or what `shown_status` makes of it)
+STATUSES = ("running", "finished", "failed", "stopped", "killed", "queued", "requeued")
+
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -122,6 +125,19 @@ def now() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+def start_order(record: dict[str, Any], run_dir: Path) -> tuple[float, str]:
+    """A run's place in "oldest first" order: when it started, to the nanosecond (run.json's
+    `start_ns`; runs recorded before it by `started`, to the second), then its folder name.
+    Two runs started within one second sort by when they started, never by their random ids."""
+    precise = record.get("start_ns")
+    if isinstance(precise, int):
+        return precise / 1e9, run_dir.name
+    try:
+        return datetime.fromisoformat(str(record.get("started"))).timestamp(), run_dir.name
+    except ValueError:
+        return 0.0, run_dir.name
+
+
 def list_runs(results_dir: Path, experiment_id: str | None = None,
               status: str | None = None) -> list[dict[str, Any]]:
     """One row per run directory under `results_dir`, newest first, from run.json and metrics.json."""
@@ -129,7 +145,7 @@ def list_runs(results_dir: Path, experiment_id: str | None = None,
 
     with one_queue_snapshot():
         rows = _rows(results_dir, experiment_id, status)
-    return sorted(rows, key=lambda r: (r["started"], r["run"]), reverse=True)
+    return sorted(rows, key=lambda r: r["order"], reverse=True)
 
 
 def _rows(results_dir: Path, experiment_id: str | None, status: str | None) -> list[dict[str, Any]]:
@@ -153,7 +169,8 @@ def _rows(results_dir: Path, experiment_id: str | None, status: str | None) -> l
                      "started": record.get("started") or "", "status": shown,
                      "epochs": metrics.get("epochs_run", ""),
                      "best": f"{monitor} {best:.4f}" if isinstance(best, float) else "",
-                     "job": job_label(record), "path": str(run_dir)})
+                     "job": job_label(record), "path": str(run_dir),
+                     "order": start_order(record, run_dir)})
     return rows
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from expkit.errors import ExpkitError, UsageError
-from expkit.rundir.dirs import shown_status
+from expkit.rundir.dirs import shown_status, start_order
 from expkit.utils.stats import Summary, summarize
 
 
@@ -172,17 +172,20 @@ class Runs(list[Run]):
         return group_runs(self, by)
 
     def aggregate(self, by: list[str] | None = None) -> list[dict[str, Any]]:
-        """One flat dict per group: its settings, `n`, and per summary metric (test_acc,
-        best_val_loss, ...) `<metric>_mean`, `_std`, `_ci_low`, `_ci_high` (the 95% interval of
-        the mean, Student's t; NaN for a group of one run)."""
+        """One flat dict per group: its settings, `n` (the finished runs the numbers come
+        from), `runs` (those runs), `excluded` (the others, "RUN_DIR (killed)"), and per summary
+        metric (test_acc, best_val_loss, ...) `<metric>_n` (its number of values),
+        `<metric>_mean`, `_std`, `_ci_low`, `_ci_high` (the 95% interval of the mean,
+        Student's t; NaN from one value)."""
         out = []
         for group in self.groups(by):
             row: dict[str, Any] = {**group.settings, "n": group.n,
-                                   "runs": [str(r.path) for r in group.runs]}
-            for metric in dict.fromkeys(k for r in group.runs for k in r.summary()):
+                                   "runs": [str(r.path) for r in group.counted],
+                                   "excluded": [f"{r.path} ({r.status})" for r in group.excluded]}
+            for metric in dict.fromkeys(k for r in group.counted for k in r.summary()):
                 s = group.stats(metric)
                 if s is not None:
-                    row |= {f"{metric}_mean": s.mean, f"{metric}_std": s.std,
+                    row |= {f"{metric}_n": s.n, f"{metric}_mean": s.mean, f"{metric}_std": s.std,
                             f"{metric}_ci_low": s.low, f"{metric}_ci_high": s.high}
             out.append(row)
         return out
@@ -194,7 +197,7 @@ def runs(results_dir: str | Path = "results", experiment_id: str | None = None,
     folder = Path(results_dir)
     found = Runs(read_run(p.parent) for p in sorted(folder.glob("*/*/run.json"))
                  if p.parent.parent.name != "sweeps")
-    found.sort(key=lambda r: (str(r.record.get("started") or ""), r.id))
+    found.sort(key=lambda r: start_order(r.record, r.path))
     return found.filter(status, experiment_id, **config)
 
 
@@ -234,15 +237,43 @@ def _setting_keys(run: Run) -> dict[str, Any]:
 @dataclass
 class Group:
     """Runs of one setting (the same arguments but the seed, or the same `by` flags): each
-    metric of their summaries as mean, std and a Student's t interval (`stats`)."""
+    metric of their summaries as mean, std and a Student's t interval (`stats`).
+
+    Only finished runs count: a run that is still running, was killed, stopped or failed has
+    no final numbers, so it is listed (`excluded`, `note`) but never averaged. N is the number
+    of values a statistic was computed from: `n` runs in all, `n_of(metric)` per metric."""
 
     settings: dict[str, Any]  # dotted key -> value: what tells this group from the others
     runs: list[Run]
 
     @property
+    def counted(self) -> list[Run]:
+        """The runs whose numbers count: the finished ones."""
+        return [r for r in self.runs if r.status == "finished"]
+
+    @property
+    def excluded(self) -> list[Run]:
+        """The runs left out of the statistics (not finished), with their status."""
+        return [r for r in self.runs if r.status != "finished"]
+
+    @property
     def n(self) -> int:
-        """How many runs the group holds."""
-        return len(self.runs)
+        """How many runs the statistics are computed from (the finished ones)."""
+        return len(self.counted)
+
+    def n_of(self, metric: str) -> int:
+        """How many values the metric's statistics are computed from."""
+        return len(self.values(metric))
+
+    def note(self) -> str:
+        """What was left out, e.g. "3 runs, 1 killed: not counted" ("" when nothing was)."""
+        if not self.excluded:
+            return ""
+        statuses: dict[str, int] = {}
+        for run in self.excluded:
+            statuses[run.status] = statuses.get(run.status, 0) + 1
+        left = ", ".join(f"{k} {s}" for s, k in statuses.items())
+        return f"{len(self.runs)} runs, {left}: not counted"
 
     def label(self) -> str:
         """The group's settings by flag name ("lr=0.01, batch_size=64"), or its experiment's id
@@ -252,11 +283,13 @@ class Group:
             or self.runs[0].experiment_id
 
     def values(self, metric: str) -> list[float]:
-        """The metric's value in each run that has it (summary names: test_acc, best_val_loss)."""
-        return [s[metric] for s in (r.summary() for r in self.runs) if metric in s]
+        """The metric's value in each counted run that has it (summary names: test_acc,
+        best_val_loss)."""
+        return [s[metric] for s in (r.summary() for r in self.counted) if metric in s]
 
     def stats(self, metric: str) -> Summary | None:
-        """Mean, std and 95% interval of the metric over the group's runs (None: no run has it)."""
+        """Mean, std and 95% interval of the metric over the group's counted runs (None: no
+        counted run has it; std and interval NaN for one value)."""
         values = self.values(metric)
         return summarize(values) if values else None
 
@@ -307,12 +340,18 @@ def direction_of(metric: str, selected: list[Run]) -> str | None:
     return "min" if base == "loss" else None
 
 
+#: a group's mean is marked best only when it comes from this many values or more
+MIN_N_FOR_BEST = 2
+
+
 def best_group(groups: list[Group], metric: str, direction: str | None) -> int | None:
-    """The index of the group with the best mean of `metric` (None: one group, no direction, or
-    no values)."""
+    """The index of the group with the best mean of `metric` among the groups whose mean comes
+    from MIN_N_FOR_BEST values or more (None: fewer than two groups, no direction, or no such
+    group): one run's value is never "best" on its own."""
     if direction not in ("max", "min") or len(groups) < 2:
         return None
-    means = [(s.mean, i) for i, g in enumerate(groups) if (s := g.stats(metric)) is not None]
+    means = [(s.mean, i) for i, g in enumerate(groups)
+             if (s := g.stats(metric)) is not None and s.n >= MIN_N_FOR_BEST]
     if not means:
         return None
     return (max(means) if direction == "max" else min(means))[1]

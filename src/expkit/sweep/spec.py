@@ -38,8 +38,8 @@ class SweepSpec(Args):
     workers: int = Field(1, ge=1, description="worker processes (local), or worker jobs (SLURM)")
     launcher: Literal["local", "slurm"] = Field("local", description="where workers run: local "
                                                 "processes, or SLURM batch jobs (--slurm_* flags)")
-    seed: int | None = Field(None, ge=0, description="sampler seed (worker k uses seed + k) and "
-                             "every trial's training seed")
+    seed: int | None = Field(None, ge=0, description="sampler seed (worker k uses seed + k; a "
+                             "grid walks one fixed order) and every trial's training seed")
     args: list[str] = Field(default_factory=list, description="fixed flags for every trial")
 
     @field_validator("direction", mode="before")

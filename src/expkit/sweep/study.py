@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
+import json
 import math
 import socket
 from collections.abc import Iterator
@@ -58,20 +60,45 @@ def open_storage(url: str) -> Any:
 
 
 def sampler_for(spec: SweepSpec, spaces: dict[str, Space], worker: int) -> Any:
-    """This worker's sampler: grid, random or TPE, seeded with --seed + the worker's number."""
+    """This worker's sampler: random or TPE, seeded with --seed + the worker's number. A grid
+    needs none: each grid trial is enqueued with its point (`enqueue_next_point`), so that
+    every worker walks the same grid in the same order."""
     optuna = import_optuna()
     seed = None if spec.seed is None else spec.seed + worker
-    if spec.sampler == "grid":
-
-        class Grid(optuna.samplers.GridSampler):  # type: ignore[misc,name-defined]
-            def after_trial(self, *args: Any, **kwargs: Any) -> None:
-                """Nothing: GridSampler would call study.stop(), which only works in optimize();
-                the worker loop stops at the grid's size itself (`target_trials`)."""
-
-        return Grid({f: grid_values(s) for f, s in spaces.items()}, seed=seed)
-    if spec.sampler == "random":
+    if spec.sampler in ("grid", "random"):
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
+
+
+def grid_points(spaces: dict[str, Space]) -> list[dict[str, Any]]:
+    """Every point of the grid, in one fixed order (the first space varies slowest)."""
+    names = list(spaces)
+    return [dict(zip(names, values, strict=True))
+            for values in itertools.product(*(grid_values(spaces[n]) for n in names))]
+
+
+def enqueue_next_point(study: Any, spaces: dict[str, Space]) -> bool:
+    """Under the sweep's lock: make sure the next `study.ask()` gets a grid point that no trial
+    has taken yet (a waiting trial, e.g. a failed one queued again, goes first). Returns False
+    when every point has a trial: the grid is walked.
+
+    Optuna's GridSampler hands out points by its own shuffle of the grid, seeded per process:
+    workers with different seeds (or none) repeat points and skip others. Here the study
+    itself is the record of which points are taken, whatever the number of workers."""
+    optuna = import_optuna()
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state == optuna.trial.TrialState.WAITING for t in trials):
+        return True
+    taken = {_point_key(t.params, spaces) for t in trials}
+    for point in grid_points(spaces):
+        if _point_key(point, spaces) not in taken:
+            study.enqueue_trial(point)
+            return True
+    return False
+
+
+def _point_key(params: dict[str, Any], spaces: dict[str, Space]) -> str:
+    return json.dumps([str(params.get(name)) for name in spaces])
 
 
 def pruner_for(spec: SweepSpec) -> Any:
@@ -116,7 +143,9 @@ def recover(study: Any) -> list[int]:
     retried = set(study.user_attrs.get("retried", []))
     queued = []
     for trial in study.get_trials(deepcopy=False, states=(state.FAIL,)):
-        if trial.number not in retried and "retry_of" not in trial.user_attrs:
+        # a trial that died before it had parameters has nothing to retry (queued with none,
+        # a grid's would take a random point)
+        if trial.number not in retried and "retry_of" not in trial.user_attrs and trial.params:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
             queued.append(trial.number)
     if queued:

@@ -22,7 +22,14 @@ from expkit.config.registry import Registry
 from expkit.errors import ExpkitError, UsageError
 from expkit.sweep.space import import_optuna, suggest
 from expkit.sweep.spec import SweepSpec, prepare
-from expkit.sweep.study import load_study, locked, storage_url, sweep_dir, target_trials
+from expkit.sweep.study import (
+    enqueue_next_point,
+    load_study,
+    locked,
+    storage_url,
+    sweep_dir,
+    target_trials,
+)
 from expkit.training.callbacks import Callback
 from expkit.training.checkpoint import LAST
 
@@ -79,6 +86,8 @@ def run_worker(spec: SweepSpec, registry: Registry, prog: str, worker: int = 0) 
             counted = sum(t.state in (state.COMPLETE, state.PRUNED, state.RUNNING) for t in trials)
             if counted >= target:
                 return 0
+            if spec.sampler == "grid" and not enqueue_next_point(study, spaces):
+                return 0  # every point has a trial (a failed one is retried when the sweep reruns)
             trial = study.ask()
             trial.set_user_attr("host", socket.gethostname())
             trial.set_user_attr("pid", os.getpid())
