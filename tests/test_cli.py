@@ -209,6 +209,20 @@ def test_experiment_help_groups_arguments_by_part(workspace: Workspace) -> None:
     assert list(workspace.root.iterdir()) == []
 
 
+@pytest.mark.parametrize("experiment_id", ["mnist", "diabetes", "breast_cancer", "char_lm"])
+def test_help_names_this_experiments_own_default_monitor(workspace: Workspace,
+                                                          experiment_id: str) -> None:
+    from lab.registry import EXPERIMENTS
+
+    module, _, name = EXPERIMENTS[experiment_id].partition(":")
+    default = getattr(__import__(module, fromlist=[name]), name).default_monitor
+    result = workspace.run(f"--experiment_id={experiment_id}", "--help")
+    out = " ".join(result.stdout.split())
+    monitor = out[out.index("--monitor "):out.index("--monitor_mode")]
+    assert f"(default: auto: {default})" in monitor, monitor
+    assert "mnist: val_acc" not in out  # never another experiment's default
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("entry", ["run.py", "expkit", "python -m expkit"])
 def test_help_and_usage_errors_reach_a_pipe_whole(workspace: Workspace, entry: str) -> None:

@@ -82,7 +82,7 @@ def test_corrupt_download_is_detected_deleted_and_reported(server: tuple[str, Pa
         download_verified("f.gz", [url], "0" * 64, dest)
     assert not info.value.offline
     assert "checksum mismatch" in info.value.failures[0] and "file deleted" in info.value.failures[0]
-    assert list(dest.iterdir()) == []  # no file, no .part left behind
+    assert not dest.exists()  # no file, no .part, no empty folder left behind
 
 
 @pytest.mark.parametrize("debug", ["", "1"])
@@ -106,6 +106,7 @@ def test_offline_download_is_one_short_line_and_the_ways_out(
     hint = info.value.hint or ""
     assert "offline:" in hint and "--dataset=fashion_mnist" in hint
     assert str(tmp_path / "cache" / "mnist") in hint or "dataset-fashion-mnist" in hint
+    assert not (tmp_path / "cache").exists(), "a failed download leaves no empty folder behind"
 
 
 def test_dataset_downloads_missing_files_then_loads(server: tuple[str, Path], tmp_path: Path,

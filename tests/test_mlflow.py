@@ -152,13 +152,17 @@ def test_unreachable_server_warns_once_and_sync_sends_the_run_later(
     assert (run_dir / "metrics.json").is_file() and len(read_history(run_dir)) == 2
 
     here = {**away, "MLFLOW_TRACKING_URI": server.uri}
-    for _ in range(2):  # a second sync sends nothing twice
-        synced = ws.run("sync", str(run_dir), env=here)
-        assert synced.returncode == 0, synced.stderr
+    # a second sync sends nothing twice; the folder as typed (relative) is recorded absolute
+    for typed in (run_dir.relative_to(ws.root), run_dir):
+        synced = ws.run("sync", str(typed), env=here)
+        assert synced.returncode == 0, synced.stdout + synced.stderr
         client = MlflowClient(server.uri)
         run_id = mlflow_run_id(run_dir)
         assert_history_on_server(client, run_id, run_dir)
         assert client.get_run(run_id).info.status == "FINISHED"
+        tags = client.get_run(run_id).data.tags
+        assert tags["expkit.run_dir"] == str(run_dir.absolute())
+        assert json.loads(tags["expkit.directions"]) == ws.metrics(run_dir)["directions"]
     assert {"history.png", "metrics.json"} <= artifact_paths(client, run_id)
     assert len(client.search_runs([client.get_run(run_id).info.experiment_id])) == 1
 

@@ -88,7 +88,8 @@ def parse_run(argv: list[str], registry: Registry, prog: str
     args_cls = experiment_cls.args_class
     if wants_help(rest):
         doc = (experiment_cls.__doc__ or "").strip()
-        parser = build_parser(args_cls, f"{prog} --experiment_id={exp_id}", doc)
+        parser = build_parser(args_cls, f"{prog} --experiment_id={exp_id}", doc,
+                              auto={"monitor": experiment_cls.default_monitor})
         parser.print_help()
         return None
     sources: dict[str, str] = {}

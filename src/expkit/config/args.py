@@ -130,8 +130,12 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def build_parser(cls: type[BaseModel], prog: str, description: str = "") -> argparse.ArgumentParser:
-    """An argparse parser for `cls`'s flags, grouped by part: used for parsing, --help and completion."""
+def build_parser(cls: type[BaseModel], prog: str, description: str = "",
+                 auto: dict[str, str] | None = None) -> argparse.ArgumentParser:
+    """An argparse parser for `cls`'s flags, grouped by part: used for parsing, --help and completion.
+
+    `auto` names what an `auto` default of a flag becomes for this experiment (`{"monitor":
+    "val_mse"}`), shown in --help as "(default: auto: val_mse)"."""
     parser = _Parser(prog=prog, description=description, allow_abbrev=False, add_help=False,
                      usage=f"{prog} [--flag=value ...]",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -148,6 +152,8 @@ def build_parser(cls: type[BaseModel], prog: str, description: str = "") -> argp
             default = flag.field.get_default(call_default_factory=True)
             shown = ("auto" if default is None and flag.nullable
                      else json.dumps(default, default=str))
+            if shown == "auto" and flag.name in (auto or {}):
+                shown = f"auto: {(auto or {})[flag.name]}"
         help_text = f"{flag.field.description or ''} (default: {shown})".replace("%", "%%")
         kwargs: dict[str, Any] = dict(dest=flag.name, action="append", default=argparse.SUPPRESS,
                                       metavar=flag.type_name, help=help_text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import urllib.error
 import urllib.request
@@ -31,6 +32,7 @@ def download_verified(filename: str, mirrors: list[str], sha256: str, dest_dir: 
     that says how many were tried and keeps why each one failed.
     """
     dest_dir = Path(dest_dir)
+    made = [d for d in (dest_dir, *dest_dir.parents) if not d.exists()]  # removed again on failure
     dest_dir.mkdir(parents=True, exist_ok=True)
     target = dest_dir / filename
     part = dest_dir / (filename + ".part")
@@ -54,4 +56,7 @@ def download_verified(filename: str, mirrors: list[str], sha256: str, dest_dir: 
             continue
         part.replace(target)
         return target
+    for folder in made:  # deepest first: an offline first run leaves no empty cache folder
+        with contextlib.suppress(OSError):
+            folder.rmdir()
     raise DownloadError(filename, failures, offline=bool(failures) and unreachable == len(failures))

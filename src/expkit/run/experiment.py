@@ -84,7 +84,7 @@ class ExperimentArgs(Args):
     deterministic: bool = Field(False, description="deterministic algorithms only (bit-identical "
                                 "reruns; may be slower on GPU)")
     monitor: str | None = Field(None, description="metric that decides the best epoch; auto = "
-                                "the experiment's default (mnist: val_acc)")
+                                "the experiment's default_monitor")
     monitor_mode: Literal["min", "max"] | None = Field(
         None, description="whether lower or higher --monitor is better; auto = the metric's "
         "declared direction (an explicit mode must agree with it)")

@@ -19,6 +19,7 @@ mlflow is imported only here: runs without --use_mlflow never pay its import (~1
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -72,7 +73,7 @@ class MlflowTracker:
                                                      for k in ("PASSWORD", "TOKEN"))) if s]
         self._client: Callable[[], Any] = lambda: MlflowClient(tracking_uri=uri)
         self.client: Any = None  # made when the run starts: making it may fail (a bad URI)
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(run_dir).absolute()  # the same tag from a run and from `expkit sync`
         self.experiment_name = settings.experiment_name or experiment_id
         self.experiment_id = experiment_id
         self.run_id = run_id
@@ -196,8 +197,8 @@ class MlflowTracker:
         values |= dict(summary.get("test") or {})
         metrics = [self.Metric(k, float(v), now, step) for k, v in values.items()
                    if isinstance(v, int | float)]
-        tags = [self.RunTag(f"expkit.{k}", str(v)) for k, v in summary.items()
-                if k not in ("best", "final", "test") and v is not None]
+        tags = [self.RunTag(f"expkit.{k}", v if isinstance(v, str) else json.dumps(v))
+                for k, v in summary.items() if k not in ("best", "final", "test") and v is not None]
         self.client.log_batch(self.run_id, metrics=metrics, tags=tags)
 
     def _close(self, status: str) -> None:
@@ -236,8 +237,6 @@ def sync_run(run_dir: Path, settings: MlflowSettings, say: Callable[[str], None]
     artifacts and status (a run whose server was away, or a killed one, which could not close
     its MLflow run). The MLflow run of run.json or the last checkpoint is continued, else a new
     one is made (and recorded in run.json). Returns whether everything was sent."""
-    import json
-
     from expkit.rundir.dirs import RunRecord, shown_status
 
     run_dir = Path(run_dir)
