@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -229,6 +230,14 @@ def test_secret_free_wandb_offline_run_with_resume(data_workspace: Workspace) ->
     assert more.returncode == 0, more.stderr
     offline = sorted((run / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(offline) == 2 and len({p.stem for p in offline}) == 1  # resumed the same run id
+    # each process says once where its files went and how to upload them
+    first_hint = [line for line in result.stdout.splitlines() if "wandb sync" in line]
+    assert first_hint == [f"wandb: logged offline to {run / 'wandb'}; upload it with: wandb sync "
+                          f"{offline[0].parent}"], result.stdout
+    both = f"{run.absolute() / 'wandb'}/offline-run-*-{offline[0].stem.removeprefix('run-')}"
+    assert [line for line in more.stdout.splitlines() if "wandb sync" in line] == [
+        f"wandb: logged offline to {run / 'wandb'}; upload it with: wandb sync {both}"]
+    assert sorted(Path(p) for p in glob.glob(both)) == [p.parent for p in offline]
     logged = [row for path in offline for row in read_wandb_history(path)]
     expected = {int(r["epoch"]): float(r["val_acc"]) for r in expkit.load_run(run).history}
     assert {int(row["epoch"]): row["val_acc"] for row in logged} == expected

@@ -37,6 +37,7 @@ class WandbTracker:
             raise ExpkitError("--use_wandb=true needs wandb: pip install 'expkit[wandb]' "
                               "(or --use_wandb=false)") from None
         self.wandb = wandb
+        self.say = say
         self.run_dir = Path(run_dir)
         self.settings = settings
         self.experiment_id = experiment_id
@@ -101,6 +102,17 @@ class WandbTracker:
                 self.run.log({"history": self.wandb.Image(str(plot))}, step=self.step)
             self.run.finish(exit_code=0 if status == "finished" else 1)
             self.run = None
+            if self.mode == "offline":
+                self.say(offline_hint(self.run_dir, self.run_id))
+
+
+def offline_hint(run_dir: Path, run_id: str) -> str:
+    """Where an offline wandb run's files are and the command that uploads them (every
+    segment of a resumed run: one folder per process)."""
+    segments = sorted((Path(run_dir) / "wandb").glob(f"offline-run-*-{run_id}"))
+    shown = (str(segments[0]) if len(segments) == 1
+             else str(Path(run_dir).absolute() / "wandb" / f"offline-run-*-{run_id}"))
+    return f"wandb: logged offline to {Path(run_dir) / 'wandb'}; upload it with: wandb sync {shown}"
 
 
 def _netrc_has_wandb() -> bool:
