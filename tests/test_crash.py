@@ -4,6 +4,7 @@ started together never share a directory."""
 
 from __future__ import annotations
 
+import csv
 import json
 import multiprocessing
 import random
@@ -182,9 +183,19 @@ def test_a_killed_run_shows_as_killed_and_resumes(data_workspace: Workspace) -> 
     assert record["status"] == "running" and record["host"] and record["pid"] and record["heartbeat"]
     listing = ws.cli("list", entry="expkit")
     assert listing.returncode == 0 and "killed" in listing.stdout.splitlines()[1].split(), listing.stdout
+    # what the run directory holds: the epochs done, the best so far, and how to go on
+    [row] = list(csv.DictReader((run / "history.csv").open()))
+    so_far = f"val_acc {float(row['val_acc']):.4f} so far"
+    assert listing.stdout.splitlines()[1].split()[-6:] == ["killed", "1", *so_far.split()], listing.stdout
+    resume_line = f"resume {run.name} (killed, 1 epochs done) with: "
+    assert any(line.startswith(resume_line) and line.endswith(f"resume {run}")
+               for line in listing.stdout.splitlines()), listing.stdout
     assert read_run(run).status == "killed"
     assert ws.run("report", "--index").returncode == 0
-    assert '<span class="status killed">killed</span>' in (ws.results / "index.html").read_text()
+    page = (ws.results / "index.html").read_text()
+    assert '<span class="status killed">killed</span>' in page
+    assert f'{so_far}; resume: <code>' in page and f"resume {run}</code>" in page
+    assert '<td class=num data-value="1">1</td>' in page, "the epochs done"
 
     elsewhere = {**record, "host": "another-host"}  # a live run elsewhere beats recently
     (run / "run.json").write_text(json.dumps({**elsewhere, "heartbeat": rundirs.now()}))

@@ -192,6 +192,10 @@ def test_index_lists_sorts_and_compares_runs(two_runs: tuple[Workspace, list[Pat
     result = ws.cli("report", "--index")
     assert result.returncode == 0, result.stderr
     index = ws.results / "index.html"
+    one = ws.cli("report", str(runs[0].relative_to(ws.root)))  # a folder as typed, relative
+    assert one.returncode == 0, one.stderr
+    assert [result.stdout.strip(), one.stdout.strip()] == [
+        f"wrote {index.absolute()}", f"wrote {(runs[0] / 'report.html').absolute()}"], "one form"
     requests = browser.open(index.absolute().as_uri())
     assert all(r == index.absolute().as_uri() or r.startswith("data:") for r in requests), requests
     assert_policy_blocks_loads(browser)
@@ -211,9 +215,14 @@ def test_index_lists_sorts_and_compares_runs(two_runs: tuple[Workspace, list[Pat
     headers = browser.evaluate("[...document.querySelectorAll('table.runs th.arg')]"
                                ".map(th => th.textContent)")
     assert headers == ["lr", "hidden_sizes"], "the arguments that differ, by flag, before any tick"
+    all_headers = browser.evaluate("[...document.querySelectorAll('table.runs th')]"
+                                   ".map(th => th.textContent)")
+    assert all_headers[4] == "epochs run" and all_headers.index("test_acc") < all_headers.index("lr"), \
+        "the metrics come before the arguments"
+    first_arg = all_headers.index("lr")
     by_id = browser.evaluate(
         "Object.fromEntries([...document.querySelectorAll('table.runs tbody tr')].map(r => [r.cells[1]"
-        ".textContent, [...r.cells].slice(5, 7).map(c => c.textContent)]))")
+        f".textContent, [...r.cells].slice({first_arg}, {first_arg + 2}).map(c => c.textContent)]))")
     assert by_id == {runs[0].name: ["0.003", "[32]"], runs[1].name: ["0.0005", "[16]"]}
     browser.evaluate("document.querySelectorAll('input.pick').forEach(c => { c.checked = true; "
                      "c.dispatchEvent(new Event('change')); })")

@@ -266,11 +266,11 @@ def cmd_report(argv: list[str], registry: Registry, prog: str) -> int:
     if index:
         if rest:
             raise UsageError(f"report --index: unexpected {' '.join(rest)!r}")
-        print(f"wrote {write_index(results_dir)}")
+        print(f"wrote {write_index(results_dir).absolute()}")
         return 0
     if len(rest) != 1 or rest[0].startswith("-"):
         raise UsageError("report needs one run directory: report RUN_DIR (or report --index)")
-    print(f"wrote {write_report(Path(rest[0]))}")
+    print(f"wrote {write_report(Path(rest[0])).absolute()}")
     return 0
 
 

@@ -15,10 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from expkit.reports.charts import HINT, chart_assets, metric_groups
-from expkit.rundir.dirs import job_label
-from expkit.rundir.results import Run, as_typed, flag_of, flatten, read_artifacts, read_run, runs
+from expkit.rundir.dirs import RESUMABLE, job_label, progress
+from expkit.rundir.results import (
+    NOT_SETTINGS,
+    Run,
+    as_typed,
+    flag_of,
+    flatten,
+    read_artifacts,
+    read_run,
+    runs,
+)
 from expkit.utils.files import atomic_write_text
-from expkit.utils.invocation import pinned
+from expkit.utils.invocation import command, pinned
 
 REPORT = "report.html"
 INDEX = "index.html"
@@ -265,32 +274,40 @@ def _runs_table(group: list[tuple[int, Run]], results_dir: Path) -> str:
     summaries = [run.summary() for _, run in group]
     metric_cols = list(dict.fromkeys(k for s in summaries for k in s
                                      if k.startswith(("best_val", "test_"))))
-    arg_keys = differing([run for _, run in group])
+    differ = differing([run for _, run in group])
+    # what the runs trained with first, how they were recorded (trackers, checkpoints) last
+    arg_keys = [k for k in differ if k.rsplit(".", 1)[-1] not in NOT_SETTINGS or k.endswith("seed")] \
+        + [k for k in differ if k.rsplit(".", 1)[-1] in NOT_SETTINGS and not k.endswith("seed")]
     jobs = [job_label(run.record) for _, run in group]
     head = ('<tr><th></th>' + "".join(f'<th class="sort">{c}</th>' for c in
-                                      ["run", "status", "started", "epochs"])
+                                      ["run", "status", "started", "epochs run"])
             + ('<th class="sort">SLURM job</th>' if any(jobs) else "")
+            + "".join(f'<th class="sort">{escape(c)}</th>' for c in metric_cols)
             + "".join(f'<th class="sort arg">{escape(flag_of(k, group[0][1].record))}</th>'
-                      for k in arg_keys)
-            + "".join(f'<th class="sort">{escape(c)}</th>' for c in metric_cols) + "</tr>")
+                      for k in arg_keys) + "</tr>")
     body = []
     for (i, run), summary in zip(group, summaries, strict=True):
         link = escape(str(run.path.relative_to(results_dir) / REPORT))
         started = str(run.record.get("started") or "")
-        flat, epochs = run.flat_config, run.metrics.get("epochs_run", "")
+        flat = run.flat_config
+        epochs, best = progress(run.path, run.metrics)
+        status = escape(run.status)
+        resume = (f'<div class="muted resume">{escape(best)}; resume: <code>'
+                  f'{escape(command("resume", str(run.path)))}</code></div>'
+                  if run.status in RESUMABLE and (run.path / "checkpoints" / "last.pt").is_file() else "")
         cells = [f'<td><input type="checkbox" class="pick" value="{i}"></td>',
                  f'<td class=nowrap><a href="{link}">{escape(run.id)}</a></td>',
-                 f'<td><span class="status {escape(run.status)}">{escape(run.status)}</span></td>',
+                 f'<td><span class="status {status}">{status}</span>{resume}</td>',
                  f'<td class=nowrap data-value="{escape(started)}" title="{escape(started)}">'
                  f"{escape(started[:19].replace('T', ' '))}</td>",
                  f'<td class=num data-value="{epochs}">{escape(str(epochs))}</td>']
         if any(jobs):
             cells.append(f'<td class="nowrap job">{escape(job_label(run.record))}</td>')
+        cells += [f'<td class=num data-value="{summary[c]}">{summary[c]:.4f}</td>' if c in summary
+                  else '<td data-value=""></td>' for c in metric_cols]
         cells += [f'<td class=nowrap data-value="{escape(_sort_value(flat.get(k)))}">'
                   f'{escape(as_typed(flat.get(k), none="none") if k in flat else "")}</td>'
                   for k in arg_keys]
-        cells += [f'<td class=num data-value="{summary[c]}">{summary[c]:.4f}</td>' if c in summary
-                  else '<td data-value=""></td>' for c in metric_cols]
         body.append("<tr>" + "".join(cells) + "</tr>")
     datasets = sorted({str(run.get("dataset.name")) for _, run in group
                        if run.get("dataset.name") is not None})

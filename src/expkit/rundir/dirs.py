@@ -15,6 +15,7 @@ from typing import Any
 
 from expkit.errors import ExpkitError
 from expkit.utils.files import atomic_write_json
+from expkit.utils.invocation import command
 
 #: every status a run can show (run.json's, or what `shown_status` makes of it)
 STATUSES = ("running", "finished", "failed", "stopped", "killed", "queued", "requeued")
@@ -158,20 +159,50 @@ def _rows(results_dir: Path, experiment_id: str | None, status: str | None) -> l
         shown = shown_status(record, run_dir)
         if status and shown != status:
             continue
-        try:
-            metrics = json.loads((run_dir / "metrics.json").read_text())
-        except (OSError, ValueError):
-            metrics = {}
-        monitor = metrics.get("monitor")
-        best = (metrics.get("best") or {}).get(monitor) if monitor else None
+        epochs, best = progress(run_dir, _json_file(run_dir / "metrics.json"))
         rows.append({"experiment": record.get("experiment_id", "?"), "run": run_dir.name,
                      "dataset": _dataset_of(run_dir),
                      "started": record.get("started") or "", "status": shown,
-                     "epochs": metrics.get("epochs_run", ""),
-                     "best": f"{monitor} {best:.4f}" if isinstance(best, float) else "",
+                     "epochs": epochs, "best": best,
                      "job": job_label(record), "path": str(run_dir),
-                     "order": start_order(record, run_dir)})
+                     "order": start_order(record, run_dir),
+                     "resumable": shown in RESUMABLE and (run_dir / "checkpoints" / "last.pt").is_file()})
     return rows
+
+
+#: statuses of a run that `expkit resume` continues (from its checkpoints/last.pt)
+RESUMABLE = ("killed", "stopped", "failed")
+
+
+def progress(run_dir: Path, metrics: dict[str, Any]) -> tuple[int | str, str]:
+    """(epochs run, "val_acc 0.9120") of a run: metrics.json's once it ended, else what its
+    history.csv holds so far, the best marked "so far" (a killed run wrote no metrics.json,
+    but its epochs and checkpoints are there). ("", "") when there is nothing yet."""
+    monitor = metrics.get("monitor")
+    best = (metrics.get("best") or {}).get(monitor) if monitor else None
+    if metrics:
+        return metrics.get("epochs_run", ""), f"{monitor} {best:.4f}" if isinstance(best, float) else ""
+    config = _json_file(run_dir / "config.json")
+    monitor, mode = config.get("monitor"), config.get("monitor_mode")
+    try:
+        with (run_dir / "history.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        epochs = int(float(rows[-1]["epoch"])) if rows else ""
+        values = [float(r[monitor]) for r in rows if monitor and r.get(monitor) not in (None, "")]
+    except (OSError, ValueError, KeyError):
+        return "", ""
+    finite = [v for v in values if v == v]
+    if not finite or mode not in ("min", "max"):
+        return epochs, ""
+    return epochs, f"{monitor} {(max if mode == 'max' else min)(finite):.4f} so far"
+
+
+def _json_file(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def job_label(record: dict[str, Any]) -> str:
@@ -202,4 +233,6 @@ def runs_table(rows: list[dict[str, Any]]) -> str:
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
     lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
     lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
+    lines += [f"resume {r['run']} ({r['status']}, {r['epochs'] or 0} epochs done) with: "
+              f"{command('resume', r['path'])}" for r in rows if r.get("resumable")]
     return "\n".join(line.rstrip() for line in lines)
