@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from expkit.training.optim import OptimizerArgs, Schedule, SchedulerArgs, build_optimizer
+from expkit.training.optim import OptimizerArgs, Schedule, SchedulerArgs
 from lab.experiments.mnist import MnistArgs, MnistExperiment
 
 
@@ -39,11 +39,9 @@ class OwnArgs(MnistArgs):
 class OwnRecipe(MnistExperiment):
     args_class = OwnArgs
 
-    def build_optimizer(self, model):
+    def optimizer_kwargs(self):
         a = self.args.optimizer
-        if a.name != "adam":
-            return build_optimizer(a, model.parameters())
-        return torch.optim.Adam(model.parameters(), lr=a.lr, betas=(0.9, a.beta2))
+        return {"betas": (0.9, a.beta2)} if a.name in ("adam", "adamw") else {}
 
     def build_scheduler(self, optimizer, steps_per_epoch):
         if self.args.scheduler.name != "exponential":
@@ -69,7 +67,58 @@ def test_an_experiment_adds_optimizer_and_scheduler_args_by_subclassing(
     assert lrs == pytest.approx([1e-3, 5e-4, 2.5e-4])
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert state["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.95)
+    assert state["optimizer"]["param_groups"][0]["weight_decay"] == 0.0
     config = json.loads((run / "config.json").read_text())
     assert config["optimizer"]["beta2"] == 0.95 and config["scheduler"]["decay"] == 0.5
     changed = ws.run("--resume=" + str(run), "--epochs=4", "--decay=0.1", registry=own)
     assert changed.returncode == 2 and "--decay: was 0.5, now 0.1" in changed.stderr
+
+    # the built-in flags still apply beside the new one: --optimizer, --weight_decay, --fused
+    for flags, kind, fused in ((("--optimizer=adamw",), "AdamW", True),
+                               (("--optimizer=adam", "--fused=false"), "Adam", None)):
+        done = ws.run("--experiment_id=own_recipe", "--epochs=1", "--max_train_samples=100",
+                      "--beta2=0.9", "--weight_decay=0.25", *flags, registry=own)
+        assert done.returncode == 0, done.stderr
+        optimizer = expkit.load_run(ws.last_run("own_recipe"), registry=own).experiment.build_optimizer(
+            torch.nn.Linear(2, 2))
+        group = optimizer.param_groups[0]
+        assert type(optimizer).__name__ == kind and group["betas"] == (0.9, 0.9)
+        assert group["weight_decay"] == 0.25 and group["fused"] is fused
+        saved = torch.load(ws.last_run("own_recipe") / "checkpoints" / "last.pt", weights_only=True)
+        assert saved["optimizer"]["param_groups"][0]["weight_decay"] == 0.25
+
+
+VAL_ARTIFACTS = '''
+import torch
+
+from lab.experiments.mnist import MnistExperiment
+
+
+class ValArtifacts(MnistExperiment):
+    def evaluation_artifacts(self, trainer):
+        x = trainer.val_split.x[:8]
+        assert x.device == trainer.device
+        predicted = trainer.model(x).argmax(1).tolist()
+        return {"val": f"{trainer.model.training} {torch.is_grad_enabled()} {trainer.device.type} "
+                       f"{predicted}"}
+'''
+
+
+def test_artifacts_see_the_validation_split_in_eval_mode(
+        data_workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """evaluation_artifacts reaches the validation split and the device, with the model in eval
+    mode and no gradients (dropout off: its outputs are the evaluated model's)."""
+    ws = data_workspace
+    own = register(tmp_path, monkeypatch, "val_artifacts", VAL_ARTIFACTS, "ValArtifacts")
+    done = ws.run("--experiment_id=val_artifacts", "--epochs=2", "--max_train_samples=200",
+                  "--dropout=0.5", "--seed=0", registry=own)
+    assert done.returncode == 0, done.stderr
+    run = ws.last_run("val_artifacts")
+    from expkit.config.machine import MachineConfig
+
+    loaded = expkit.load_run(run, "last", registry=own, machine=MachineConfig(cache_dir=ws.cache))
+    x = loaded.experiment.build_data().val.x[:8]
+    with torch.no_grad():
+        expected = loaded.model(x).argmax(1).tolist()
+    assert (run / "artifacts" / "val" / "2.txt").read_text() == f"False False cpu {expected}"
+    assert loaded.model.training is False

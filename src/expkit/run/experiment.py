@@ -147,8 +147,17 @@ class BaseExperiment(Generic[A]):
         raise NotImplementedError(f"{type(self).__name__} must implement build_model()")
 
     def build_optimizer(self, model: BaseModel) -> torch.optim.Optimizer:
-        """The optimizer from `--optimizer`, `--lr`, ... over the model's parameters."""
-        return build_optimizer(self.args.optimizer, model.parameters())
+        """The optimizer from `--optimizer`, `--lr`, `--weight_decay`, ... over the model's
+        parameters, with `optimizer_kwargs()` on top."""
+        return build_optimizer(self.args.optimizer, model.parameters(), **self.optimizer_kwargs())
+
+    def optimizer_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for the optimizer beyond the built-in flags: the way to use a new
+        field of an OptimizerArgs subclass that is not a keyword of the optimizer itself
+        (`{"betas": (0.9, self.args.optimizer.beta2)}`), while `--optimizer`, `--lr`,
+        `--weight_decay` and `--fused` keep working. Fields named like the optimizer's own
+        keywords (`nesterov`, `amsgrad`) need nothing: they are passed on as they are."""
+        return {}
 
     def build_scheduler(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int
                         ) -> Schedule | None:
@@ -170,8 +179,14 @@ class BaseExperiment(Generic[A]):
     def evaluation_artifacts(self, trainer: TrainerView) -> dict[str, str | torch.Tensor]:
         """Text and images to save at each evaluation (epoch end), by name: a `str`, or an
         image tensor (H, W) or (C, H, W) in [0, 1]. They land in RUN_DIR/artifacts/NAME/EPOCH.*,
-        report.html, wandb and TensorBoard. Runs on rank 0 only; leave the global RNGs alone
-        (draw from a generator of your own) so that a resumed run stays exact."""
+        report.html, wandb and TensorBoard.
+
+        Called after the evaluation, with `trainer.model` in eval mode and gradients off (the
+        mode is restored after); `trainer.val_split` (None without one) and
+        `trainer.train_split` are on `trainer.device`, so "input vs output" on validation
+        examples is `trainer.model(trainer.val_split.x[:8])` (a named split:
+        `trainer.val_split.tensors`). Runs on rank 0 only; leave the global RNGs alone (draw
+        from a generator of your own) so that a resumed run stays exact."""
         return {}
 
     def build_trackers(self, run_dir: Path) -> list[Tracker]:

@@ -16,7 +16,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -28,6 +28,7 @@ from expkit.utils.files import atomic_write
 if TYPE_CHECKING:
     from expkit.training.callbacks import TrainerView
 
+T = TypeVar("T")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
@@ -97,5 +98,17 @@ class SaveArtifacts(Callback):
         the epoch (step-based runs: the step)."""
         self.artifacts.epoch = trainer.epoch if trainer.max_steps is None else trainer.steps
         if self.artifacts.is_main:
-            for name, value in self.produce(trainer).items():
+            for name, value in evaluating(trainer.model, lambda: self.produce(trainer)).items():
                 self.artifacts.save(name, value)
+
+
+def evaluating(model: torch.nn.Module, produce: Callable[[], T]) -> T:
+    """`produce()` with the model in eval mode and gradients off (as evaluation sees it: no
+    dropout, batch-norm's running statistics), the model's mode restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return produce()
+    finally:
+        model.train(was_training)

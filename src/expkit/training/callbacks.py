@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from expkit.utils.console import Console
 
 if TYPE_CHECKING:
+    import torch
+
     from expkit.data.base import AnySplit, Batch
     from expkit.models.base import BaseModel
 
@@ -31,6 +33,8 @@ class TrainerView(Protocol):
     should_stop: bool
     stop_reason: str
     train_split: AnySplit
+    val_split: AnySplit | None  # the validation split (None: the dataset has none)
+    device: torch.device  # where the model and the splits are
     augment: Callable[..., Batch] | None  # the dataset's augmentation of training batches
     released: bool  # release_data() was called: the splits are gone
     artifacts: Any  # the run's Artifacts: `trainer.artifacts.save(name, value)`

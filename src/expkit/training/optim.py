@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from pydantic import Field, model_validator
 
 from expkit.config.args import Args
+from expkit.errors import ExpkitError
 
 
 class OptimizerArgs(Args):
@@ -45,19 +47,35 @@ class SchedulerArgs(Args):
         return self
 
 
-def build_optimizer(args: OptimizerArgs, parameters: Iterable[Any]) -> torch.optim.Optimizer:
-    """The optimizer named by `args` over `parameters` (tensors, or param-group dicts)."""
+_OPTIMIZERS: dict[str, Any] = {  # name -> the optimizer class
+    "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+
+
+def build_optimizer(args: OptimizerArgs, parameters: Iterable[Any],
+                    **extra: Any) -> torch.optim.Optimizer:
+    """The optimizer named by `args` over `parameters` (tensors, or param-group dicts).
+
+    `--lr`, `--weight_decay`, `--momentum` (sgd) and `--fused` (adam/adamw) always apply. A
+    field that a subclass of OptimizerArgs adds is passed on when the optimizer takes a keyword
+    of that name (`nesterov: bool` reaches SGD, `amsgrad: bool` Adam); `extra` keywords
+    (`betas=(0.9, 0.95)`, from `BaseExperiment.optimizer_kwargs`) go on top."""
     params = list(parameters)
+    cls = _OPTIMIZERS.get(args.name)
+    if cls is None:
+        raise ExpkitError(f"--optimizer={args.name}: not one expkit builds ({', '.join(_OPTIMIZERS)}); "
+                          "build it in your experiment's build_optimizer(model)")
+    accepted = inspect.signature(cls).parameters
+    own = {k: v for k, v in args.model_dump().items()
+           if k not in OptimizerArgs.model_fields and k in accepted}
+    kwargs: dict[str, Any] = {"lr": args.lr, "weight_decay": args.weight_decay, **own, **extra}
     if args.name == "sgd":
-        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum,
-                               weight_decay=args.weight_decay)
-    cls = torch.optim.AdamW if args.name == "adamw" else torch.optim.Adam
-    if args.fused:
+        kwargs.setdefault("momentum", args.momentum)
+    elif args.fused:
         try:  # params of a type or on a device the fused kernel lacks: the per-parameter loop
-            return cls(params, lr=args.lr, weight_decay=args.weight_decay, fused=True)
+            return cast(torch.optim.Optimizer, cls(params, **kwargs, fused=True))
         except (RuntimeError, ValueError):
             pass
-    return cls(params, lr=args.lr, weight_decay=args.weight_decay)
+    return cast(torch.optim.Optimizer, cls(params, **kwargs))
 
 
 @dataclass
