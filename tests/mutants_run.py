@@ -22,6 +22,8 @@ TESTS = {
     "src/expkit/run/resume.py": "resume or not_a_run",
     "src/expkit/run/reproduce.py": "reproduce",
     "src/expkit/training/distributed.py": "one_process or two_ranks",
+    "src/expkit/run/callbacks.py": "heartbeat",
+    "src/expkit/training/evaluate.py": "clean_splits",
 }
 
 

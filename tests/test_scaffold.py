@@ -62,6 +62,10 @@ def test_new_writes_a_checked_experiment_that_trains_and_joins_the_walk(tmp_path
     types = run("--strict", "--cache-dir", str(tmp_path / "mypy"), *files, tool="mypy")
     assert types.returncode == 0, types.stdout
 
+    shown = run("--experiment_id=my_task", "--help")
+    assert shown.returncode == 0 and "diabetes" not in shown.stdout, "no other experiment's name"
+    assert "--model {mlp,linear}" in shown.stdout
+
     trained = run("--experiment_id=my_task", "--epochs=1")
     assert trained.returncode == 0, trained.stderr
     [run_dir] = (project / "results" / "my_task").iterdir()
@@ -75,3 +79,17 @@ def test_new_writes_a_checked_experiment_that_trains_and_joins_the_walk(tmp_path
                           cwd=project, env={**env, "CI": os.environ.get("CI", "")},
                           capture_output=True, text=True, timeout=600)
     assert walk.returncode == 0 and "2 passed" in walk.stdout, walk.stdout[-2000:]
+
+
+def _without_module_docstring(code: str) -> str:
+    return code[code.index('"""', 3) + 3:]
+
+
+def test_the_diabetes_example_is_the_regression_template() -> None:
+    """src/lab/experiments/diabetes.py is what `new diabetes --template=regression` writes, its
+    module docstring aside: the example and the template cannot drift apart."""
+    from expkit.cli.scaffold import render
+
+    written = render("regression", "diabetes")
+    example = (REPO / "src" / "lab" / "experiments" / "diabetes.py").read_text()
+    assert _without_module_docstring(example) == _without_module_docstring(written)

@@ -52,6 +52,12 @@ def _registry_with(source: str, path: Path, line: str) -> str:
                      "the experiment's line by hand")
 
 
+def render(template: str, name: str) -> str:
+    """The source `new NAME --template=TEMPLATE` writes: the template with its id and class
+    prefix filled in."""
+    return TEMPLATES[template].replace("__experiment_id__", name).replace("Template", class_prefix(name))
+
+
 def new_experiment(name: str, template: str, registry_module: str, registered: list[str]) -> Path:
     """Write `<registry package>/experiments/NAME.py` from `template` and register it; returns
     the file. A bad NAME (not an identifier, taken) is a usage error that writes nothing."""
@@ -71,7 +77,7 @@ def new_experiment(name: str, template: str, registry_module: str, registered: l
     module = f"{package}.experiments.{name}" if package else f"experiments.{name}"
     source = _registry_with(registry.read_text(), registry,
                             f'    "{name}": "{module}:{prefix}Experiment",\n')
-    code = TEMPLATES[template].replace("__experiment_id__", name).replace("Template", prefix)
+    code = render(template, name)
     target.parent.mkdir(exist_ok=True)
     atomic_write_text(target, code)
     atomic_write_text(registry, source)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 _IMPORTS = """from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -32,10 +32,13 @@ from expkit.training.metrics import METRICS_IMPORT
 _DATA_ARGS = '''
 
 class TemplateModelArgs(Args):
-    """The model's size. Every field is a flag: --hidden=128, --dropout=0.1."""
+    """The model. Every field is a flag: --model=linear, --hidden=128, --dropout=0.1."""
 
-    hidden: int = Field(64, ge=1, le=1 << 16, description="units in each hidden layer")
-    dropout: float = Field(0.0, ge=0, lt=1, description="dropout after each hidden layer")
+    # a part's `name` is its flag: --model=linear trains the baseline every result is held to
+    name: Literal["mlp", "linear"] = Field("mlp", description="mlp: two hidden layers; linear: "
+                                           "one linear layer, the baseline")
+    hidden: int = Field(HIDDEN, ge=1, le=1 << 16, description="mlp: units in each hidden layer")
+    dropout: float = Field(0.0, ge=0, lt=1, description="mlp: dropout after each hidden layer")
 
 
 class TemplateArgs(ExperimentArgs):
@@ -57,14 +60,18 @@ def _sklearn() -> None:
 
 
 class TemplateMLP(BaseModel):
-    """An MLP: input features -> hidden -> hidden -> outputs."""
+    """An MLP: input features -> hidden -> hidden -> outputs (--model=linear: features ->
+    outputs, one linear layer)."""
 
     def __init__(self, args: TemplateModelArgs, in_features: int, outputs: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(in_features, args.hidden), nn.ReLU(), nn.Dropout(args.dropout),
-            nn.Linear(args.hidden, args.hidden), nn.ReLU(), nn.Dropout(args.dropout),
-            nn.Linear(args.hidden, outputs))
+        if args.name == "linear":
+            self.net: nn.Module = nn.Linear(in_features, outputs)
+        else:
+            self.net = nn.Sequential(
+                nn.Linear(in_features, args.hidden), nn.ReLU(), nn.Dropout(args.dropout),
+                nn.Linear(args.hidden, args.hidden), nn.ReLU(), nn.Dropout(args.dropout),
+                nn.Linear(args.hidden, outputs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Outputs for a batch of inputs (batch, features)."""
@@ -82,6 +89,7 @@ experiment").
 
 ''' + _IMPORTS.replace("METRICS_IMPORT", "Declared") + '''
 EPOCHS = 20
+HIDDEN = 64
 ''' + _DATA_ARGS + '''
 
 class TemplateModel(TemplateMLP):
@@ -98,7 +106,7 @@ class TemplateModel(TemplateMLP):
 
 
 class TemplateExperiment(BaseExperiment[TemplateArgs]):
-    """MLP on scikit-learn's handwritten digits (offline)."""
+    """Classification of a row of numbers: an MLP, or a linear baseline."""
 
     args_class = TemplateArgs
     # what `step` returns, and whether lower ("min") or higher ("max") is better
@@ -117,7 +125,7 @@ class TemplateExperiment(BaseExperiment[TemplateArgs]):
         return DataSplits(10, (64,), train=train, val=val, test=test)
 
     def build_model(self, data: DataInfo) -> TemplateModel:
-        """An MLP from the 64 pixels to the classes."""
+        """An MLP (or a linear layer) from the 64 pixels to the classes."""
         return TemplateModel(self.args.model, data.input_size, data.classes())
 '''
 
@@ -133,6 +141,7 @@ model that predicts in target units without the data.
 
 ''' + _IMPORTS.replace("METRICS_IMPORT", "Declared, r2") + '''
 EPOCHS = 100
+HIDDEN = 64
 ''' + _DATA_ARGS + '''
 
 class TemplateModel(TemplateMLP):
@@ -162,7 +171,7 @@ class TemplateModel(TemplateMLP):
 
 
 class TemplateExperiment(BaseExperiment[TemplateArgs]):
-    """MLP regression on scikit-learn's diabetes data (offline)."""
+    """Regression of one number from a row of measurements: an MLP, or a linear baseline."""
 
     args_class = TemplateArgs
     # what `step` returns, and whether lower ("min") or higher ("max") is better
@@ -190,7 +199,7 @@ class TemplateExperiment(BaseExperiment[TemplateArgs]):
                           val=None if val is None else scaled(val), test=scaled(test))
 
     def build_model(self, data: DataInfo) -> TemplateModel:
-        """An MLP from the measurements to one number, in target units."""
+        """An MLP (or a linear layer) from the measurements to one number, in target units."""
         return TemplateModel(self.args.model, data.input_size, data.state["y_mean"],
                              data.state["y_std"])
 '''

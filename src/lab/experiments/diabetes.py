@@ -12,7 +12,7 @@ highest val_r2 (the direction r2 declares), R² computed over the whole split.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,13 +34,17 @@ from expkit import (
 from expkit.training.metrics import Declared, r2
 
 EPOCHS = 100
+HIDDEN = 64
 
 
 class DiabetesModelArgs(Args):
-    """The model's size. Every field is a flag: --hidden=128, --dropout=0.1."""
+    """The model. Every field is a flag: --model=linear, --hidden=128, --dropout=0.1."""
 
-    hidden: int = Field(64, ge=1, le=1 << 16, description="units in each hidden layer")
-    dropout: float = Field(0.0, ge=0, lt=1, description="dropout after each hidden layer")
+    # a part's `name` is its flag: --model=linear trains the baseline every result is held to
+    name: Literal["mlp", "linear"] = Field("mlp", description="mlp: two hidden layers; linear: "
+                                           "one linear layer, the baseline")
+    hidden: int = Field(HIDDEN, ge=1, le=1 << 16, description="mlp: units in each hidden layer")
+    dropout: float = Field(0.0, ge=0, lt=1, description="mlp: dropout after each hidden layer")
 
 
 class DiabetesArgs(ExperimentArgs):
@@ -62,14 +66,18 @@ def _sklearn() -> None:
 
 
 class DiabetesMLP(BaseModel):
-    """An MLP: input features -> hidden -> hidden -> outputs."""
+    """An MLP: input features -> hidden -> hidden -> outputs (--model=linear: features ->
+    outputs, one linear layer)."""
 
     def __init__(self, args: DiabetesModelArgs, in_features: int, outputs: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(in_features, args.hidden), nn.ReLU(), nn.Dropout(args.dropout),
-            nn.Linear(args.hidden, args.hidden), nn.ReLU(), nn.Dropout(args.dropout),
-            nn.Linear(args.hidden, outputs))
+        if args.name == "linear":
+            self.net: nn.Module = nn.Linear(in_features, outputs)
+        else:
+            self.net = nn.Sequential(
+                nn.Linear(in_features, args.hidden), nn.ReLU(), nn.Dropout(args.dropout),
+                nn.Linear(args.hidden, args.hidden), nn.ReLU(), nn.Dropout(args.dropout),
+                nn.Linear(args.hidden, outputs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Outputs for a batch of inputs (batch, features)."""
@@ -103,7 +111,7 @@ class DiabetesModel(DiabetesMLP):
 
 
 class DiabetesExperiment(BaseExperiment[DiabetesArgs]):
-    """MLP regression on scikit-learn's diabetes data (offline)."""
+    """Regression of one number from a row of measurements: an MLP, or a linear baseline."""
 
     args_class = DiabetesArgs
     # what `step` returns, and whether lower ("min") or higher ("max") is better
@@ -131,6 +139,6 @@ class DiabetesExperiment(BaseExperiment[DiabetesArgs]):
                           val=None if val is None else scaled(val), test=scaled(test))
 
     def build_model(self, data: DataInfo) -> DiabetesModel:
-        """An MLP from the measurements to one number, in target units."""
+        """An MLP (or a linear layer) from the measurements to one number, in target units."""
         return DiabetesModel(self.args.model, data.input_size, data.state["y_mean"],
                              data.state["y_std"])
