@@ -72,6 +72,18 @@ def test_diabetes_monitored_by_val_mae_keeps_the_epoch_with_the_lowest(workspace
     assert (metrics["mode"], metrics["best_epoch"]) == ("min", maes.index(min(maes)) + 1)
 
 
+def test_diabetes_linear_baseline_is_least_squares_model(workspace: Workspace) -> None:
+    """--model=linear: one linear layer from the 10 measurements (the baseline of the README's
+    table), trained, saved and reloaded as such."""
+    done = workspace.run("--experiment_id=diabetes", "--model=linear", "--lr=0.01", "--epochs=3",
+                         "--seed=0")
+    assert done.returncode == 0, done.stderr
+    run = workspace.last_run("diabetes")
+    state = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["model"]
+    assert {k: tuple(v.shape) for k, v in state.items()} == {"net.weight": (1, 10), "net.bias": (1,)}
+    assert json.loads((run / "config.json").read_text())["model"]["name"] == "linear"
+
+
 @pytest.mark.parametrize(("argv", "expected"), [
     (["--epochs", "1", "--hidden_sizes", "[64,32]", "--use_cuda", "no", "--lr", "3e-4"],
      {"epochs": 1, ("model", "hidden_sizes"): [64, 32], "use_cuda": False,
