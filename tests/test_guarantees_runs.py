@@ -195,7 +195,7 @@ def test_reproduce_matches_a_run_and_names_every_value_that_differs(
     out = capsys.readouterr().out
     assert "every metric matches" in out and "differs" not in out
     assert out.startswith("warning: numpy: recorded 0.1, now "), out[:200]
-    again = max(ws.run_dirs(), key=lambda p: p.stat().st_mtime)
+    again = ws.last_run()
     assert _record(again)["reproduction"] == {"of": str(run), "tolerance": 0.0, "all_match": True,
                                               "differs": []}
     metrics = json.loads((run / "metrics.json").read_text())
@@ -211,17 +211,17 @@ def test_reproduce_matches_a_run_and_names_every_value_that_differs(
     assert re.search(r": 3 of \d+ metrics differ$", out, re.M), out
     assert re.search(r"^test_loss +[\d.]{1,8} +[\d.]{1,8} +differs$", out, re.M), \
         "values in the table with 6 significant digits"
-    again = max(ws.run_dirs(), key=lambda p: p.stat().st_mtime)
+    again = ws.last_run()
     assert _record(again)["reproduction"]["differs"] == ["best.val_loss", "final.val_acc",
                                                          "test_loss"]
     assert _in(ws, lambda: reproduce_run(run, 0.3, REGISTRY, "run.py")) == 1  # 0.5 > 0.3
-    again = max(ws.run_dirs(), key=lambda p: p.stat().st_mtime)
+    again = ws.last_run()
     assert _record(again)["reproduction"]["differs"] == ["best.val_loss"], "0.25 and 1e-3 are within"
     assert _in(ws, lambda: reproduce_run(run, edge, REGISTRY, "run.py")) == 0, "within, at the edge"
     metrics["test"]["test_extra"] = 1.0  # recorded, and not reproduced: a difference too
     (run / "metrics.json").write_text(json.dumps(metrics))
     assert _in(ws, lambda: reproduce_run(run, edge, REGISTRY, "run.py")) == 1
-    again = max(ws.run_dirs(), key=lambda p: p.stat().st_mtime)
+    again = ws.last_run()
     assert _record(again)["reproduction"]["differs"] == ["test_extra"]
     (run / "metrics.json").unlink()
     with pytest.raises(ExpkitError, match=r"has no metrics\.json .* resume it with `run\.py resume"):
@@ -248,7 +248,7 @@ def test_reproduce_of_a_run_that_stops_returns_its_code_without_a_verdict(
     stopping = Registry({"mnist": f"{__name__}:StoppedMnist"})
     assert _in(ws, lambda: reproduce_run(run, 0.0, stopping, "run.py")) == 130
     assert "metrics differ" not in capsys.readouterr().out
-    again = max(ws.run_dirs(), key=lambda p: p.stat().st_mtime)
+    again = ws.last_run()
     assert again != run and _record(again)["status"] == "stopped"
     assert "reproduction" not in _record(again), "no verdict on a run that did not finish"
 
