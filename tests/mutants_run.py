@@ -19,10 +19,10 @@ TESTS = {
     "src/expkit/errors.py": FAST,
     "src/expkit/training/checkpoint.py": FAST,
     "src/expkit/training/rng.py": FAST,
-    "src/expkit/run/resume.py": "resume or not_a_run",
-    "src/expkit/run/reproduce.py": "reproduce",
+    "src/expkit/engine/resume.py": "resume or not_a_run",
+    "src/expkit/engine/reproduce.py": "reproduce",
     "src/expkit/training/distributed.py": "one_process or two_ranks",
-    "src/expkit/run/callbacks.py": "heartbeat",
+    "src/expkit/engine/callbacks.py": "heartbeat",
     "src/expkit/training/evaluate.py": "clean_splits",
 }
 

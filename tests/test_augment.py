@@ -115,7 +115,7 @@ import os, random
 import numpy as np, torch
 from expkit.data.base import DataInfo, DataSplits
 from expkit.data.stream import StreamSplit
-from expkit.run.experiment import BaseExperiment, ExperimentArgs
+from expkit.engine.experiment import BaseExperiment, ExperimentArgs
 from expkit.models.base import BaseModel
 from expkit.training.callbacks import Callback
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO, Workspace, write_idx_set
-from expkit.run.loading import load_run
+from expkit.engine.loading import load_run
 
 # 1200 examples -> 1080 train (val_fraction 0.1)
 FLAGS = ("--experiment_id=mnist", "--seed=0", "--hidden_sizes=[32]")

@@ -20,9 +20,9 @@ import torch
 
 from conftest import Workspace, _clean_env, write_idx_set
 from expkit.config.registry import Registry
+from expkit.engine.reproduce import comparable_metrics, drift_warnings, reproduce_run
+from expkit.engine.resume import read_run_config, resume_run, unsafe_changes
 from expkit.errors import ExpkitError, UsageError
-from expkit.run.reproduce import comparable_metrics, drift_warnings, reproduce_run
-from expkit.run.resume import read_run_config, resume_run, unsafe_changes
 from expkit.training.callbacks import Callback
 from expkit.training.checkpoint import LAST, load_checkpoint, save_checkpoint
 from expkit.training.distributed import SINGLE, env_rank, setup, teardown

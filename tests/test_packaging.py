@@ -35,7 +35,7 @@ from torch import nn
 
 from expkit.config.args import Args
 from expkit.data.base import DataInfo, DataSplits, Split, split_off
-from expkit.run.experiment import BaseExperiment, ExperimentArgs
+from expkit.engine.experiment import BaseExperiment, ExperimentArgs
 from expkit.training.metrics import Declared
 from expkit.models.base import BaseModel
 

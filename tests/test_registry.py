@@ -14,7 +14,7 @@ from pydantic import Field
 from conftest import Workspace
 from expkit.config.args import Args, flag_table
 from expkit.config.registry import Registry
-from expkit.run.experiment import ExperimentArgs
+from expkit.engine.experiment import ExperimentArgs
 from expkit.rundir.results import flatten, read_history
 from lab.registry import EXPERIMENTS
 

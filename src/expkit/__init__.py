@@ -7,7 +7,7 @@ Importing expkit imports nothing else: each name is imported when first used, so
 
 The packages, bottom to top (each imports only those below it; tests/test_layout.py checks):
 `utils`, `config` (no torch) · `rundir`, `reports` (the run directory and its pages, no
-torch) · `data`, `models`, `training` (the loop) · `tracking` · `run` (a run from args to
+torch) · `data`, `models`, `training` (the loop) · `tracking` · `engine` (a run from args to
 its directory) · `slurm`, `sweep` · `cli`.
 """
 
@@ -33,10 +33,11 @@ if TYPE_CHECKING:
         split_off,
     )
     from expkit.data.stream import DataArgs, StreamSplit
+    from expkit.engine.api import resume, run
+    from expkit.engine.experiment import MAX_EPOCHS, BaseExperiment, ExperimentArgs, TrainerArgs
+    from expkit.engine.loading import load_run
     from expkit.errors import ExpkitError, UsageError
     from expkit.models.base import BaseModel
-    from expkit.run.experiment import MAX_EPOCHS, BaseExperiment, ExperimentArgs, TrainerArgs
-    from expkit.run.loading import load_run
     from expkit.rundir.results import Run, Runs, runs
     from expkit.tracking.base import Tracker
     from expkit.tracking.local import LocalFiles
@@ -54,8 +55,9 @@ if TYPE_CHECKING:
 #: public name -> the module that defines it (imported on first use)
 _HOME = {
     **dict.fromkeys(["BaseExperiment", "ExperimentArgs", "TrainerArgs", "MAX_EPOCHS"],
-                    "expkit.run.experiment"),
-    "load_run": "expkit.run.loading",
+                    "expkit.engine.experiment"),
+    "load_run": "expkit.engine.loading",
+    **dict.fromkeys(["run", "resume"], "expkit.engine.api"),
     **dict.fromkeys(["runs", "Run", "Runs"], "expkit.rundir.results"),
     "Args": "expkit.config.args",
     "BaseModel": "expkit.models.base",
@@ -118,6 +120,8 @@ __all__ = [
     "WandbTracker",
     "__version__",
     "load_run",
+    "resume",
+    "run",
     "run_cli",
     "runs",
     "split_indices",

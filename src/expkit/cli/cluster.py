@@ -17,7 +17,7 @@ def cmd_submit(argv: list[str], registry: Registry, prog: str) -> int:
     """`expkit submit [--slurm_* ...] RUN FLAGS`: validate the run's flags, make its run
     directory, write the job script there and sbatch it."""
     from expkit.config.machine import load_machine_config
-    from expkit.run.experiment import resolve_monitor
+    from expkit.engine.experiment import resolve_monitor
     from expkit.rundir.dirs import create_run_dir
     from expkit.slurm.jobs import FOLDER, settings_with, split_flags, submit
 
@@ -61,14 +61,14 @@ def cmd_job(argv: list[str], registry: Registry, prog: str) -> int:
     if spec.get("registry"):
         registry = Registry.from_module(spec["registry"])
     if (run_dir / "checkpoints" / LAST).is_file():
-        from expkit.run.resume import resume_run
+        from expkit.engine.resume import resume_run
 
         return resume_run(run_dir, [], registry, prog)
     parsed = parse_run(run_argv, registry, prog)
     assert parsed is not None
     experiment_cls, args, sources = parsed
     from expkit.config.machine import load_machine_config
-    from expkit.run.runner import execute
+    from expkit.engine.runner import execute
     from expkit.utils.console import Console
 
     console = Console()

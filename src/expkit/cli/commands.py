@@ -53,7 +53,7 @@ def cmd_run(argv: list[str], registry: Registry, prog: str) -> int:
 
     WORK_STARTED[0] = True
     from expkit.config.machine import load_machine_config  # after validation: bad flags write nothing
-    from expkit.run.runner import execute
+    from expkit.engine.runner import execute
     from expkit.utils.console import Console
 
     console = Console()
@@ -140,7 +140,7 @@ def cmd_reproduce(argv: list[str], registry: Registry, prog: str) -> int:
         tol = float(tolerance) if tolerance is not None else 0.0
     except ValueError:
         raise UsageError(f"--tolerance: got {tolerance!r}; expected a number such as 1e-6") from None
-    from expkit.run.reproduce import reproduce_run
+    from expkit.engine.reproduce import reproduce_run
 
     return reproduce_run(Path(argv[0]), tol, registry, prog)
 
@@ -278,7 +278,7 @@ def cmd_resume(argv: list[str], registry: Registry, prog: str) -> int:
     """Continue a stopped or crashed run from its last checkpoint: resume RUN_DIR [--epochs=N]."""
     if not argv or not argv[0] or argv[0].startswith("-"):
         raise UsageError("resume needs a run directory: resume RUN_DIR [--epochs=N ...]")
-    from expkit.run.resume import resume_run
+    from expkit.engine.resume import resume_run
 
     return resume_run(Path(argv[0]), argv[1:], registry, prog)
 

@@ -2,5 +2,5 @@
 (`command`), its seeds shared among local worker processes (`worker`). The group's table and
 the comparison of groups are in `expkit.reports.tables`.
 
-Imports: `run` and the layers below it; never `sweep`, `slurm` or `cli`.
+Imports: `engine` and the layers below it; never `sweep`, `slurm` or `cli`.
 """

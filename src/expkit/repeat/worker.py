@@ -22,8 +22,8 @@ def run_tasks(tasks: list[dict[str, Any]], payload: dict[str, Any], registry: Re
     """Run each task ({"seed": S} or {"seed": S, "resume": RUN_DIR}); stops at a stop signal.
     Returns the worst exit code."""
     from expkit.config.machine import load_machine_config
-    from expkit.run.resume import resume_run
-    from expkit.run.runner import execute
+    from expkit.engine.resume import resume_run
+    from expkit.engine.runner import execute
     from expkit.utils.console import Console
 
     prog, argv = payload["prog"], list(payload["argv"])

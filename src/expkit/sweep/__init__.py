@@ -2,5 +2,5 @@
 (`space`), the study's storage (`study`), the workers that train each trial as a normal run
 (`worker`), the summary (`summary`), and `expkit sweep` itself (`command`).
 
-Imports: `run` and the layers below it, `slurm` (worker jobs); never `cli`.
+Imports: `engine` and the layers below it, `slurm` (worker jobs); never `cli`.
 """

@@ -15,7 +15,7 @@ from expkit.rundir.dirs import safe_name
 from expkit.sweep.space import Space, grid_values, parse_space
 
 if TYPE_CHECKING:
-    from expkit.run.experiment import ExperimentArgs
+    from expkit.engine.experiment import ExperimentArgs
 
 SWEEP_OPTIONS = ("name", "trials", "space", "direction", "sampler", "pruner", "storage", "workers",
                  "seed", "sweep", "status", "launcher")
@@ -145,7 +145,7 @@ def prepare(spec: SweepSpec, registry: Registry, prog: str) -> tuple[dict[str, S
                     raise  # a fixed flag is wrong
                 raise UsageError(*(f"--space {flag}={spec.space[flag]}: {line}" for line in e.lines),
                                  hint=e.hint) from None
-    from expkit.run.experiment import resolve_monitor  # imports torch: only once a sweep starts
+    from expkit.engine.experiment import resolve_monitor  # imports torch: only once a sweep starts
 
     args = cast("ExperimentArgs", parse_argv(
         args_cls, [f"--experiment_id={spec.experiment_id}", *spec.args], prog))

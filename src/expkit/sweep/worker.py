@@ -61,7 +61,7 @@ class Report(Callback):
 def run_worker(spec: SweepSpec, registry: Registry, prog: str, worker: int = 0) -> int:
     """Run trials until the study holds `--trials` finished ones; returns an exit code."""
     from expkit.config.machine import load_machine_config
-    from expkit.run.runner import execute
+    from expkit.engine.runner import execute
     from expkit.utils.console import Console
 
     optuna = import_optuna()
@@ -155,7 +155,7 @@ def _tell(study: Any, trial: Any, code: int, report: Report, run_dir: str | None
 def _resume_trial(study: Any, frozen: Any, registry: Registry, prog: str, tag: str) -> int:
     """A restarted SLURM worker finishes the trial its job was running when it was stopped:
     the trial's run resumes from its checkpoint, reporting to the same trial."""
-    from expkit.run.resume import resume_run
+    from expkit.engine.resume import resume_run
 
     optuna = import_optuna()
     trial = optuna.trial.Trial(study, frozen._trial_id)

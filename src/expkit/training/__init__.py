@@ -4,6 +4,6 @@ evaluation and declared metrics (`evaluate`, `metrics`), optimizers and schedule
 torchrun's process group (`distributed`).
 
 Imports: `expkit.errors`, `expkit.utils`, `expkit.config`, `data`, `models`, torch. Never
-`rundir`, `reports`, `tracking`, `run`, `sweep`, `slurm` or `cli`: the loop knows no run
+`rundir`, `reports`, `tracking`, `engine`, `sweep`, `slurm` or `cli`: the loop knows no run
 directory.
 """

@@ -7,10 +7,12 @@ that one is not the first on the PATH (a venv that is not activated).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 _PREFIX: list[str] = ["expkit"]
@@ -55,3 +57,24 @@ def pinned(argv: list[str], values: dict[str, str]) -> list[str]:
             continue
         out.append(token)
     return out + [f"--{name}={value}" for name, value in values.items()]
+
+
+def remember_python() -> None:
+    """A run started from Python (`expkit.run`): the commands it suggests are the command
+    line's, `expkit ...` when that is this installation's command, else `python -m expkit`."""
+    found = shutil.which("expkit")
+    if found and Path(os.path.realpath(found)).parent == Path(os.path.realpath(sys.executable)).parent:
+        _PREFIX[:] = ["expkit"]
+    else:
+        _PREFIX[:] = ["python" if _on_path("python", Path(sys.executable)) else sys.executable,
+                      "-m", "expkit"]
+
+
+@contextlib.contextmanager
+def prefix_kept() -> Iterator[None]:
+    """The command prefix as it was before the block (a run from Python changes it)."""
+    saved = list(_PREFIX)
+    try:
+        yield
+    finally:
+        _PREFIX[:] = saved

@@ -26,10 +26,10 @@ import torch
 
 from expkit.config.args import flag_table
 from expkit.data.base import DataInfo
+from expkit.engine.callbacks import Heartbeat
+from expkit.engine.experiment import BaseExperiment, ExperimentArgs, resolve_monitor
 from expkit.errors import ExpkitError, UsageError
 from expkit.models.base import BaseModel
-from expkit.run.callbacks import Heartbeat
-from expkit.run.experiment import BaseExperiment, ExperimentArgs, resolve_monitor
 from expkit.rundir.dirs import RunRecord, alive_fields, create_run_dir, now
 from expkit.rundir.provenance import file_checksums, write_start_record
 from expkit.tracking import optional_trackers

@@ -12,10 +12,10 @@ import torch
 from expkit.config.machine import MachineConfig
 from expkit.config.registry import Registry
 from expkit.data.base import AnySplit, DataInfo
+from expkit.engine.experiment import BaseExperiment, ExperimentArgs
+from expkit.engine.resume import read_run_config
 from expkit.errors import ExpkitError
 from expkit.models.base import BaseModel
-from expkit.run.experiment import BaseExperiment, ExperimentArgs
-from expkit.run.resume import read_run_config
 from expkit.rundir.results import read_history
 from expkit.training.checkpoint import BEST, LAST, load_checkpoint, load_weights
 

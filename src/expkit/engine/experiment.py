@@ -1,7 +1,7 @@
 """BaseExperiment, ExperimentArgs and TrainerArgs: the common arguments, and what an experiment builds.
 
 A researcher's experiment subclasses both: its Args stitch the model and dataset args onto
-ExperimentArgs; its class says how to build the data and the model. `expkit.run.runner` does the rest.
+ExperimentArgs; its class says how to build the data and the model. `expkit.engine.runner` does the rest.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ from typing import Any
 from expkit.config.args import flag_table, parse_argv
 from expkit.config.machine import load_machine_config
 from expkit.config.registry import Registry
+from expkit.engine.runner import execute
 from expkit.errors import ExpkitError, UsageError
-from expkit.run.runner import execute
 from expkit.rundir.dirs import RunRecord
 from expkit.training.checkpoint import LAST, load_checkpoint
 from expkit.utils.console import Console

@@ -10,9 +10,9 @@ from typing import Any
 from expkit.config.args import flag_table
 from expkit.config.machine import load_machine_config
 from expkit.config.registry import Registry
+from expkit.engine.resume import read_run_config
+from expkit.engine.runner import execute
 from expkit.errors import ExpkitError
-from expkit.run.resume import read_run_config
-from expkit.run.runner import execute
 from expkit.rundir.dirs import RunRecord
 from expkit.rundir.provenance import environment, git_state
 from expkit.utils.console import Console

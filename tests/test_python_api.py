@@ -1,0 +1,115 @@
+"""The Python door: `expkit.run` and `expkit.resume` take the command line's flags as keyword
+arguments, validate them the same way, make the same run directory and record, and leave the
+process as they found it, so that runs in one process give the numbers of separate processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import expkit
+from conftest import Workspace
+from expkit.training.checkpoint import load_checkpoint
+
+QUICK = {"epochs": 2, "max_train_samples": 200, "hidden_sizes": [16], "progress": False}
+
+
+@pytest.fixture
+def here(data_workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
+    """The workspace as a notebook's working directory and environment."""
+    monkeypatch.chdir(data_workspace.root)
+    for key in list(os.environ):
+        monkeypatch.delenv(key)
+    for key, value in data_workspace.env.items():
+        monkeypatch.setenv(key, value)
+    yield data_workspace
+
+
+def _numbers(run_dir: Path) -> tuple[dict, list[torch.Tensor]]:
+    """Every value a run computed (its times aside), and its last weights."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    weights = list(load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"].values())
+    return {part: {k: v for k, v in metrics[part].items() if not k.endswith("_time")}
+            for part in ("final", "best", "test")}, weights
+
+
+@pytest.mark.slow
+def test_runs_in_one_process_match_runs_in_their_own(here: Workspace) -> None:
+    settings = [{"seed": 0}, {"seed": 1, "deterministic": True, "lr": 0.003}, {"seed": 0}]
+    in_process = [expkit.run("mnist", **QUICK, **extra) for extra in settings]
+    for run, extra in zip(in_process, settings, strict=True):
+        assert isinstance(run, expkit.Run) and run.status == "finished"
+        assert run.config["seed"] == extra["seed"] and len(run.history) == 2
+        flags = [f"--{k}={json.dumps(v) if not isinstance(v, bool) else str(v).lower()}"
+                 for k, v in {**QUICK, **extra}.items()]
+        alone = here.cli("--experiment_id=mnist", *flags)
+        assert alone.returncode == 0, alone.stderr
+        mine, theirs = _numbers(run.path), _numbers(here.last_run())
+        assert mine[0] == theirs[0], "every metric, bit for bit"
+        assert all(torch.equal(a, b) for a, b in zip(mine[1], theirs[1], strict=True))
+    record = json.loads((in_process[0].path / "run.json").read_text())
+    assert record["entry"] == "python" and record["status"] == "finished"
+    assert "--experiment_id=mnist" in record["command"] and "--hidden_sizes=[16]" in record["command"]
+    again = here.cli("reproduce", str(in_process[0].path))
+    assert again.returncode == 0 and "every metric matches" in again.stdout, again.stdout
+
+
+def test_a_run_leaves_the_process_as_it_found_it(here: Workspace) -> None:
+    random.seed(7)
+    np.random.seed(7)
+    torch.manual_seed(7)
+    before = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
+    handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    run = expkit.run("mnist", **{**QUICK, "epochs": 1}, seed=3, deterministic=True)
+    assert run.status == "finished"
+    assert random.getstate() == before[0] and (np.random.get_state()[1] == before[1]).all()
+    assert torch.equal(torch.get_rng_state(), before[2])
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+    more = expkit.resume(run.path, epochs=2)
+    assert more.path == run.path and more.status == "finished" and len(more.history) == 2
+    loaded = expkit.load_run(more.path)
+    assert loaded.epoch in (1, 2) and not loaded.model.training
+
+
+@pytest.mark.parametrize(("flags", "line"), [
+    ({"epochs": 0}, "--epochs: got '0': Input should be greater than or equal to 1"),
+    ({"hidden_sizes": [64, 0]}, "--hidden_sizes: got '[64, 0]' (item 2)"),
+    ({"epoch": 3}, "unknown flag --epoch (did you mean --epochs?)"),
+])
+def test_bad_keywords_are_the_command_lines_usage_errors(here: Workspace, flags: dict,
+                                                          line: str) -> None:
+    with pytest.raises(expkit.UsageError) as caught:
+        expkit.run("mnist", **flags)
+    assert line in str(caught.value)
+    shell = here.cli("--experiment_id=mnist", *expkit_flags(flags))
+    assert shell.returncode == 2 and line in shell.stderr, shell.stderr
+    assert not (here.root / "results").exists(), "nothing written"
+    with pytest.raises(expkit.UsageError, match="did you mean 'mnist'"):
+        expkit.run("mnsit")
+
+
+def expkit_flags(flags: dict) -> list[str]:
+    from expkit.engine.api import as_flags
+
+    return as_flags(flags)
+
+
+def test_an_args_instance_and_an_experiment_class(here: Workspace) -> None:
+    from lab.experiments.mnist import MnistArgs, MnistExperiment
+
+    args = MnistArgs.model_validate({"experiment_id": "mnist", "epochs": 1, "seed": 5,
+                                     "dataset": {"max_train_samples": 100}})
+    run = expkit.run(args, progress=False)
+    assert run.config["epochs"] == 1 and run.config["dataset"]["max_train_samples"] == 100
+    by_class = expkit.run(MnistExperiment, epochs=1, seed=5, max_train_samples=100, progress=False)
+    assert by_class.experiment_id == "mnist"
+    assert _numbers(by_class.path)[0] == _numbers(run.path)[0]
