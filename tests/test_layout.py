@@ -185,3 +185,19 @@ def test_the_public_face_names_resolve_to_their_modules() -> None:
     assert callable(expkit.runs), "no package may shadow expkit.runs()"
     import expkit.engine.runner  # the package beside the functions
     assert callable(expkit.run) and callable(expkit.resume), "nor expkit.run() and expkit.resume()"
+
+
+MAX_FUNCTION_LINES = 60  # a function past this is asking to be split (style.md)
+
+
+def test_no_function_is_longer_than_a_screen() -> None:
+    """Every function and method in src/expkit, decorators aside, fits in 60 lines: a reader
+    sees a phase in one sitting (the runner's `_execute` is a dozen named phases)."""
+    long = []
+    for path in sorted(ROOT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}: {lines} lines")
+    assert not long, "\n".join(long)

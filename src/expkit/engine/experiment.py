@@ -137,6 +137,7 @@ class BaseExperiment(Generic[A]):
         self.machine = machine or MachineConfig()
         self.console = console or Console()
         self.run_dir: Path | None = None  # set once the run directory exists
+        self.seed_generated = False  # --seed was auto: the run drew one (and recorded it)
 
     def build_data(self) -> DataSplits:
         """Load the dataset (`self.machine.cache_dir` is where to cache it)."""

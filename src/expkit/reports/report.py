@@ -124,16 +124,9 @@ def _artifacts_html(run_dir: Path, last: int = 3) -> str:
 
 def report_html(run: Run) -> str:
     """The report page of one run (status, metrics, plots, config with sources, record, command)."""
-    m, rec = run.metrics, run.record
+    rec = run.record
     title = f"{run.experiment_id} · {run.id}"
-    key_metrics: list[tuple[str, Any]] = []
-    if m:
-        key_metrics += [("monitor", f"{m.get('monitor')} ({m.get('mode')})"),
-                        *((("best step", m["best_step"]), ("steps run", m.get("steps_run")))
-                          if "steps_run" in m else
-                          (("best epoch", m.get("best_epoch")), ("epochs run", m.get("epochs_run")))),
-                        ("stop reason", m.get("stop_reason")), ("weights tested", m.get("weights")),
-                        ("train seconds", m.get("train_seconds"))]
+    key_metrics = _key_metrics(run.metrics)
     summary = sorted(run.summary().items())
     plots = "".join(f'<p><img alt="{escape(name)}" src="{uri}"></p>'
                     for name in ("history.png",) if (uri := _png_uri(run.path / name)))
@@ -141,20 +134,8 @@ def report_html(run: Run) -> str:
     config_rows = "".join(
         f"<tr><th>{escape(k)}</th><td>{escape(_as_used(k, v, rec))}</td><td class=muted>"
         f"{escape(sources.get(k, 'default'))}</td></tr>" for k, v in flatten(run.config).items())
-    code, env, seed = rec.get("code") or {}, rec.get("environment") or {}, rec.get("seed") or {}
-    record_rows: list[tuple[str, Any]] = [
-        ("commit", code.get("commit")), ("branch", code.get("branch")), ("dirty", code.get("dirty")),
-        ("untracked files", len(code.get("untracked") or [])), ("seed", seed.get("value")),
-        ("seed generated", seed.get("generated")), ("python", env.get("python")),
-        ("torch", env.get("torch")), ("numpy", env.get("numpy")), ("cuda", env.get("cuda")),
-        ("host", env.get("host")), ("os", env.get("os")), ("cpu", env.get("cpu")),
-        ("started", rec.get("started")), ("ended", rec.get("ended"))]
-    if rec.get("distributed"):
-        record_rows.append(("world size", rec["distributed"].get("world_size")))
-    if rec.get("slurm"):
-        record_rows.append(("SLURM job", job_label(rec)))
-    if rec.get("sweep"):
-        record_rows.append(("sweep", f"{rec['sweep'].get('name')} trial {rec['sweep'].get('trial')}"))
+    code = rec.get("code") or {}
+    record_rows = _record_rows(rec)
     files = "".join(f"<tr><td><code>{escape(Path(f).name)}</code></td><td><code>{escape(h)}</code></td></tr>"
                     for f, h in ((rec.get("data") or {}).get("files") or {}).items())
     error = (f"<h2>Error</h2><pre>{escape(str(rec.get('error')))}</pre>" if rec.get("error") else "")
@@ -189,6 +170,37 @@ def report_html(run: Run) -> str:
 <p class=muted>Full record: run.json, requirements.txt{', code.diff' if code.get('dirty') else ''} in the run directory.</p>
 </body></html>
 """
+
+
+def _key_metrics(m: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The run's monitor, best and last evaluation, why it stopped, the weights tested."""
+    if not m:
+        return []
+    return [("monitor", f"{m.get('monitor')} ({m.get('mode')})"),
+            *((("best step", m["best_step"]), ("steps run", m.get("steps_run")))
+              if "steps_run" in m else
+              (("best epoch", m.get("best_epoch")), ("epochs run", m.get("epochs_run")))),
+            ("stop reason", m.get("stop_reason")), ("weights tested", m.get("weights")),
+            ("train seconds", m.get("train_seconds"))]
+
+
+def _record_rows(rec: dict[str, Any]) -> list[tuple[str, Any]]:
+    """What run.json says of the code, the seed, the environment, the time, and where it ran."""
+    code, env, seed = rec.get("code") or {}, rec.get("environment") or {}, rec.get("seed") or {}
+    rows: list[tuple[str, Any]] = [
+        ("commit", code.get("commit")), ("branch", code.get("branch")), ("dirty", code.get("dirty")),
+        ("untracked files", len(code.get("untracked") or [])), ("seed", seed.get("value")),
+        ("seed generated", seed.get("generated")), ("python", env.get("python")),
+        ("torch", env.get("torch")), ("numpy", env.get("numpy")), ("cuda", env.get("cuda")),
+        ("host", env.get("host")), ("os", env.get("os")), ("cpu", env.get("cpu")),
+        ("started", rec.get("started")), ("ended", rec.get("ended"))]
+    if rec.get("distributed"):
+        rows.append(("world size", rec["distributed"].get("world_size")))
+    if rec.get("slurm"):
+        rows.append(("SLURM job", job_label(rec)))
+    if rec.get("sweep"):
+        rows.append(("sweep", f"{rec['sweep'].get('name')} trial {rec['sweep'].get('trial')}"))
+    return rows
 
 
 def _history_script(history: list[dict[str, float]], groups: dict[str, list[str]]) -> str:

@@ -20,7 +20,7 @@ from expkit.config.args import parse_argv
 from expkit.config.machine import redact
 from expkit.config.registry import Registry
 from expkit.errors import ExpkitError, UsageError
-from expkit.sweep.space import import_optuna, suggest
+from expkit.sweep.space import Space, import_optuna, suggest
 from expkit.sweep.spec import SweepSpec, prepare
 from expkit.sweep.study import (
     enqueue_next_point,
@@ -61,79 +61,109 @@ class Report(Callback):
 def run_worker(spec: SweepSpec, registry: Registry, prog: str, worker: int = 0) -> int:
     """Run trials until the study holds `--trials` finished ones; returns an exit code."""
     from expkit.config.machine import load_machine_config
-    from expkit.engine.runner import execute
-    from expkit.utils.console import Console
 
-    optuna = import_optuna()
-    state = optuna.trial.TrialState
     spaces, experiment_cls = prepare(spec, registry, prog)
     machine = load_machine_config(announce=lambda _: None)
     folder = sweep_dir(machine.results_dir, spec.study_name)
     url = storage_url(spec, folder)
     study = load_study(spec, spaces, url, worker)
-    target = target_trials(spec, spaces)
-    fails_in_a_row = 0
     tag = f"[worker {worker}] " if spec.workers > 1 else ""
     job = os.environ.get("SLURM_JOB_ID")
+    code = _resume_stopped_trials(study, job, registry, prog, tag)
+    if code:
+        return code
+    fails_in_a_row = 0
+    while (trial := _next_trial(study, spec, spaces, folder, job)) is not None:
+        values = _suggested(study, trial, spec, spaces)
+        code, outcome = _run_trial(spec, experiment_cls, machine, study, trial, values,
+                                   (url, prog, tag, job))
+        if code in (130, 143):  # the worker itself was asked to stop
+            return code
+        fails_in_a_row = fails_in_a_row + 1 if outcome.startswith("failed") else 0
+        if fails_in_a_row >= MAX_FAILS_IN_A_ROW:
+            last = outcome.removeprefix("failed (").removesuffix(")")
+            raise ExpkitError(f"{MAX_FAILS_IN_A_ROW} trials in a row failed; the last: {last} "
+                              "(see the run directories)")
+    return 0
+
+
+def _resume_stopped_trials(study: Any, job: str | None, registry: Registry, prog: str,
+                           tag: str) -> int:
+    """A restarted SLURM worker job first finishes the trials it was running when it stopped."""
+    state = import_optuna().trial.TrialState
     for stopped in study.get_trials(deepcopy=False, states=(state.RUNNING,)) if job else []:
         if stopped.user_attrs.get("slurm_job") == job and stopped.user_attrs.get("run_dir"):
             code = _resume_trial(study, stopped, registry, prog, tag)
             if code:
                 return code
-    while True:
-        with locked(folder / ".lock"):
-            trials = study.get_trials(deepcopy=False)
-            counted = sum(t.state in (state.COMPLETE, state.PRUNED, state.RUNNING) for t in trials)
-            if counted >= target:
-                return 0
-            if spec.sampler == "grid" and not enqueue_next_point(study, spaces):
-                return 0  # every point has a trial (a failed one is retried when the sweep reruns)
-            trial = study.ask()
-            trial.set_user_attr("host", socket.gethostname())
-            trial.set_user_attr("pid", os.getpid())
-            if job:
-                trial.set_user_attr("slurm_job", job)
-        try:
-            values = {name: suggest(trial, name, space) for name, space in spaces.items()}
-        except ValueError as e:  # e.g. a choice list that differs from the study's
-            study.tell(trial, state=state.FAIL)
-            name = next((n for n in spaces if n in str(e)), next(iter(spaces)))
-            raise UsageError(f"--space {name}: does not fit study {spec.study_name!r} ({e}); a "
-                             "choice list cannot change within a study: start a new one with "
-                             "--name") from None
-        argv = [f"--experiment_id={spec.experiment_id}", *spec.args,
-                *(f"--{name}={value}" for name, value in values.items()),
-                *([f"--seed={spec.seed}"] if spec.seed is not None else [])]  # repeatable trials
-        args = parse_argv(experiment_cls.args_class, argv, prog)
-        console = Console()
-        console.quiet = True  # one line per trial on the console; each run's log.txt has the rest
-        experiment = experiment_cls(args, machine, console)
-        report = Report(trial)
-        shown = "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in values.items())
-        try:
-            code = execute(experiment, argv=argv, callbacks=[report],
-                           extra_record={"sweep": {"name": spec.study_name, "trial": trial.number,
-                                                   "storage": redact(url)}})
-        except ExpkitError as e:
-            code, error = 1, str(e)
-        else:
-            error = ""
-        run_dir = str(experiment.run_dir) if experiment.run_dir else None
-        if run_dir:
-            trial.set_user_attr("run_dir", run_dir)
-        if job and code in (130, 143) and run_dir and (Path(run_dir) / "checkpoints" / LAST).is_file():
-            print(f"{tag}trial {trial.number}: stopped with a checkpoint; it resumes when job {job} "
-                  "restarts", flush=True)  # left running in the study, for the restarted job
-            return code
-        outcome = _tell(study, trial, code, report, run_dir, error, str(args.monitor))  # type: ignore[attr-defined]
-        print(f"{tag}trial {trial.number}: {shown}  ->  {outcome}  {run_dir or ''}", flush=True)
-        if code in (130, 143):  # the worker itself was asked to stop
-            return code
-        fails_in_a_row = fails_in_a_row + 1 if outcome.startswith("failed") else 0
-        if fails_in_a_row >= MAX_FAILS_IN_A_ROW:
-            raise ExpkitError(f"{MAX_FAILS_IN_A_ROW} trials in a row failed; the last: "
-                              f"{error or f'exit code {code}'} (see the run directories)")
+    return 0
+
+
+def _next_trial(study: Any, spec: SweepSpec, spaces: dict[str, Space], folder: Path,
+                job: str | None) -> Any:
+    """The next trial of this worker (under the sweep's lock: count, then ask), or None when
+    the study holds its trials (or every grid point has one)."""
+    state = import_optuna().trial.TrialState
+    with locked(folder / ".lock"):
+        trials = study.get_trials(deepcopy=False)
+        counted = sum(t.state in (state.COMPLETE, state.PRUNED, state.RUNNING) for t in trials)
+        if counted >= target_trials(spec, spaces):
+            return None
+        if spec.sampler == "grid" and not enqueue_next_point(study, spaces):
+            return None  # every point has a trial (a failed one is retried when the sweep reruns)
+        trial = study.ask()
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        if job:
+            trial.set_user_attr("slurm_job", job)
+        return trial
+
+
+def _suggested(study: Any, trial: Any, spec: SweepSpec, spaces: dict[str, Space]) -> dict[str, Any]:
+    """The trial's value of each searched flag; a space that does not fit the study is a
+    usage error (the trial is failed first)."""
+    try:
+        return {name: suggest(trial, name, space) for name, space in spaces.items()}
+    except ValueError as e:  # e.g. a choice list that differs from the study's
+        study.tell(trial, state=import_optuna().trial.TrialState.FAIL)
+        name = next((n for n in spaces if n in str(e)), next(iter(spaces)))
+        raise UsageError(f"--space {name}: does not fit study {spec.study_name!r} ({e}); a "
+                         "choice list cannot change within a study: start a new one with "
+                         "--name") from None
+
+
+def _run_trial(spec: SweepSpec, experiment_cls: Any, machine: Any, study: Any, trial: Any,
+               values: dict[str, Any], where: tuple[str, str, str, str | None]) -> tuple[int, str]:
+    """Train one trial as a normal run and tell the study how it ended: (exit code, outcome as
+    printed). `where` is (storage URL, prog, console tag, SLURM job)."""
+    from expkit.engine.runner import execute
+    from expkit.utils.console import Console
+
+    url, prog, tag, job = where
+    argv = [f"--experiment_id={spec.experiment_id}", *spec.args,
+            *(f"--{name}={value}" for name, value in values.items()),
+            *([f"--seed={spec.seed}"] if spec.seed is not None else [])]  # repeatable trials
+    args = parse_argv(experiment_cls.args_class, argv, prog)
+    console = Console()
+    console.quiet = True  # one line per trial on the console; each run's log.txt has the rest
+    experiment = experiment_cls(args, machine, console)
+    report = Report(trial)
+    try:
+        code, error = execute(experiment, argv=argv, callbacks=[report], extra_record={
+            "sweep": {"name": spec.study_name, "trial": trial.number, "storage": redact(url)}}), ""
+    except ExpkitError as e:
+        code, error = 1, str(e)
+    run_dir = str(experiment.run_dir) if experiment.run_dir else None
+    if run_dir:
+        trial.set_user_attr("run_dir", run_dir)
+    if job and code in (130, 143) and run_dir and (Path(run_dir) / "checkpoints" / LAST).is_file():
+        print(f"{tag}trial {trial.number}: stopped with a checkpoint; it resumes when job {job} "
+              "restarts", flush=True)  # left running in the study, for the restarted job
+        return code, "stopped"
+    outcome = _tell(study, trial, code, report, run_dir, error, str(args.monitor))  # type: ignore[attr-defined]
+    shown = "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+    print(f"{tag}trial {trial.number}: {shown}  ->  {outcome}  {run_dir or ''}", flush=True)
+    return code, outcome
 
 
 def _tell(study: Any, trial: Any, code: int, report: Report, run_dir: str | None, error: str,

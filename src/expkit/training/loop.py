@@ -76,11 +76,7 @@ class Trainer:
                  metrics: Declared | None = None, artifacts: Any = None,
                  max_steps: int | None = None, eval_every: int | None = None) -> None:
         self.memory_format = torch.channels_last if channels_last else None
-        self.model = model.to(device)
-        if self.memory_format is not None:
-            self.model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
-        if compile:
-            self.model.compile()  # in place: state_dict keys and checkpoints stay the same
+        self.model = self._placed(model, device, compile)
         self.dist = dist
         # under torchrun, steps go through DDP (which averages the gradients over ranks);
         # self.model stays the plain model, so checkpoints load without DDP
@@ -112,6 +108,21 @@ class Trainer:
         self.precision = precision
         self.grad_clip_norm = grad_clip_norm
         self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+        self.artifacts = artifacts  # the run's Artifacts: `trainer.artifacts.save(name, value)`
+        self._start_counting()
+
+    def _placed(self, model: BaseModel, device: torch.device, compile: bool) -> BaseModel:
+        """The model on its device (channels-last when asked), compiled in place when asked
+        (state_dict keys and checkpoints stay the same)."""
+        model = model.to(device)
+        if self.memory_format is not None:
+            model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
+        if compile:
+            model.compile()
+        return model
+
+    def _start_counting(self) -> None:
+        """Where training stands before it starts: no evaluation, step or pass done, no best."""
         self.epoch = 0  # evaluations done: epochs completed (step-based: periods completed)
         self.global_step = 0  # batches trained
         self.steps = 0  # optimizer steps taken
@@ -131,7 +142,6 @@ class Trainer:
         self.epoch_sums: dict[str, torch.Tensor] = {}  # this epoch's metric sums so far
         self.loss_total = torch.zeros((), dtype=torch.float64)  # this epoch's backpropagated losses
         self.epoch_seen = 0
-        self.artifacts = artifacts  # the run's Artifacts: `trainer.artifacts.save(name, value)`
 
     def is_better(self, value: float, than: float | None) -> bool:
         """Whether `value` of the monitored metric beats `than` (None: anything does)."""
@@ -237,54 +247,20 @@ class Trainer:
         `eval_every` optimizer steps across passes (step-based). Returns the train metrics over
         the period's batches; None if a stop signal ended it early (`self.partial` says where)."""
         self.model.train()
-        resume, self.partial = self.partial, None
-        sums: dict[str, torch.Tensor] = resume["sums"] if resume else {}
-        seen: int = resume["seen"] if resume else 0
-        period_steps: int = resume.get("steps", 0) if resume else 0
-        if resume:  # at a pass boundary (generator None), or inside a pass
-            self.position = ({"generator": resume["generator"], "batches": resume["batches"]}
-                             if resume["generator"] is not None else None)
-        self.loss_total = torch.zeros((), dtype=torch.float64, device=self.device)
-        self.epoch_sums, self.epoch_seen = sums, seen
+        sums, seen, period_steps = self._period_start()
         budget = (None if self.max_steps is None  # optimizer steps this period takes
                   else min(self.eval_every, self.max_steps - self.steps + period_steps))  # type: ignore[type-var]
         batch_hooks = [cb for cb in self.callbacks
                        if type(cb).on_train_batch_end is not Callback.on_train_batch_end]
         last = self.train_split.num_batches(self.batch_size) - 1
-        n, world = len(self.train_split), self.dist.world_size
         while True:  # passes (epoch-based: exactly one)
-            if self.position is not None:  # replay this pass's draws, skip its trained batches
-                self.generator.set_state(self.position["generator"])
-            pass_rng = self.generator.get_state()
-            skip = self.position["batches"] if self.position else 0
-            self.position = None
-            pass_seed = (int(torch.randint(1 << 62, (), generator=self.generator))
-                         if self.augment is not None else 0)  # replayed with the pass's draws
+            pass_rng, skip, pass_seed = self._pass_start()
             batches = self.train_split.batches(self.batch_size, self.generator, skip,
                                                self.dist.shard())
             for i, batch in enumerate(batches, start=skip):
-                if self.augment is not None:
-                    seeded = torch.Generator(self.device).manual_seed(
-                        batch_seed(pass_seed, i, self.dist.rank))
-                    batch = self.augment(batch, seeded)
                 steps = (i + 1) % self.accumulate == 0 or i == last
-                with self._sync(steps), self._autocast():
-                    loss, batch_sums = self.ddp(batch) if self.ddp else self.model.step(batch)
-                    if world > 1:  # DDP averages over ranks; weigh by this rank's share of the batch
-                        loss = loss * (examples_in(batch) * world
-                                       / min(self.batch_size, n - i * self.batch_size))
-                    if self.accumulate > 1:
-                        loss = loss / self.accumulate
-                    (self.scaler.scale(loss) if self.scaler else loss).backward()
-                self.loss_total += loss.detach()
-                if sums:
-                    for name in sums:  # the sums; a stateful metric's inputs are for evaluations
-                        sums[name] += batch_sums[name]
-                else:
-                    sums = {name: value.detach().double() for name, value in batch_sums.items()
-                            if isinstance(value, torch.Tensor)}
-                    self._check_monitor(list(sums), list(batch_sums))
-                    self.epoch_sums = sums  # updated in place from here on
+                batch = self._augmented(batch, pass_seed, i)
+                sums = self._added(sums, self._forward_backward(batch, i, steps))
                 seen += examples_in(batch)
                 self.epoch_seen = seen
                 self.global_step += 1
@@ -298,21 +274,91 @@ class Trainer:
                     cb.on_train_batch_end(self, i)
                 here = {"generator": pass_rng, "batches": i + 1} if i != last else None
                 if budget is not None and period_steps >= budget:
-                    if here is None:
-                        self.passes += 1
-                    self.position = here
+                    self._pause_at(here)
                     return self._train_means(sums, seen)
                 if self._agreed_stop() and (here is not None or budget is not None):
-                    if here is None:
-                        self.passes += 1
-                    sums, seen = reduce_sums(self.dist, sums, seen, self.device)
-                    self.partial = {**(here or {"generator": None, "batches": 0}),
-                                    "sums": sums, "seen": seen, "steps": period_steps, "lr": lr,
-                                    "seconds": time.perf_counter() - started}
+                    self._keep_partial(here, sums, seen, period_steps, lr, started)
                     return None
             self.passes += 1
             if budget is None:
                 return self._train_means(sums, seen)
+
+    def _period_start(self) -> tuple[dict[str, torch.Tensor], int, int]:
+        """(sums, examples seen, optimizer steps) a period starts from: zero, or where an
+        interrupted one stood (`self.partial`, from a checkpoint), its pass position restored."""
+        resume, self.partial = self.partial, None
+        sums: dict[str, torch.Tensor] = resume["sums"] if resume else {}
+        seen: int = resume["seen"] if resume else 0
+        period_steps: int = resume.get("steps", 0) if resume else 0
+        if resume:  # at a pass boundary (generator None), or inside a pass
+            self.position = ({"generator": resume["generator"], "batches": resume["batches"]}
+                             if resume["generator"] is not None else None)
+        self.loss_total = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.epoch_sums, self.epoch_seen = sums, seen
+        return sums, seen, period_steps
+
+    def _pass_start(self) -> tuple[torch.Tensor, int, int]:
+        """(the generator's state at the pass's start, batches to skip, the pass's augmentation
+        seed): a pass resumed inside replays its draws and skips what it trained."""
+        if self.position is not None:
+            self.generator.set_state(self.position["generator"])
+        pass_rng = self.generator.get_state()
+        skip = self.position["batches"] if self.position else 0
+        self.position = None
+        pass_seed = (int(torch.randint(1 << 62, (), generator=self.generator))
+                     if self.augment is not None else 0)  # replayed with the pass's draws
+        return pass_rng, skip, pass_seed
+
+    def _augmented(self, batch: Batch, pass_seed: int, i: int) -> Batch:
+        """The training batch as the dataset's augmentation draws it (seeded by the pass, the
+        batch and the rank), or as it is."""
+        if self.augment is None:
+            return batch
+        seeded = torch.Generator(self.device).manual_seed(batch_seed(pass_seed, i, self.dist.rank))
+        augmented: Batch = self.augment(batch, seeded)
+        return augmented
+
+    def _forward_backward(self, batch: Batch, i: int, steps: bool) -> dict[str, Any]:
+        """One batch's loss backpropagated (scaled for ranks and accumulation); its sums."""
+        n, world = len(self.train_split), self.dist.world_size
+        with self._sync(steps), self._autocast():
+            loss, batch_sums = self.ddp(batch) if self.ddp else self.model.step(batch)
+            if world > 1:  # DDP averages over ranks; weigh by this rank's share of the batch
+                loss = loss * (examples_in(batch) * world / min(self.batch_size, n - i * self.batch_size))
+            if self.accumulate > 1:
+                loss = loss / self.accumulate
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+        self.loss_total += loss.detach()
+        return batch_sums
+
+    def _added(self, sums: dict[str, torch.Tensor], batch_sums: dict[str, Any]
+               ) -> dict[str, torch.Tensor]:
+        """The period's sums with one batch's added (the first batch's start them, on the
+        device); a stateful metric's inputs are for evaluations only."""
+        if sums:
+            for name in sums:
+                sums[name] += batch_sums[name]
+            return sums
+        sums = {name: value.detach().double() for name, value in batch_sums.items()
+                if isinstance(value, torch.Tensor)}
+        self._check_monitor(list(sums), list(batch_sums))
+        self.epoch_sums = sums  # updated in place from here on
+        return sums
+
+    def _pause_at(self, here: dict[str, Any] | None) -> None:
+        """A step-based period ends: the next goes on from `here` (None: a pass boundary)."""
+        if here is None:
+            self.passes += 1
+        self.position = here
+
+    def _keep_partial(self, here: dict[str, Any] | None, sums: dict[str, torch.Tensor], seen: int,
+                      period_steps: int, lr: float, started: float) -> None:
+        """A stop signal ended the period early: what a resume needs to finish it exactly."""
+        if here is None:
+            self.passes += 1
+        sums, seen = reduce_sums(self.dist, sums, seen, self.device)
+        self.partial = {**(here or {"generator": None, "batches": 0}), "sums": sums, "seen": seen,
+                        "steps": period_steps, "lr": lr, "seconds": time.perf_counter() - started}
 
     def _train_means(self, sums: dict[str, torch.Tensor], seen: int) -> dict[str, float]:
         """The train metrics of a period from its sums (summed over ranks)."""
