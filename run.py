@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))  # works before `pip install -e .`
 
-from expkit.cli import run_cli
+from expkit import run_cli
 
 if __name__ == "__main__":
     run_cli(registry="lab.registry")

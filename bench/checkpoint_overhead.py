@@ -19,8 +19,7 @@ from pathlib import Path
 import torch
 from common import expkit_trainer, fmt, interleave, load_data, one_more_epoch, summarize
 
-from expkit import Trainer
-from expkit.training.checkpoint import save_checkpoint
+from expkit import Trainer, save_checkpoint
 
 
 def main() -> None:

@@ -11,9 +11,18 @@ from typing import Any
 
 import torch
 
-from expkit import Callback, Checkpointing, ConsoleLine, DataSplits, LocalFiles, Split, Trainer, split_off
-from expkit.tracking.base import Tracking
-from expkit.utils.console import Console
+from expkit import (
+    Callback,
+    Checkpointing,
+    Console,
+    ConsoleLine,
+    DataSplits,
+    LocalFiles,
+    Split,
+    Tracking,
+    Trainer,
+    split_off,
+)
 from lab.datasets.mnist import ImageData, ImageDataArgs
 from lab.models.mlp import MLP, MLPArgs
 

@@ -28,8 +28,7 @@ import torch
 import torch.nn.functional as F
 from common import interleave, summarize
 
-from expkit import Checkpointing, ConsoleLine, DataSplits, TokenSplit, Trainer
-from expkit.utils.console import Console
+from expkit import Checkpointing, Console, ConsoleLine, DataSplits, TokenSplit, Trainer
 from lab.experiments.char_lm import CharGPT, CharLMArgs, CharLMExperiment, CorpusArgs
 
 

@@ -201,3 +201,36 @@ def test_no_function_is_longer_than_a_screen() -> None:
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}: {lines} lines")
     assert not long, "\n".join(long)
+
+
+def _outside_code() -> dict[str, str]:
+    """The code that uses expkit from outside: the lab project, the wild west, the benchmarks,
+    run.py, and what `new` writes from each template."""
+    from expkit.cli.scaffold import render
+    from expkit.cli.templates import TEMPLATES
+
+    repo = SRC.parent
+    files = [*(SRC / "lab").rglob("*.py"), *(repo / "wild_west").rglob("*.py"),
+             *(repo / "bench").rglob("*.py"), repo / "run.py"]
+    code = {str(p.relative_to(repo)): p.read_text() for p in files}
+    code |= {f"new --template={name}": render(name, "my_task") for name in TEMPLATES}
+    return code
+
+
+def test_code_outside_the_framework_imports_only_the_public_expkit() -> None:
+    """Experiments, templates, scripts and benchmarks import `expkit` itself, never a module
+    inside it, so the packages inside can move (and every name they need is public)."""
+    import expkit
+
+    internal = []
+    for where, source in _outside_code().items():
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("expkit."):
+                internal.append(f"{where}:{node.lineno} from {node.module} import ...")
+            elif isinstance(node, ast.Import):
+                internal += [f"{where}:{node.lineno} import {a.name}" for a in node.names
+                             if a.name.startswith("expkit.")]
+            if isinstance(node, ast.ImportFrom) and node.module == "expkit":
+                internal += [f"{where}:{node.lineno} expkit has no public {a.name}"
+                             for a in node.names if a.name not in expkit.__all__]
+    assert not internal, "\n".join(internal)

@@ -9,7 +9,7 @@ import argparse
 import torch
 
 import expkit
-from expkit.config.machine import load_machine_config
+from expkit import load_machine_config
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("run_dir")

@@ -8,7 +8,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from expkit.config.machine import load_machine_config
+from expkit import load_machine_config
 from lab.datasets.mnist import ImageData, ImageDataArgs
 from lab.models.mlp import MLP, MLPArgs
 

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from expkit.cli import run_cli
     from expkit.config.args import Args
+    from expkit.config.machine import load_machine_config
+    from expkit.data import augment
     from expkit.data.base import (
         AnySplit,
         BaseDataset,
@@ -32,24 +34,28 @@ if TYPE_CHECKING:
         split_indices,
         split_off,
     )
-    from expkit.data.stream import DataArgs, StreamSplit
+    from expkit.data.download import DownloadError, download_verified
+    from expkit.data.idx import idx_shape, open_idx_memmap, read_idx
+    from expkit.data.stream import DataArgs, StreamSplit, fits_in_memory, subset
     from expkit.engine.api import resume, run
     from expkit.engine.experiment import MAX_EPOCHS, BaseExperiment, ExperimentArgs, TrainerArgs
     from expkit.engine.loading import load_run
     from expkit.errors import ExpkitError, UsageError
     from expkit.models.base import BaseModel
     from expkit.rundir.results import Run, Runs, runs
-    from expkit.tracking.base import Tracker
+    from expkit.tracking.base import Tracker, Tracking
     from expkit.tracking.local import LocalFiles
     from expkit.tracking.mlflow import MlflowTracker
     from expkit.tracking.tensorboard import TensorBoardTracker
     from expkit.tracking.wandb import WandbTracker
     from expkit.training.callbacks import Callback, ConsoleLine, TrainerView
-    from expkit.training.checkpoint import Checkpointing
+    from expkit.training.checkpoint import Checkpointing, save_checkpoint
     from expkit.training.early_stopping import EarlyStopping
     from expkit.training.loop import Trainer
-    from expkit.training.metrics import Declared, Metric
+    from expkit.training.metrics import Declared, Metric, perplexity, r2
     from expkit.training.optim import OptimizerArgs, SchedulerArgs
+    from expkit.utils.console import Console
+    from expkit.utils.files import atomic_write
     from expkit.utils.version import version
 
 #: public name -> the module that defines it (imported on first use)
@@ -64,20 +70,26 @@ _HOME = {
     **dict.fromkeys(["BaseDataset", "DataInfo", "DataSplits", "Split", "NamedSplit", "TokenSplit",
                      "AnySplit", "Batch", "HoldoutArgs", "split_off", "split_indices"],
                     "expkit.data.base"),
-    **dict.fromkeys(["StreamSplit", "DataArgs"], "expkit.data.stream"),
+    **dict.fromkeys(["StreamSplit", "DataArgs", "fits_in_memory", "subset"], "expkit.data.stream"),
+    **dict.fromkeys(["read_idx", "idx_shape", "open_idx_memmap"], "expkit.data.idx"),
+    **dict.fromkeys(["DownloadError", "download_verified"], "expkit.data.download"),
+    "augment": "expkit.data",  # the module: augment.inputs, random_crop, hflip, noise
     **dict.fromkeys(["Callback", "ConsoleLine", "TrainerView"], "expkit.training.callbacks"),
     "Trainer": "expkit.training.loop",
-    "Checkpointing": "expkit.training.checkpoint",
+    **dict.fromkeys(["Checkpointing", "save_checkpoint"], "expkit.training.checkpoint"),
     "EarlyStopping": "expkit.training.early_stopping",
-    **dict.fromkeys(["Metric", "Declared"], "expkit.training.metrics"),
+    **dict.fromkeys(["Metric", "Declared", "r2", "perplexity"], "expkit.training.metrics"),
     **dict.fromkeys(["OptimizerArgs", "SchedulerArgs"], "expkit.training.optim"),
-    "Tracker": "expkit.tracking.base",
+    **dict.fromkeys(["Tracker", "Tracking"], "expkit.tracking.base"),
     "LocalFiles": "expkit.tracking.local",
     "WandbTracker": "expkit.tracking.wandb",
     "TensorBoardTracker": "expkit.tracking.tensorboard",
     "MlflowTracker": "expkit.tracking.mlflow",
     **dict.fromkeys(["ExpkitError", "UsageError"], "expkit.errors"),
     "run_cli": "expkit.cli",
+    "load_machine_config": "expkit.config.machine",
+    "Console": "expkit.utils.console",
+    "atomic_write": "expkit.utils.files",
     "version": "expkit.utils.version",
 }
 
@@ -91,11 +103,13 @@ __all__ = [
     "Batch",
     "Callback",
     "Checkpointing",
+    "Console",
     "ConsoleLine",
     "DataArgs",
     "DataInfo",
     "DataSplits",
     "Declared",
+    "DownloadError",
     "EarlyStopping",
     "ExperimentArgs",
     "ExpkitError",
@@ -113,19 +127,32 @@ __all__ = [
     "TensorBoardTracker",
     "TokenSplit",
     "Tracker",
+    "Tracking",
     "Trainer",
     "TrainerArgs",
     "TrainerView",
     "UsageError",
     "WandbTracker",
     "__version__",
+    "atomic_write",
+    "augment",
+    "download_verified",
+    "fits_in_memory",
+    "idx_shape",
+    "load_machine_config",
     "load_run",
+    "open_idx_memmap",
+    "perplexity",
+    "r2",
+    "read_idx",
     "resume",
     "run",
     "run_cli",
     "runs",
+    "save_checkpoint",
     "split_indices",
     "split_off",
+    "subset",
     "version",
 ]
 
@@ -138,7 +165,10 @@ def __getattr__(name: str) -> Any:
     home = _HOME.get(name)
     if home is None:
         raise AttributeError(f"module 'expkit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
+    module = importlib.import_module(home)
+    value = getattr(module, name, None)
+    if value is None:  # a module of the package (`expkit.augment`)
+        value = importlib.import_module(f"{home}.{name}")
     globals()[name] = value  # the next access is a plain attribute
     return value
 

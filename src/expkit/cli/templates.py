@@ -21,12 +21,12 @@ from expkit import (
     BaseModel,
     DataInfo,
     DataSplits,
+    Declared,
     ExperimentArgs,
     ExpkitError,
     HoldoutArgs,
-    Split,
+    Split,METRICS_IMPORT
 )
-from expkit.training.metrics import METRICS_IMPORT
 """
 
 _DATA_ARGS = '''
@@ -87,7 +87,7 @@ the step with your own; the contracts each part keeps are in the README ("Writin
 experiment").
 """
 
-''' + _IMPORTS.replace("METRICS_IMPORT", "Declared") + '''
+''' + _IMPORTS.replace("METRICS_IMPORT", "") + '''
 EPOCHS = 20
 HIDDEN = 64
 ''' + _DATA_ARGS + '''
@@ -139,7 +139,7 @@ they reach `build_model`, are saved in every checkpoint, and let `expkit.load_ru
 model that predicts in target units without the data.
 """
 
-''' + _IMPORTS.replace("METRICS_IMPORT", "Declared, r2") + '''
+''' + _IMPORTS.replace("METRICS_IMPORT", "\n    r2,") + '''
 EPOCHS = 100
 HIDDEN = 64
 ''' + _DATA_ARGS + '''

@@ -12,11 +12,24 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from expkit import AnySplit, BaseDataset, DataSplits, ExpkitError, Split, split_indices
-from expkit.data.download import DownloadError, download_verified
-from expkit.data.idx import idx_shape, open_idx_memmap, read_idx
-from expkit.data.stream import DataArgs, StreamSplit, fits_in_memory, subset
-from expkit.utils.files import atomic_write
+from expkit import (
+    AnySplit,
+    BaseDataset,
+    DataArgs,
+    DataSplits,
+    DownloadError,
+    ExpkitError,
+    Split,
+    StreamSplit,
+    atomic_write,
+    download_verified,
+    fits_in_memory,
+    idx_shape,
+    open_idx_memmap,
+    read_idx,
+    split_indices,
+    subset,
+)
 
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")

@@ -33,11 +33,13 @@ from expkit import (
     BaseModel,
     DataInfo,
     DataSplits,
+    Declared,
     ExperimentArgs,
     ExpkitError,
+    Metric,
     TokenSplit,
+    perplexity,
 )
-from expkit.training.metrics import Declared, Metric, perplexity
 
 
 class CorpusArgs(Args):

@@ -26,12 +26,13 @@ from expkit import (
     BaseModel,
     DataInfo,
     DataSplits,
+    Declared,
     ExperimentArgs,
     ExpkitError,
     HoldoutArgs,
     Split,
+    r2,
 )
-from expkit.training.metrics import Declared, r2
 
 EPOCHS = 100
 HIDDEN = 64

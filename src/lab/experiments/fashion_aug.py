@@ -24,8 +24,8 @@ from expkit import (
     OptimizerArgs,
     SchedulerArgs,
     TrainerArgs,
+    augment,
 )
-from expkit.data import augment
 from lab.datasets.mnist import ImageData, ImageDataArgs
 from lab.models.resnet import ResNet, ResNetArgs
 
