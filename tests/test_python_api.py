@@ -50,7 +50,7 @@ def test_runs_in_one_process_match_runs_in_their_own(here: Workspace) -> None:
         assert run.config["seed"] == extra["seed"] and len(run.history) == 2
         flags = [f"--{k}={json.dumps(v) if not isinstance(v, bool) else str(v).lower()}"
                  for k, v in {**QUICK, **extra}.items()]
-        alone = here.cli("--experiment_id=mnist", *flags)
+        alone = here.fork("--experiment_id=mnist", *flags)  # a process of its own
         assert alone.returncode == 0, alone.stderr
         mine, theirs = _numbers(run.path), _numbers(here.last_run())
         assert mine[0] == theirs[0], "every metric, bit for bit"

@@ -77,11 +77,15 @@ def test_new_writes_a_checked_experiment_that_trains_and_joins_the_walk(tmp_path
     assert set(metrics["test"]) == {"test_loss", "test_mae", "test_mse", "test_r2"}
     assert all(math.isfinite(v) for v in metrics["test"].values())
 
-    walk = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o",
-                           "addopts=", "tests/test_registry.py", "-k", "registered and my_"],
+    # the suite's walk of the registry picks both up (what it then runs, my_task just did)
+    walk = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", "-p",
+                           "no:cacheprovider", "-o", "addopts=", "tests/test_registry.py", "-k",
+                           "registered and my_"],
                           cwd=project, env={**env, "CI": os.environ.get("CI", "")},
                           capture_output=True, text=True, timeout=600)
-    assert walk.returncode == 0 and "2 passed" in walk.stdout, walk.stdout[-2000:]
+    collected = [line for line in walk.stdout.splitlines() if "::" in line]
+    assert walk.returncode == 0 and len(collected) == 2, walk.stdout[-2000:]
+    assert any("my_task" in line for line in collected) and any("my_digits" in line for line in collected)
 
 
 def _without_module_docstring(code: str) -> str:

@@ -159,7 +159,7 @@ def _rows(results_dir: Path, experiment_id: str | None, status: str | None) -> l
         shown = shown_status(record, run_dir)
         if status and shown != status:
             continue
-        epochs, best = progress(run_dir, _json_file(run_dir / "metrics.json"))
+        epochs, best = progress(run_dir, read_json_object(run_dir / "metrics.json"))
         rows.append({"experiment": record.get("experiment_id", "?"), "run": run_dir.name,
                      "dataset": _dataset_of(run_dir),
                      "started": record.get("started") or "", "status": shown,
@@ -182,7 +182,7 @@ def progress(run_dir: Path, metrics: dict[str, Any]) -> tuple[int | str, str]:
     best = (metrics.get("best") or {}).get(monitor) if monitor else None
     if metrics:
         return metrics.get("epochs_run", ""), f"{monitor} {best:.4f}" if isinstance(best, float) else ""
-    config = _json_file(run_dir / "config.json")
+    config = read_json_object(run_dir / "config.json")
     monitor, mode = config.get("monitor"), config.get("monitor_mode")
     try:
         with (run_dir / "history.csv").open() as f:
@@ -197,7 +197,8 @@ def progress(run_dir: Path, metrics: dict[str, Any]) -> tuple[int | str, str]:
     return epochs, f"{monitor} {(max if mode == 'max' else min)(finite):.4f} so far"
 
 
-def _json_file(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding an object ({} when it is missing, unreadable or not an object)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from expkit.errors import ExpkitError, UsageError
-from expkit.rundir.dirs import shown_status, start_order
+from expkit.rundir.dirs import read_json_object, shown_status, start_order
 from expkit.utils.stats import Summary, summarize
 
 
@@ -63,14 +63,6 @@ def read_history(run_dir: Path) -> list[dict[str, float]]:
         return []
     with csv_file.open() as f:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
-
-
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 @dataclass
@@ -132,12 +124,12 @@ def read_run(path: str | Path) -> Run:
     if not run_dir.is_dir():
         raise UsageError(f"{path}: no such folder; give a run directory like "
                          "results/<experiment_id>/<time>-<id>")
-    config = _json(run_dir / "config.json")
-    record = _json(run_dir / "run.json")
+    config = read_json_object(run_dir / "config.json")
+    record = read_json_object(run_dir / "run.json")
     if not config and not record:
         raise UsageError(f"{path}: not a run directory (no config.json or run.json); give a folder "
                          "like results/<experiment_id>/<time>-<id>")
-    return Run(run_dir, config, record, _json(run_dir / "metrics.json"), read_history(run_dir))
+    return Run(run_dir, config, record, read_json_object(run_dir / "metrics.json"), read_history(run_dir))
 
 
 class Runs(list[Run]):
