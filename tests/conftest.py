@@ -67,6 +67,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 _MLFLOW = pytest.StashKey[Any]()
 
 
+#: test files whose tests take longest (whole processes, ranks, clusters), longest first
+_HEAVIEST = ("test_packaging.py", "test_scaffold.py", "test_slurm.py", "test_distributed.py",
+             "test_crash.py", "test_security.py", "test_sweep.py", "test_performance_paths.py",
+             "test_augment.py", "test_repeat.py", "test_python_api.py")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Each xdist worker starts on its share of the slow tests, the short ones after them: the
     suite never ends waiting on one long test that started last. (--dist worksteal hands worker
@@ -74,6 +80,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     workers = config.getoption("numprocesses", None)
     n = workers if isinstance(workers, int) and workers > 1 else 1
     slow = [item for item in items if item.get_closest_marker("slow")]
+    # the longest first (30-50 s each, `--durations`): the last to start are short ones
+    slow.sort(key=lambda item: _HEAVIEST.index(item.path.name) if item.path.name in _HEAVIEST
+              else len(_HEAVIEST))
     fast = [item for item in items if not item.get_closest_marker("slow")]
     ordered: list[pytest.Item] = []
     for k in range(n):
