@@ -222,3 +222,20 @@ def test_postgresql_study_shared_by_two_workers(data_workspace: Workspace, postg
     for out in (wrong, result, status):
         assert PG_PASSWORD not in out.stdout + out.stderr, "the database password was printed"
     assert "postgres:***@127.0.0.1" in result.stdout, "the storage is shown with the password masked"
+
+
+def test_sweep_png_leaves_the_process_matplotlib_style_alone(tmp_path: Path) -> None:
+    """Optuna's plots switch matplotlib to its ggplot style, process-wide: after sweep.png, a
+    compare.png or history.png drawn in the same process keeps the default look."""
+    import matplotlib
+
+    from expkit.sweep.summary import plot_sweep
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1) ** 2, n_trials=3)
+    before = dict(matplotlib.rcParams)
+    assert plot_sweep(study, tmp_path / "sweep.png") == tmp_path / "sweep.png"
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    changed = {k for k, v in matplotlib.rcParams.items()  # (the backend is Agg, on purpose)
+               if str(before.get(k)) != str(v) and not k.startswith("backend")}
+    assert not changed, sorted(changed)[:10]

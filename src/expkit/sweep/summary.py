@@ -48,13 +48,20 @@ def trials_table(study: Any) -> str:
 
 
 def plot_sweep(study: Any, path: Path) -> Path | None:
-    """sweep.png: Optuna's optimization history and parameter importances, side by side."""
+    """sweep.png: Optuna's optimization history and parameter importances, side by side.
+    Optuna's plots switch the process's matplotlib style to ggplot: the style is put back after,
+    so that a compare.png or history.png drawn later in the same process keeps its own."""
     optuna = import_optuna()
     if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         return None
     import matplotlib
 
     matplotlib.use("Agg")
+    with matplotlib.rc_context():
+        return _draw_sweep(study, path)
+
+
+def _draw_sweep(study: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
