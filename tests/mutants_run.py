@@ -39,7 +39,8 @@ def main() -> int:
     select = ["-k", TESTS[changed[0]]] if len(changed) == 1 else []
     return subprocess.call([sys.executable, "-m", "pytest", "-x", "-q", "-n", "0",
                             "-p", "no:cacheprovider", "-o", "addopts=",
-                            "tests/test_guarantees.py", "tests/test_guarantees_runs.py", *select])
+                            "tests/test_guarantees.py", "tests/test_guarantees_runs.py",
+                            "tests/test_guarantees_life.py", *select])
 
 
 if __name__ == "__main__":
