@@ -47,7 +47,7 @@ def test_seed_command_trains_into_a_complete_run_dir(data_workspace: Workspace) 
 @pytest.mark.slow  # several runs or processes: `make test`, not test-fast
 def test_monitor_mode_follows_the_declared_direction_of_the_metric(data_workspace: Workspace) -> None:
     ws = data_workspace
-    result = ws.cli("--experiment_id=mnist", "--monitor=val_loss", "--epochs=3", "--seed=0",
+    result = ws.run("--experiment_id=mnist", "--monitor=val_loss", "--epochs=3", "--seed=0",
                     "--max_train_samples=200", "--hidden_sizes=[16]")
     assert result.returncode == 0, result.stderr
     run = ws.last_run()
@@ -63,7 +63,7 @@ def test_monitor_mode_follows_the_declared_direction_of_the_metric(data_workspac
 
 def test_diabetes_monitored_by_val_mae_keeps_the_epoch_with_the_lowest(workspace: Workspace) -> None:
     ws = workspace
-    result = ws.cli("--experiment_id=diabetes", "--monitor=val_mae", "--epochs=12", "--seed=0")
+    result = ws.run("--experiment_id=diabetes", "--monitor=val_mae", "--epochs=12", "--seed=0")
     assert result.returncode == 0, result.stderr
     run = ws.last_run("diabetes")
     maes = [float(r["val_mae"]) for r in csv.DictReader((run / "history.csv").open())]
@@ -99,8 +99,8 @@ def test_diabetes_linear_baseline_is_least_squares_model(workspace: Workspace) -
       ("model", "activation"): "gelu"}),
 ])
 def test_flag_forms(workspace: Workspace, argv: list[str], expected: dict) -> None:
-    result = workspace.cli("--experiment_id=mnist", "--max_train_samples=100", *argv,
-                           "--print_config")
+    result = workspace.fork("--experiment_id=mnist", "--max_train_samples=100", *argv,
+                            "--print_config")
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
     for key, value in expected.items():
@@ -138,7 +138,10 @@ BAD_INPUT = [
 @pytest.mark.parametrize(("argv", "needles"), BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
 def test_bad_input_is_one_clear_line_each_and_writes_nothing(
         workspace: Workspace, argv: list[str], needles: list[str]) -> None:
-    result = workspace.cli(*argv)
+    # a process of its own, forked without importing torch again: exit status, stderr and the
+    # files left are the program's (test_help_and_usage_errors_reach_a_pipe_whole runs the
+    # programs themselves)
+    result = workspace.fork(*argv)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     for needle in needles:
@@ -185,11 +188,11 @@ def test_built_in_flags_leave_other_flags_values_intact(
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_use_cuda_true_without_cuda_is_a_clear_error(data_workspace: Workspace) -> None:
-    result = data_workspace.cli("--experiment_id=mnist", "--use_cuda=true", *TINY)
+    result = data_workspace.fork("--experiment_id=mnist", "--use_cuda=true", *TINY)
     assert result.returncode == 2
     assert "--use_cuda: got true, but" in result.stderr and "Traceback" not in result.stderr
     assert data_workspace.run_dirs() == []
-    bare = data_workspace.cli("--experiment_id=mnist", "--use_cuda", *TINY)  # bare flag = true
+    bare = data_workspace.fork("--experiment_id=mnist", "--use_cuda", *TINY)  # bare flag = true
     assert bare.returncode == 2 and "--use_cuda: got true" in bare.stderr
 
 

@@ -320,8 +320,8 @@ def test_wandb_missing_gives_install_hint(data_workspace: Workspace) -> None:
 @pytest.mark.slow
 def test_online_wandb_without_key_warns_and_continues(data_workspace: Workspace, tmp_path: Path) -> None:
     pytest.importorskip("wandb")
-    result = data_workspace.cli("--experiment_id=mnist", "--use_wandb=true", *TINY,
-                                env={"WANDB_MODE": "online", "NETRC": str(tmp_path / "none")})
+    result = data_workspace.fork("--experiment_id=mnist", "--use_wandb=true", *TINY,
+                                 env={"WANDB_MODE": "online", "NETRC": str(tmp_path / "none")})
     assert result.returncode == 0, result.stderr
     assert "no API key" in result.stdout and "offline instead" in result.stdout
 
