@@ -146,7 +146,7 @@ CASES = [
     Case("compare-format-choice", ("compare", MNIST, "--format=latx"), 2,
          ("--format: got 'latx' (did you mean 'latex'?)", "text, markdown, latex, csv")),
     Case("new-template-choice", ("new", "task", "--template=regresion"), 2,
-         ("--template: got 'regresion' (did you mean 'regression'?)",)),
+         ("--template: got 'regresion'", "(did you mean 'regression'?)")),
     Case("traversal-experiment", ("--experiment_id=../../etc",), 2, ("../../etc", "mnist")),
     Case("unknown-command", ("trian",), 2, ("unknown command 'trian'", "run")),
     Case("bad-monitor", (MNIST, "--monitor=val_f1", *QUICK), 2,

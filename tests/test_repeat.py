@@ -247,7 +247,7 @@ def test_a_named_group_keeps_one_setting(workspace) -> None:  # type: ignore[no-
 
 
 @pytest.mark.parametrize("argv, message", [
-    (("repeat", *DIABETES), "repeat needs --seeds"),
+    (("repeat", *DIABETES), "--seeds is required"),
     (("repeat", "--seeds=0", *DIABETES), "--seeds: got 0"),
     (("repeat", "--seeds=two", *DIABETES), "--seeds: got 'two'"),
     (("repeat", "--seeds=1,1", *DIABETES), "distinct"),

@@ -50,7 +50,8 @@ def test_new_writes_a_checked_experiment_that_trains_and_joins_the_walk(tmp_path
     for bad, says in ((["new", "my_task"], "registered already"),
                       (["new", "9lives"], "lowercase Python identifier"),
                       (["new", "class"], "lowercase Python identifier"),
-                      (["new", "odd", "--template=vision"], "choose one of: classification, regression")):
+                      (["new", "odd", "--template=vision"],
+                       "--template: got 'vision': Input should be 'classification' or 'regression'")):
         refused = run(*bad)
         assert refused.returncode == 2 and says in refused.stderr, refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr

@@ -12,7 +12,7 @@ from typing import NoReturn
 
 from expkit.cli import cluster
 from expkit.cli import commands as c
-from expkit.cli.options import REGISTRY_MODULE, SUMMARIES, WORK_STARTED, Command
+from expkit.cli.options import SUMMARIES, Command, Context
 from expkit.config.registry import Registry
 from expkit.errors import ExpkitError, UsageError, report
 
@@ -43,38 +43,45 @@ def main(argv: list[str] | None = None, *, registry: str | None = None,
     `registry` names a module with an EXPERIMENTS dict (run.py passes "lab.registry");
     without it, every registry installed under the `expkit.registries` entry point is used.
     """
+    return _main(argv, registry, prog)[0]
+
+
+def _main(argv: list[str] | None, registry: str | None, prog: str | None
+          ) -> tuple[int, Context | None]:
+    """main(), and the command's Context (None when no command started): run_cli asks it
+    whether work started."""
     # a bare "--" ends torchrun's options (`torchrun ... run.py -- --monitor=val_f1`): a no-op here
     argv = [token for token in (sys.argv[1:] if argv is None else argv) if token != "--"]
     prog = prog or os.path.basename(sys.argv[0]) or "expkit"
     if prog == "__main__.py":
         prog = "python -m expkit"
-    REGISTRY_MODULE[0] = registry
-    WORK_STARTED[0] = False
     from expkit.utils.invocation import remember
 
     remember(prog)
+    ctx = None
     try:
         reg = Registry.from_module(registry) if registry else Registry.from_entry_points()
         if argv[:1] == ["--version"]:
             from expkit.utils.version import version
 
             print(f"expkit {version()}")
-            return 0
+            return 0, ctx
         name = argv[0] if argv and not argv[0].startswith("-") else "run"
         if name not in COMMANDS:
             raise UsageError(f"unknown command {name!r}; commands: {', '.join(COMMANDS)}")
         rest = argv[1:] if argv and argv[0] == name else argv
-        WORK_STARTED[0] = name != "run"  # `run` says so itself once its flags are valid
-        return COMMANDS[name](rest, reg, prog)
+        # only `run` says when work started (its flags valid): the others may have begun at once
+        ctx = Context(reg, prog, registry, work_started=name != "run")
+        return COMMANDS[name](rest, ctx), ctx
     except KeyboardInterrupt as e:
-        return report(e, prog)
+        return report(e, prog), ctx
     except BrokenPipeError:  # the reader left early (`expkit --help | head -1`): normal, not a bug
         _quiet_stdout()
-        return 0
+        return 0, ctx
     except Exception as e:  # a bug: one line (the traceback with EXPKIT_DEBUG=1), never a dump
         if os.environ.get("EXPKIT_DEBUG") and not isinstance(e, ExpkitError):
             raise
-        return report(e, prog, os.environ.get("RANK", "0"))
+        return report(e, prog, os.environ.get("RANK", "0")), ctx
 
 
 def _quiet_stdout() -> None:
@@ -94,8 +101,8 @@ def run_cli(registry: str | None = None) -> NoReturn:
     is open and no thread runs: the exit skips the interpreter's teardown of torch's thousands
     of modules (~0.5 s here), after atexit handlers and a flush of stdout/stderr.
     """
-    code = main(registry=registry)
-    if WORK_STARTED[0]:
+    code, ctx = _main(None, registry, None)
+    if ctx is not None and ctx.work_started:
         try:
             sys.stdout.flush()
         except BrokenPipeError:  # `expkit list | head -1`

@@ -1,62 +1,31 @@
-"""What every command shares: argv helpers (`--name=value`, switches, --help), the state
-`main` sets for a command (its registry module; whether work started), and the overview
-that `--help` prints.
+"""What every command shares: the Context main() hands it, close matches and choice checks,
+and the overview that `--help` prints. The commands' options are Args models (cli/flags.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from expkit.config.registry import Registry
 from expkit.errors import UsageError
 
-Command = Callable[[list[str], Registry, str], int]
+
+@dataclass
+class Context:
+    """One invocation of the command line, handed to the command: the experiments, the
+    program's name, the registry module (which sweep and repeat workers load again), and
+    whether work started (False while a command has only parsed and printed: run_cli may then
+    skip the interpreter's teardown, ~0.5 s once torch is imported)."""
+
+    registry: Registry
+    prog: str
+    module: str | None = None
+    work_started: bool = False
 
 
-REGISTRY_MODULE: list[str | None] = [None]  # the module main() was given, for sweep worker processes
-
-
-# False while a command has only parsed and printed (help, --print_config, a usage error):
-# run_cli() may then skip the interpreter's teardown, which costs ~0.5 s once torch is imported.
-WORK_STARTED: list[bool] = [False]
-
-
-def find_experiment_id(argv: list[str]) -> str | None:
-    return option(argv, "--experiment_id")[0]
-
-
-def option(argv: list[str], name: str) -> tuple[str | None, list[str]]:
-    """The value of `--name=v` / `--name v` (None if absent) and argv without it."""
-    for i, token in enumerate(argv):
-        if token.startswith(name + "="):
-            return token.split("=", 1)[1], argv[:i] + argv[i + 1:]
-        if token == name:
-            return (argv[i + 1] if i + 1 < len(argv) else ""), argv[:i] + argv[i + 2:]
-    return None, argv
-
-
-_BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-
-
-def flag(argv: list[str], name: str) -> tuple[bool, list[str]]:
-    """Whether a switch `--name` is on (bare, `--name=true` or `--name true`), and argv without it.
-
-    A bare `--name` takes the next token only when it is a boolean word, so that
-    `--print_config --lr 3e-5` leaves `--lr 3e-5` intact.
-    """
-    for i, token in enumerate(argv):
-        if token.startswith(name + "="):
-            word = token.split("=", 1)[1].lower()
-            if word not in _BOOL_WORDS and word != "":
-                raise UsageError(f"{name}: got {token.split('=', 1)[1]!r}; expected true or false")
-            return _BOOL_WORDS.get(word, True), argv[:i] + argv[i + 1:]
-        if token == name:
-            following = argv[i + 1].lower() if i + 1 < len(argv) else None
-            if following in _BOOL_WORDS:
-                return _BOOL_WORDS[following], argv[:i] + argv[i + 2:]
-            return True, argv[:i] + argv[i + 1:]
-    return False, argv
+Command = Callable[[list[str], Context], int]
 
 
 def flag_names(argv: list[str]) -> list[str]:
@@ -83,18 +52,13 @@ def check_choice(name: str, value: str | None, choices: Iterable[str]) -> None:
                      f"choose one of: {', '.join(allowed)}")
 
 
-def wants_help(argv: list[str]) -> bool:
-    return any(token in ("-h", "--help") for token in argv)
-
-
-def results_dir_option(argv: list[str]) -> tuple[Path, list[str]]:
-    """--results_dir from argv, else the machine config's (without writing a config.yaml)."""
-    results, rest = option(argv, "--results_dir")
-    if results:
-        return Path(results), rest
+def results_folder(given: str | None) -> Path:
+    """--results_dir when given, else the machine config's (without writing a config.yaml)."""
+    if given:
+        return Path(given)
     from expkit.config.machine import load_machine_config
 
-    return load_machine_config(announce=lambda _: None).results_dir, rest
+    return load_machine_config(announce=lambda _: None).results_dir
 
 
 

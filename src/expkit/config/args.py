@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import inspect
 import json
 import types
 import typing
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -41,6 +43,12 @@ class Flag:
     kind: Literal["bool", "list", "value"]
     nullable: bool
     choices: tuple[str, ...] | None
+    positional: bool = False  # a command's operand (`resume RUN_DIR`), not a --flag
+
+    @property
+    def shown(self) -> str:
+        """How errors and --help name it: `--lr`, or `RUN_DIR` for an operand."""
+        return self.name.upper() if self.positional else f"--{self.name}"
 
     @property
     def type_name(self) -> str:
@@ -83,7 +91,13 @@ def _leaf(name: str, path: tuple[str, ...], group: str, field: FieldInfo) -> Fla
         kind = "bool"
     elif origin in (list, tuple, set, frozenset) or annotation in (list, tuple, set):
         kind = "list"
-    return Flag(name, path, group, field, kind, nullable, choices)
+    return Flag(name, path, group, field, kind, nullable, choices,
+                bool(_extra(field).get("positional")))
+
+
+def _extra(field: FieldInfo) -> dict[str, Any]:
+    """A field's json_schema_extra as a dict (how a field asks for a flag name or an operand)."""
+    return field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
 
 
 def flag_table(cls: type[BaseModel]) -> dict[str, Flag]:
@@ -102,7 +116,7 @@ def flag_table(cls: type[BaseModel]) -> dict[str, Flag]:
             if _is_args_model(annotation):
                 walk(annotation, (*prefix, name), group if prefix else name)
                 continue
-            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            extra = _extra(field)
             # a part's `name` is the part's flag (--optimizer=sgd, --dataset=digits), so a
             # subclass that widens `name` keeps it without repeating json_schema_extra
             flag_name = str(extra.get("flag", prefix[-1] if name == "name" and prefix else name))
@@ -131,17 +145,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(cls: type[BaseModel], prog: str, description: str = "",
-                 auto: dict[str, str] | None = None) -> argparse.ArgumentParser:
-    """An argparse parser for `cls`'s flags, grouped by part: used for parsing, --help and completion.
+                 auto: dict[str, str] | None = None, usage: str | None = None
+                 ) -> argparse.ArgumentParser:
+    """An argparse parser for `cls`'s flags, grouped by part: what --help prints (`tokenize`
+    parses). A field marked `json_schema_extra={"positional": True}` is an operand (RUN_DIR).
 
     `auto` names what an `auto` default of a flag becomes for this experiment (`{"monitor":
     "val_mse"}`), shown in --help as "(default: auto: val_mse)"."""
-    parser = _Parser(prog=prog, description=description, allow_abbrev=False, add_help=False,
-                     usage=f"{prog} [--flag=value ...]",
+    parser = _Parser(prog=prog, description=inspect.cleandoc(description), allow_abbrev=False,
+                     add_help=False, usage=usage or f"{prog} [--flag=value ...]",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-h", "--help", action="store_true", default=argparse.SUPPRESS,
-                        help="show this help and exit")
     groups: dict[str, argparse._ArgumentGroup] = {}
+    if usage is not None:  # a command: its own options and --help in one group
+        groups["experiment"] = parser.add_argument_group("options")
+    (groups.get("experiment") or parser).add_argument(
+        "-h", "--help", action="store_true", default=argparse.SUPPRESS, help="show this help and exit")
     flags = sorted(flag_table(cls).values(), key=lambda f: _GROUP_ORDER.get(f.group, 1))
     for flag in flags:
         if flag.group not in groups:
@@ -154,13 +172,28 @@ def build_parser(cls: type[BaseModel], prog: str, description: str = "",
                      else json.dumps(default, default=str))
             if shown == "auto" and flag.name in (auto or {}):
                 shown = f"auto: {(auto or {})[flag.name]}"
-        help_text = f"{flag.field.description or ''} (default: {shown})".replace("%", "%%")
+        said = shown == "auto" and "auto =" in (flag.field.description or "")  # "auto = ..." said it
+        help_text = (f"{flag.field.description or ''}" + ("" if said else f" (default: {shown})")
+                     ).replace("%", "%%")
+        if flag.positional:
+            groups[flag.group].add_argument(
+                flag.shown, nargs="*" if flag.kind == "list" else None,
+                help=(flag.field.description or "").replace("%", "%%"))
+            continue
         kwargs: dict[str, Any] = dict(dest=flag.name, action="append", default=argparse.SUPPRESS,
                                       metavar=flag.type_name, help=help_text)
         if flag.kind == "bool":
             kwargs.update(nargs="?", const="true", metavar="bool")
         groups[flag.group].add_argument(f"--{flag.name}", **kwargs)
     return parser
+
+
+def command_help(cls: type[BaseModel], prog: str, usage: str, epilog: str = "") -> None:
+    """Print an expkit command's --help, written from its options model: `usage`, the model's
+    docstring, each option with its description and default, then `epilog`."""
+    parser = build_parser(cls, prog, (cls.__doc__ or "").strip(), usage=usage)
+    parser.epilog = epilog or None
+    parser.print_help()
 
 
 def _group_title(cls: type[BaseModel], group: str) -> tuple[str, str | None]:
@@ -191,6 +224,8 @@ def _convert(flag: Flag, given: list[str | None]) -> Any:
                 if not isinstance(value, list):
                     raise ValueError(f"got {raw!r}; expected a list such as [64,32] or 64,32")
                 items.extend(value)
+            elif text and _extra(flag.field).get("whole"):  # one item per flag: `--x=a,b` is "a,b"
+                items.append(text)
             elif text:
                 items.extend(part.strip() for part in text.split(","))
         return items
@@ -226,6 +261,10 @@ def describe_validation_error(error: ValidationError, table: dict[str, Flag] | N
         loc = tuple(str(p) for p in err["loc"])
         flag = next((by_path[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in by_path), None)
         msg = err["msg"]
+        if flag is not None and err["type"] == "missing":
+            lines.append(f"{flag.shown} is required" + (f" ({flag.field.description})"
+                                                        if flag.field.description else ""))
+            continue
         if flag is not None and given is not None and flag.path not in given:
             flag = None  # it came from a file: name the key in that file
         if flag is None:
@@ -239,8 +278,91 @@ def describe_validation_error(error: ValidationError, table: dict[str, Flag] | N
         hint = _suggest(str(err.get("input")), flag.choices) if flag.choices else ""
         if flag.kind == "bool" and err["type"].startswith("bool"):
             hint = f"; use --{flag.name}=true or --{flag.name}=false"
-        lines.append(f"{where}--{flag.name}: got {value!r}{item}: {msg}{hint}")
+        lines.append(f"{where}{flag.shown}: got {value!r}{item}: {msg}{hint}")
     return lines
+
+
+@dataclass
+class Tokens:
+    """argv split by a flag table: the strings each known flag got, the operands, what is not ours."""
+
+    given: dict[str, list[str | None]] = dc_field(default_factory=dict)
+    operands: list[str] = dc_field(default_factory=list)
+    forwarded: list[str] = dc_field(default_factory=list)  # unknown flags, in order (when forwarding)
+    problems: list[str] = dc_field(default_factory=list)
+    help: bool = False
+
+
+_BOOL_WORDS = ("true", "false", "1", "0", "yes", "no")
+
+
+def _is_flag(token: str) -> bool:
+    """`--lr`, `-x`: a flag; `3e-4`, `-1`, `-`, "": a value."""
+    if not token.startswith("-") or len(token) < 2:
+        return False
+    try:
+        float(token)
+    except ValueError:
+        return True
+    return False
+
+
+def tokenize(argv: list[str], table: dict[str, Flag], forward: bool = False) -> Tokens:
+    """The one tokenizer of expkit's command lines (experiments' flags and expkit's own commands).
+
+    `--name=value` and `--name value`; a bool flag alone is true, and takes the next token only
+    when it is a boolean word (`--print_config --lr 3e-5` leaves `--lr 3e-5` intact); a token
+    that is not a flag fills the table's positional field. With `forward`, flags the table does
+    not know (and tokens no operand takes) are kept in order for another parser (`repeat`
+    hands them to the experiment); without, each is a problem with a did-you-mean.
+    """
+    tokens = Tokens()
+    operand = next((f for f in table.values() if f.positional), None)
+    skip_value = False
+    i = 0
+    while i < len(argv):
+        token, i = argv[i], i + 1
+        following = argv[i] if i < len(argv) else None
+        if token in ("-h", "--help"):
+            tokens.help = True
+            if forward:
+                tokens.forwarded.append(token)
+        elif not _is_flag(token):
+            if operand is not None and not skip_value and (operand.kind == "list" or not tokens.operands):
+                tokens.operands.append(token)
+            elif forward:
+                tokens.forwarded.append(token)
+            elif not skip_value:
+                tokens.problems.append(f"unexpected argument {token!r} (flags look like --name=value)")
+            skip_value = False
+            continue
+        else:
+            name, eq, value = token[2:].partition("=")
+            flag = table.get(name) if token.startswith("--") else None
+            if flag is None or flag.positional:
+                if forward:
+                    tokens.forwarded.append(token)
+                else:
+                    name = token.lstrip("-").split("=", 1)[0]
+                    tokens.problems.append(f"unknown flag --{name}"
+                                           f"{_suggest(name, _named(table), '--')}")
+                    skip_value = not eq
+                continue
+            if not eq and flag.kind == "bool":
+                taken = following is not None and following.lower() in _BOOL_WORDS
+                value, i = (following, i + 1) if taken and following is not None else ("true", i)
+            elif not eq:
+                if following is None or _is_flag(following):
+                    tokens.problems.append(f"--{name}: needs a value, as --{name}=VALUE")
+                    continue
+                value, i = following, i + 1
+            tokens.given.setdefault(name, []).append(value)
+        skip_value = False
+    return tokens
+
+
+def _named(table: dict[str, Flag]) -> list[str]:
+    return [name for name, flag in table.items() if not flag.positional]
 
 
 def parse_argv(cls: type[BaseModel], argv: list[str], prog: str,
@@ -251,34 +373,53 @@ def parse_argv(cls: type[BaseModel], argv: list[str], prog: str,
     `base` holds values from a file (`base_name`, named in its errors); flags override it.
     `sources`, when given, is filled with each leaf's origin: "cli", the file, or "default".
     """
-    table = flag_table(cls)
-    parser = build_parser(cls, prog)
-    namespace, extras = parser.parse_known_args(argv)
-    problems: list[str] = []
-    skip_value = False
-    for token in extras:
-        if token.startswith("-") and len(token) > 1:
-            name = token.lstrip("-").split("=", 1)[0]
-            problems.append(f"unknown flag --{name}{_suggest(name, table, '--')}")
-            skip_value = "=" not in token
-        elif not skip_value:
-            problems.append(f"unexpected argument {token!r} (flags look like --name=value)")
-        else:
-            skip_value = False
+    model, _ = parse_tokens(cls, tokenize(argv, flag_table(cls)), base, base_name, sources)
+    return model
 
+
+def parse_options(cls: type[BaseModel], argv: list[str], forward: bool = False,
+                  sources: dict[str, str] | None = None) -> tuple[Any, list[str], bool]:
+    """An expkit command's options: (the validated `cls`, the tokens forwarded, whether --help
+    was asked for). Parsed by the experiments' own code: same tokenizer, same error lines.
+
+    With `forward`, flags `cls` does not declare are returned in order (a run's flags that
+    `repeat` or `submit` hands on); without, they are errors. On --help a line that does not
+    validate is no error: the options then hold the strings given (enough to pick whose help).
+    """
+    tokens = tokenize(argv, flag_table(cls), forward)
+    try:
+        model: Any = parse_tokens(cls, tokens, sources=sources)[0]
+    except UsageError:
+        if not tokens.help:
+            raise
+        raw: dict[str, Any] = {name: values[-1] for name, values in tokens.given.items()
+                               if name in cls.model_fields}
+        model = cls.model_construct(**raw)
+    return model, tokens.forwarded, tokens.help
+
+
+def parse_tokens(cls: type[BaseModel], tokens: Tokens, base: dict[str, Any] | None = None,
+                 base_name: str = "", sources: dict[str, str] | None = None
+                 ) -> tuple[BaseModel, dict[tuple[str, ...], str]]:
+    """Validate what `tokenize` found (over `base`, a file's values) into `cls`; every problem
+    in one UsageError. Returns the model and, per field path, the text the command line gave."""
+    table = flag_table(cls)
+    problems = list(tokens.problems)
     data, file_problems = nest_keys(cls, base or {}, table)
     problems += [f"{base_name}: {line}" if base_name else line for line in file_problems]
     in_base = {f.path for f in table.values() if _has_path(data, f.path)}
     given: dict[tuple[str, ...], str] = {}
     for flag in table.values():
-        values = getattr(namespace, flag.name, None)
+        values: list[str | None] | None = (list(tokens.operands) or None) if flag.positional \
+            else tokens.given.get(flag.name)
         if values is None:
             continue
-        given[flag.path] = values[-1] if len(values) == 1 else ",".join(v or "" for v in values)
+        given[flag.path] = values[-1] or "" if len(values) == 1 else ",".join(v or "" for v in values)
         try:
-            _set(data, flag.path, _convert(flag, values))
+            _set(data, flag.path, values if flag.positional and flag.kind == "list"
+                 else _convert(flag, values))
         except ValueError as e:
-            problems.append(f"--{flag.name}: {e}")
+            problems.append(f"{flag.shown}: {e}")
             given.pop(flag.path)
     try:  # a part given only in part (`--max_train_samples`) keeps the experiment's default part
         model = cls.model_validate(with_part_defaults(cls, data))
@@ -292,7 +433,7 @@ def parse_argv(cls: type[BaseModel], argv: list[str], prog: str,
             origin = "cli" if flag.path in given else (base_name or "file") if flag.path in in_base \
                 else "default"
             sources[".".join(flag.path)] = origin
-    return model
+    return model, given
 
 
 def nest_keys(cls: type[BaseModel], values: dict[str, Any], table: dict[str, Flag] | None = None

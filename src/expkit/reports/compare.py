@@ -134,3 +134,23 @@ def plot_compare(selected: list[Run], keys: list[str], path: Path,
     fig.savefig(buffer, format="png")
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
     return path
+
+
+def print_comparison(selected: list[Run], groups: list[Group], grouped: bool,
+                     fmt: str | None) -> list[str]:
+    """What `expkit compare` prints: the runs side by side, then (when runs form groups) the
+    groups' table with its footnote and tests; with a `fmt` other than text, only the groups'
+    table, ready for a file. Returns the differing argument names (the plot's labels)."""
+    from expkit.reports.tables import footnote, group_table, significance, summary_metrics
+
+    keys = differing(selected)
+    metrics = summary_metrics(selected)
+    if fmt in (None, "text"):
+        print(compare_table(selected, keys))
+        if grouped:
+            print(f"\n{group_table(groups, metrics)}\n{footnote()}")
+            for line in significance(groups, metrics):
+                print(line)
+    else:  # the table alone on stdout: `... --format=latex > table.tex`
+        print(group_table(groups, metrics, fmt))
+    return keys

@@ -5,29 +5,32 @@ purpose (no pydantic, no torch): listings import it."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import shutil
 import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 #: None: no snapshot; False: inside `one_queue_snapshot`, not asked yet; a dict: the answer
-_SNAPSHOT: list[Any] = [None]
+_SNAPSHOT: contextvars.ContextVar[dict[str, str] | bool | None] = \
+    contextvars.ContextVar("expkit_squeue_snapshot", default=None)
 
 
 @contextlib.contextmanager
 def one_queue_snapshot() -> Iterator[None]:
     """Within the block, squeue is asked at most once (a listing of many runs)."""
-    _SNAPSHOT[0] = False
+    token = _SNAPSHOT.set(False)
     try:
         yield
     finally:
-        _SNAPSHOT[0] = None
+        _SNAPSHOT.reset(token)
 
 
 def queue_states() -> dict[str, str]:
     """Job id -> state (PENDING, RUNNING, ...) of the jobs SLURM knows now; {} without SLURM."""
-    if isinstance(_SNAPSHOT[0], dict):
-        return dict(_SNAPSHOT[0])
+    snapshot = _SNAPSHOT.get()
+    if isinstance(snapshot, dict):
+        return dict(snapshot)
     states: dict[str, str] = {}
     if shutil.which("squeue") is not None:
         try:
@@ -36,8 +39,8 @@ def queue_states() -> dict[str, str]:
             states = dict(line.split(None, 1) for line in done.stdout.splitlines() if " " in line)
         except (OSError, subprocess.TimeoutExpired):
             pass
-    if _SNAPSHOT[0] is False:
-        _SNAPSHOT[0] = states
+    if snapshot is False:
+        _SNAPSHOT.set(states)
     return states
 
 

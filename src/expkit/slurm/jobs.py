@@ -26,32 +26,43 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, Field, create_model
+
+from expkit.config.args import Args
 from expkit.config.machine import SlurmSettings
 from expkit.errors import ExpkitError, UsageError
 from expkit.rundir.dirs import RunRecord, now
 
-FOLDER = "slurm"  # in the run directory: job.sh, job.json, job-<id>.out/.err
-#: `expkit submit` flags -> SlurmSettings fields
-FLAGS = {f"--slurm_{name}": name for name in SlurmSettings.model_fields}
 
-
-def split_flags(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """The --slurm_* flags of `expkit submit` (field -> value; `--slurm_sbatch` may repeat) and
-    the rest of argv: the run's own command line."""
-    given: dict[str, Any] = {}
-    rest = []
-    for token in argv:
-        name, eq, value = token.partition("=")
-        if name not in FLAGS:
-            rest.append(token)
-            continue
-        if not eq:
-            raise UsageError(f"{name}: needs a value, as {name}=VALUE")
-        if name == "--slurm_sbatch":
-            given.setdefault("sbatch", []).append(value)
+def _slurm_fields() -> dict[str, Any]:
+    """One `--slurm_<name>` flag per SlurmSettings field: None = config.yaml's value."""
+    fields: dict[str, Any] = {}
+    for name, field in SlurmSettings.model_fields.items():
+        if name == "sbatch":
+            fields["slurm_sbatch"] = (list[str], Field(
+                default_factory=list, description=f"{field.description} (repeat the flag)",
+                json_schema_extra={"whole": True}))
         else:
-            given[FLAGS[name]] = None if value in ("", "none", "auto") else value
-    return given, rest
+            fields[f"slurm_{name}"] = (str | None, Field(
+                None, description=f"{field.description}; auto = config.yaml's slurm.{name}"))
+    return fields
+
+
+#: the --slurm_* flags of `submit` and `sweep --launcher=slurm`, as a part of their options
+SlurmFlags: type[Args] = create_model(
+    "SlurmFlags", __base__=Args, __doc__="SLURM job settings over config.yaml's `slurm:`",
+    **_slurm_fields())
+
+
+def slurm_given(flags: BaseModel, sources: dict[str, str]) -> dict[str, Any]:
+    """The --slurm_* values the command line gave (SlurmSettings field -> value; None, from
+    `--slurm_partition=none`, drops config.yaml's value), for settings_with. `sources` is
+    what parse_options filled: where each value came from."""
+    return {name.removeprefix("slurm_"): value for name, value in flags.model_dump().items()
+            if sources.get(f"slurm.{name}") == "cli"}
+
+
+FOLDER = "slurm"  # in the run directory: job.sh, job.json, job-<id>.out/.err
 
 
 def settings_with(defaults: SlurmSettings, given: dict[str, Any]) -> SlurmSettings:

@@ -24,7 +24,7 @@ from expkit.config.machine import redact
 from expkit.config.registry import Registry
 from expkit.errors import UsageError
 from expkit.sweep.space import import_optuna
-from expkit.sweep.spec import SweepSpec, parse_sweep_argv, prepare
+from expkit.sweep.spec import SweepCommand, SweepSpec, parse_sweep_argv, prepare
 from expkit.sweep.study import (
     finished_count,
     load_study,
@@ -37,20 +37,24 @@ from expkit.sweep.study import (
 from expkit.sweep.summary import summarize
 
 
-def run_sweep(argv: list[str], registry: Registry, prog: str, registry_module: str | None) -> int:
-    """`expkit sweep ...`: create (or reopen) the study, run the workers, print the summary."""
+def run_sweep(argv: list[str], registry: Registry, prog: str, module: str | None) -> int:
+    """`expkit sweep ...`: create (or reopen) the study, run the workers, print the summary.
+    `module` is the registry module the workers load (None: the installed registries)."""
     from expkit.config.machine import load_machine_config
-    from expkit.slurm.jobs import split_flags
 
-    slurm_flags, argv = split_flags(argv)
-    spec, status_name, options = parse_sweep_argv(argv)
-    if slurm_flags and (spec is None or spec.launcher != "slurm"):
-        raise UsageError(f"{next(iter(slurm_flags))}: --slurm_* flags go with --launcher=slurm")
+    call = parse_sweep_argv(argv)
+    if call is None:
+        from expkit.config.args import command_help
 
-    if status_name is not None:
+        command_help(SweepCommand, prog, f"{prog} sweep --experiment_id=ID --space "
+                     "FLAG=KIND:SPEC [...] [options] [experiment flags]\n"
+                     f"       {prog} sweep --status NAME [--storage URL]", __doc__ or "")
+        return 0
+    if call.status is not None:
         machine = load_machine_config(announce=print)
-        return show_status(status_name, options.get("storage"), machine.results_dir)
-    assert spec is not None
+        return show_status(call.status, call.storage, machine.results_dir)
+    assert call.spec is not None
+    spec, slurm_flags = call.spec, call.slurm
     spaces, _ = prepare(spec, registry, prog)  # before anything is written
     machine = load_machine_config(announce=print)
     folder = sweep_dir(machine.results_dir, spec.study_name)
@@ -65,14 +69,14 @@ def run_sweep(argv: list[str], registry: Registry, prog: str, registry_module: s
           f"{spec.workers} worker{'s' if spec.workers > 1 else ''}, storage {redact(url)}"
           + (f"; retrying failed trials {retried}" if retried else ""), flush=True)
     if spec.launcher == "slurm":
-        _submit_workers(spec, registry_module, prog, folder, machine, slurm_flags)
+        _submit_workers(spec, module, prog, folder, machine, slurm_flags)
         return 0
     if spec.workers == 1:
         from expkit.sweep.worker import run_worker
 
         code = run_worker(spec, registry, prog)
     else:
-        code = _run_workers(spec, registry_module, prog)
+        code = _run_workers(spec, module, prog)
     summarize(study, folder)
     return code
 

@@ -3,32 +3,27 @@ checked against the experiment's flags before anything is written."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import Field, ValidationError, field_validator
 
-from expkit.config.args import Args, flag_table, parse_argv
+from expkit.config.args import Args, flag_table, parse_argv, parse_options
 from expkit.config.registry import Registry
 from expkit.errors import UsageError
 from expkit.rundir.dirs import safe_name
+from expkit.slurm.jobs import SlurmFlags, slurm_given
 from expkit.sweep.space import Space, grid_values, parse_space
 
 if TYPE_CHECKING:
     from expkit.engine.experiment import ExperimentArgs
 
-SWEEP_OPTIONS = ("name", "trials", "space", "direction", "sampler", "pruner", "storage", "workers",
-                 "seed", "sweep", "status", "launcher")
+class SweepSettings(Args):
+    """How a sweep searches: what both the command line and a study's sweep.json hold."""
 
-
-class SweepSpec(Args):
-    """A sweep: which experiment, how many trials, what to search, and where the study lives."""
-
-    experiment_id: str = Field(description="the registered experiment every trial runs")
     name: str | None = Field(None, description="the study's name; auto = the experiment id")
     trials: int = Field(20, ge=1, description="how many finished (complete or pruned) trials in all")
-    space: dict[str, str] = Field(description="flag -> loguniform:LO:HI | uniform:LO:HI | "
-                                  "int:LO:HI[:STEP] | logint:LO:HI | choice:A,B,...")
     direction: Literal["max", "min"] | None = Field(
         None, description="maximize or minimize --monitor; auto = the experiment's --monitor_mode")
     sampler: Literal["tpe", "random", "grid"] = Field("tpe", description="Optuna sampler")
@@ -40,12 +35,20 @@ class SweepSpec(Args):
                                                 "processes, or SLURM batch jobs (--slurm_* flags)")
     seed: int | None = Field(None, ge=0, description="sampler seed (worker k uses seed + k; a "
                              "grid walks one fixed order) and every trial's training seed")
-    args: list[str] = Field(default_factory=list, description="fixed flags for every trial")
 
     @field_validator("direction", mode="before")
     @classmethod
     def _long_direction(cls, value: Any) -> Any:
         return {"maximize": "max", "minimize": "min"}.get(value, value)
+
+
+class SweepSpec(SweepSettings):
+    """A sweep: which experiment, how many trials, what to search, and where the study lives."""
+
+    experiment_id: str = Field(description="the registered experiment every trial runs")
+    space: dict[str, str] = Field(description="flag -> loguniform:LO:HI | uniform:LO:HI | "
+                                  "int:LO:HI[:STEP] | logint:LO:HI | choice:A,B,...")
+    args: list[str] = Field(default_factory=list, description="fixed flags for every trial")
 
     @property
     def study_name(self) -> str:
@@ -53,55 +56,64 @@ class SweepSpec(Args):
         return self.name or self.experiment_id
 
 
+class SweepCommand(SweepSettings):
+    """Search hyperparameters with Optuna: each trial a normal run, one study in SQLite or
+    PostgreSQL; flags the sweep does not know are fixed flags of every trial."""
+
+    experiment_id: str | None = Field(None, description="the registered experiment every trial runs")
+    space: list[str] = Field(default_factory=list, json_schema_extra={"whole": True},
+                             description="FLAG=KIND:SPEC, once per searched flag; KIND:SPEC is "
+                             "loguniform:LO:HI, uniform:LO:HI, int:LO:HI[:STEP], logint:LO:HI or "
+                             "choice:A,B,...")
+    sweep: str | None = Field(None, description="a YAML file of these options (flags override it)")
+    status: str | None = Field(None, description="show the named sweep's trials, best trial and "
+                               "sweep.png, and exit")
+    slurm: SlurmFlags = Field(default_factory=SlurmFlags)
+
+
+@dataclass
+class SweepCall:
+    """`expkit sweep`'s command line, understood: the spec to run (None with --status), the
+    study to show, the storage URL given, and the --slurm_* values."""
+
+    spec: SweepSpec | None
+    status: str | None
+    storage: str | None
+    slurm: dict[str, Any]
+
+
 # ---- the command line --------------------------------------------------------------------
 
 
-def parse_sweep_argv(argv: list[str]) -> tuple[SweepSpec | None, str | None, dict[str, Any]]:
-    """(spec, --status name, machine-independent options) from `expkit sweep ...` argv."""
+def parse_sweep_argv(argv: list[str]) -> SweepCall | None:
+    """`expkit sweep ...` argv (and its --sweep FILE.yaml) understood; None when --help was
+    asked for (the caller prints it). Raises UsageError listing every problem."""
     from expkit.utils.mappings import read_mapping
 
-    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    flags, fixed, wants_help = parse_options(SweepCommand, argv, forward=True, sources=sources)
+    if wants_help:
+        return None
+    slurm = slurm_given(flags.slurm, sources)
+    if slurm and flags.launcher != "slurm":
+        raise UsageError(f"--slurm_{next(iter(slurm))}: --slurm_* flags go with --launcher=slurm")
     spaces: dict[str, str] = {}
-    fixed: list[str] = []
-    i = 0
-    while i < len(argv):
-        token = argv[i]
-        name, eq, value = token[2:].partition("=") if token.startswith("--") else ("", "", "")
-        if name in SWEEP_OPTIONS:
-            if not eq:
-                if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-                    raise UsageError(f"--{name}: needs a value, e.g. --{name}=..."
-                                     if name != "space" else
-                                     "--space: needs FLAG=KIND:SPEC, e.g. --space lr=loguniform:1e-4:1e-2")
-                value, i = argv[i + 1], i + 1
-            if name == "space":
-                flag, sep, spec = value.partition("=")
-                if not sep or not flag:
-                    raise UsageError(f"--space {value}: expected FLAG=KIND:SPEC, e.g. "
-                                     "--space lr=loguniform:1e-4:1e-2")
-                spaces[flag.lstrip("-")] = spec
-            elif name in values:
-                raise UsageError(f"--{name}: given 2 times; give it once")
-            else:
-                values[name] = value
-        else:
-            fixed.append(token)
-        i += 1
-    status = values.pop("status", None)
-    base: dict[str, Any] = {}
-    if "sweep" in values:
-        base, _ = read_mapping(Path(values.pop("sweep")), "a sweep (--sweep)")
-    for token in fixed:
-        if token.startswith("--experiment_id"):
-            values["experiment_id"] = token.partition("=")[2]
-    fixed = [t for t in fixed if not t.startswith("--experiment_id")]
-    merged = {**base, **values}
-    merged["space"] = {**(base.get("space") or {}), **spaces}
-    merged["args"] = [*(base.get("args") or []), *fixed]
-    if status is not None:
-        return None, status, merged
+    for text in flags.space:
+        flag, sep, spec = text.partition("=")
+        if not sep or not flag:
+            raise UsageError(f"--space {text}: expected FLAG=KIND:SPEC, e.g. "
+                             "--space lr=loguniform:1e-4:1e-2")
+        spaces[flag.lstrip("-")] = spec
+    base: dict[str, Any] = read_mapping(Path(flags.sweep), "a sweep (--sweep)")[0] \
+        if flags.sweep else {}
+    given = {name: getattr(flags, name) for name in (*SweepSettings.model_fields, "experiment_id")
+             if sources.get(name) == "cli"}
+    merged = {**base, **given, "space": {**(base.get("space") or {}), **spaces},
+              "args": [*(base.get("args") or []), *fixed]}
+    if flags.status is not None:
+        return SweepCall(None, flags.status, merged.get("storage"), slurm)
     try:
-        return SweepSpec.model_validate(merged), None, merged
+        return SweepCall(SweepSpec.model_validate(merged), None, None, slurm)
     except ValidationError as e:
         from expkit.config.args import describe_validation_error
 
