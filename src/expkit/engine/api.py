@@ -37,14 +37,16 @@ PROG = "expkit"  # how a Python run's messages name the command line
 
 
 def run(experiment: str | type[BaseExperiment[Any]] | ExperimentArgs, /, *,
-        registry: str | None = None, **flags: Any) -> Run:
+        registry: str | None = None, show_plot: bool = False, **flags: Any) -> Run:
     """Train `experiment` (a registered id, an experiment class, or an Args instance whose
     values the flags override) with `flags` as keyword arguments (`epochs=3`,
     `hidden_sizes=[64]`, `use_cuda=False`), into a new run directory; returns the run.
 
     `registry` names a module with an EXPERIMENTS dict (default: every installed registry).
-    A stop (Ctrl-C, the kernel's stop button) checkpoints and returns the run, status
-    "stopped"; a failure raises ExpkitError after the run directory says why."""
+    In a Jupyter notebook progress is one line that updates in place, and `show_plot=True`
+    shows the run's history.png below it. A stop (Ctrl-C, the kernel's stop button)
+    checkpoints and returns the run, status "stopped"; a failure raises ExpkitError after the
+    run directory says why."""
     from expkit.config.machine import load_machine_config
     from expkit.engine.runner import execute
     from expkit.utils.console import Console
@@ -60,18 +62,33 @@ def run(experiment: str | type[BaseExperiment[Any]] | ExperimentArgs, /, *,
     with process_state_kept():
         execute(made, argv=argv, sources=sources, extra_record={"entry": "python"})
     assert made.run_dir is not None
-    return read_run(made.run_dir)
+    return _shown(read_run(made.run_dir), show_plot)
 
 
-def resume(run_dir: str | Path, /, *, registry: str | None = None, **flags: Any) -> Run:
+def resume(run_dir: str | Path, /, *, registry: str | None = None, show_plot: bool = False,
+           **flags: Any) -> Run:
     """Continue a stopped, killed or finished run from its checkpoints/last.pt (`epochs=N`
-    trains on), as `expkit resume RUN_DIR --epochs=N` does; returns the run."""
+    trains on), as `expkit resume RUN_DIR --epochs=N` does; returns the run (its plot
+    shown inline with `show_plot=True`, as `run` does)."""
     from expkit.engine.resume import resume_run
 
     reg = Registry.from_module(registry) if registry else Registry.from_entry_points()
     with process_state_kept():
         resume_run(Path(run_dir), as_flags(flags), reg, PROG)
-    return read_run(run_dir)
+    return _shown(read_run(run_dir), show_plot)
+
+
+def _shown(done: Run, show_plot: bool) -> Run:
+    """`done`, after showing its history.png when asked: inline in a notebook, else its path."""
+    plot = done.path / "history.png"
+    if show_plot and plot.is_file():
+        from expkit.utils.notebook import in_notebook, show_image
+
+        if in_notebook():
+            show_image(plot)
+        else:
+            print(f"history plot: {plot}")
+    return done
 
 
 def as_flags(flags: dict[str, Any]) -> list[str]:

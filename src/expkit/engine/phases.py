@@ -48,8 +48,9 @@ from expkit.training.distributed import SINGLE, Dist
 from expkit.training.early_stopping import EarlyStopping
 from expkit.training.loop import Trainer
 from expkit.training.metrics import direction
-from expkit.training.progress import ProgressBar
+from expkit.training.progress import NotebookProgress, ProgressBar
 from expkit.utils.invocation import command, pinned
+from expkit.utils.notebook import in_notebook
 
 
 def prepare_process(experiment: BaseExperiment[Any], dist: Dist, device: torch.device) -> torch.device:
@@ -308,11 +309,7 @@ def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, devic
     optimizer = experiment.build_optimizer(model)
     steps_per_epoch = -(-data.train.num_batches(args.batch_size) // t.accumulate_grad_batches)
     schedule = experiment.build_scheduler(optimizer, steps_per_epoch)
-    callbacks: list[Callback] = []
-    if dist.is_main and (t.progress or (t.progress is None and experiment.console.stream.isatty())):
-        callbacks.append(ProgressBar())
-    if dist.is_main:
-        callbacks.append(ConsoleLine(experiment.console))
+    callbacks: list[Callback] = _display(experiment) if dist.is_main else []
     if t.early_stopping_patience:
         callbacks.append(EarlyStopping(args.monitor, args.monitor_mode, t.early_stopping_patience,
                                        t.early_stopping_min_delta))
@@ -338,6 +335,16 @@ def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, devic
                    grad_clip_norm=t.grad_clip_norm, compile=t.compile, channels_last=t.channels_last,
                    dist=dist, metrics=type(experiment).metrics, artifacts=artifacts,
                    max_steps=args.max_steps, eval_every=args.eval_every)
+
+
+def _display(experiment: BaseExperiment[Any]) -> list[Callback]:
+    """How a run shows its progress: a line per epoch; on a terminal a bar too (--progress);
+    in a Jupyter notebook one line that updates in place (the epoch lines go to log.txt)."""
+    progress, console = experiment.args.trainer.progress, experiment.console
+    if progress is not False and in_notebook():
+        return [NotebookProgress(), ConsoleLine(console, echo=False)]
+    bar = progress or (progress is None and console.stream.isatty())
+    return [*([ProgressBar()] if bar else []), ConsoleLine(console)]
 
 
 def _restore_best(trainer: Trainer, run_dir: Path, args: ExperimentArgs) -> dict[str, Any]:

@@ -110,19 +110,30 @@ def format_metrics(metrics: dict[str, float], skip: tuple[str, ...] = ("epoch",)
 
 
 class ConsoleLine(Callback):
-    """Prints one clean line per epoch (no carriage returns: fine in CI and SLURM logs)."""
+    """Prints one clean line per epoch (no carriage returns: fine in CI and SLURM logs).
 
-    def __init__(self, console: Console) -> None:
+    With `echo=False` (a notebook, where a live line shows progress) the line goes to log.txt
+    only."""
+
+    def __init__(self, console: Console, echo: bool = True) -> None:
         self.console = console
+        self.echo = echo
 
     def on_epoch_end(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         """Print `epoch i/n  metric value ...` (step-based: `step s/n  epoch e  ...`)."""
-        if trainer.max_steps is not None:
-            width = len(str(trainer.max_steps))
-            self.console.print(f"step {int(metrics['step']):>{width}}/{trainer.max_steps}  "
-                               f"epoch {metrics['epoch']:.2f}  "
-                               + format_metrics(metrics, skip=("epoch", "step")))
-            return
-        width = len(str(trainer.epochs))
-        self.console.print(f"epoch {int(metrics['epoch']):>{width}}/{trainer.epochs}  "
-                           + format_metrics(metrics))
+        line = epoch_line(trainer, metrics)
+        if self.echo:
+            self.console.print(line)
+        else:
+            self.console.write_log(line)
+
+
+def epoch_line(trainer: TrainerView, metrics: dict[str, float]) -> str:
+    """`epoch i/n  metric value ...` (step-based: `step s/n  epoch e  ...`): what a finished
+    evaluation period reads as on the console, in log.txt and in a notebook's live line."""
+    if trainer.max_steps is not None:
+        width = len(str(trainer.max_steps))
+        return (f"step {int(metrics['step']):>{width}}/{trainer.max_steps}  "
+                f"epoch {metrics['epoch']:.2f}  " + format_metrics(metrics, skip=("epoch", "step")))
+    width = len(str(trainer.epochs))
+    return f"epoch {int(metrics['epoch']):>{width}}/{trainer.epochs}  " + format_metrics(metrics)
