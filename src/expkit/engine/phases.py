@@ -40,7 +40,7 @@ from expkit.rundir.dirs import RunRecord, alive_fields, create_run_dir, now
 from expkit.rundir.provenance import file_checksums, write_start_record
 from expkit.tracking import optional_trackers
 from expkit.tracking.artifacts import Artifacts, SaveArtifacts
-from expkit.tracking.base import Tracker, Tracking
+from expkit.tracking.base import Tracker, Tracking, checked, record_fields
 from expkit.tracking.local import LocalFiles
 from expkit.training.callbacks import Callback, ConsoleLine
 from expkit.training.checkpoint import BEST, LAST, Checkpointing, load_checkpoint, load_weights
@@ -159,15 +159,15 @@ def local_files(experiment: BaseExperiment[Any], dist: Dist, run_dir: Path) -> l
 def open_trackers(experiment: BaseExperiment[Any], dist: Dist, run_dir: Path, record: RunRecord,
                   resume: dict[str, Any] | None) -> list[Tracker]:
     """The trackers that are switched on (wandb, TensorBoard, MLflow) and the experiment's own,
-    on rank 0; each remembers what it needs in run.json through the record."""
+    on rank 0 (an experiment's tracker lacking a Tracker method is a clear error here)."""
     if not dist.is_main:  # one rank writes files and talks to trackers
         return []
     args: ExperimentArgs = experiment.args
+    own = [checked(t, f"{type(experiment).__name__}.build_trackers")
+           for t in experiment.build_trackers(run_dir)]
     return [*optional_trackers(args.trainer, experiment.machine, args.experiment_id, run_dir,
                                (resume or {}).get("trackers") or {}, record.read(),
-                               lambda name, fields: record.update(**{name: fields}),
-                               experiment.console.print),
-            *experiment.build_trackers(run_dir)]
+                               experiment.console.print), *own]
 
 
 def announce(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, run_dir: Path,
@@ -192,6 +192,7 @@ def build_trainer(experiment: BaseExperiment[Any], dist: Dist, device: torch.dev
     config = args.model_dump(mode="json")
     for tracker in trackers:
         tracker.log_config(config)
+    record.update(**record_fields(trackers))  # the trackers' runs exist now: run.json keeps them
     announce(experiment, dist, device, run_dir, data, resume is None)
     model = experiment.build_model(data.info)
     if init_state is not None and args.trainer.init_from is not None:
@@ -201,9 +202,7 @@ def build_trainer(experiment: BaseExperiment[Any], dist: Dist, device: torch.dev
     if resume is not None:
         trainer.load_state_dict(resume)
         for tracker in trackers:  # each takes what it lacks of the restored history
-            restore = getattr(tracker, "restore", None)  # optional (see Tracker)
-            if restore is not None:
-                restore(trainer.history)
+            tracker.restore(trainer.history)
     return trainer
 
 
@@ -316,7 +315,7 @@ def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, devic
     info: DataInfo = data.info
 
     def extra() -> dict[str, Any]:
-        ids = {k: v for tracker in trackers for k, v in getattr(tracker, "ids", {}).items()}
+        ids = {k: v for tracker in trackers for k, v in tracker.run_ids().items()}
         return {"experiment_id": args.experiment_id, "config": config,
                 "data_info": {"num_classes": info.num_classes, "input_shape": list(info.input_shape),
                               "state": info.state},

@@ -15,12 +15,10 @@ from expkit.tracking.base import Tracker
 
 def optional_trackers(trainer_args: Any, machine: Any, experiment_id: str, run_dir: Path,
                       saved_ids: dict[str, str], record: dict[str, Any],
-                      remember: Callable[[str, dict[str, Any]], None],
                       say: Callable[[str], None]) -> list[Tracker]:
     """The trackers a run's --use_* flags switch on, each imported only then. `saved_ids` are
     the tracker run ids in the checkpoint being resumed ({} for a fresh run); `record` is
-    run.json, whose ids serve when the checkpoint has none (a run sent by `expkit sync`);
-    `remember(name, fields)` records a tracker's run in run.json."""
+    run.json, whose ids serve when the checkpoint has none (a run sent by `expkit sync`)."""
     trackers: list[Tracker] = []
     if trainer_args.use_wandb:
         from expkit.tracking.wandb import WandbTracker
@@ -38,6 +36,5 @@ def optional_trackers(trainer_args: Any, machine: Any, experiment_id: str, run_d
             run_dir, machine.mlflow, experiment_id,
             saved_ids.get("mlflow") or (record.get("mlflow") or {}).get("run_id"), say=say,
             log_checkpoints=trainer_args.mlflow_log_checkpoints,
-            commit=(record.get("code") or {}).get("commit"),
-            remember=lambda fields: remember("mlflow", fields)))
+            commit=(record.get("code") or {}).get("commit")))
     return trackers

@@ -76,9 +76,7 @@ class Artifacts:
         data = value.encode() if isinstance(value, str) else png_bytes(value)
         atomic_write(path, lambda f: f.write(data))
         for tracker in self.trackers:
-            log = getattr(tracker, "log_artifact", None)
-            if log is not None:
-                log(name, path, value, self.epoch)
+            tracker.log_artifact(name, path, value, self.epoch)
         return path
 
 

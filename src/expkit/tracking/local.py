@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from expkit.reports.plotting import PlotWorker, plot_history
+from expkit.tracking.base import Tracker
 from expkit.utils.files import atomic_write_json, atomic_write_text
 
 PLOT_BUDGET = 0.03  # fraction of the training time that history.png may take
 _FIRST_PLOT_GUESS = 1.0  # seconds, matplotlib import included
 
 
-class LocalFiles:
+class LocalFiles(Tracker):
     """The Tracker that writes the run directory's human-readable files."""
 
     def __init__(self, run_dir: Path, title: str = "",

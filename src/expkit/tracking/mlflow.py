@@ -30,6 +30,7 @@ from typing import Any
 from expkit.config.machine import MlflowSettings, redact
 from expkit.errors import ExpkitError
 from expkit.rundir.results import as_typed, flatten, read_artifacts, read_history, row_step
+from expkit.tracking.base import Tracker
 from expkit.utils.invocation import command
 
 #: what a client does against an unreachable server unless the user set these: a few seconds
@@ -47,14 +48,13 @@ MAX_PARAM = 6000  # characters: the server refuses longer param values
 BATCH = 500       # metrics per request (the server takes 1000)
 
 
-class MlflowTracker:
+class MlflowTracker(Tracker):
     """The Tracker that logs a run to an MLflow tracking server. Any failure of the server
     switches it off for the rest of the run, with one warning."""
 
     def __init__(self, run_dir: Path, settings: MlflowSettings, experiment_id: str, run_id: str | None,
                  say: Callable[[str], None], log_checkpoints: bool = False,
-                 commit: str | None = None, remember: Callable[[dict[str, Any]], None] | None = None
-                 ) -> None:
+                 commit: str | None = None) -> None:
         try:
             from mlflow.entities import Metric, Param, RunTag
             from mlflow.tracking import MlflowClient
@@ -80,8 +80,8 @@ class MlflowTracker:
         self.say = say
         self.log_checkpoints = log_checkpoints
         self.commit = commit
-        self.remember = remember or (lambda fields: None)
         self.ids: dict[str, str] = {}
+        self.kept: dict[str, Any] = {}  # run.json's `mlflow` section, once the run exists
         self.broken = False
         self.held: dict[str, set[int]] = {}  # metric -> steps the server holds (after restore)
         self.last_step: int | None = None
@@ -114,6 +114,15 @@ class MlflowTracker:
         """Upload history.png/.csv and metrics.json (and the checkpoints when asked), tag the
         status, and end the MLflow run as FINISHED, FAILED or KILLED."""
         self._guard("close the run", self._close, status)
+
+    def run_ids(self) -> dict[str, str]:
+        """{"mlflow": run id} once the run exists (a resume continues it)."""
+        return dict(self.ids)
+
+    def record_fields(self) -> dict[str, Any]:
+        """run.json's `mlflow` section: the run's id, experiment and server (`expkit sync`
+        continues that run)."""
+        return {"mlflow": dict(self.kept)} if self.kept else {}
 
     # ---- the work -----------------------------------------------------------------------------
 
@@ -151,8 +160,8 @@ class MlflowTracker:
             run = self.client.get_run(self.run_id)
             self.client.update_run(self.run_id, status="RUNNING")
         self.ids = {"mlflow": self.run_id}
-        self.remember({"run_id": self.run_id, "experiment_id": run.info.experiment_id,
-                       "tracking_uri": self.uri})
+        self.kept = {"run_id": self.run_id, "experiment_id": run.info.experiment_id,
+                     "tracking_uri": self.uri}
         held = run.data.params
         params = [self.Param(key, as_typed(value)[:MAX_PARAM]) for key, value in flatten(config).items()
                   if key not in held]
@@ -251,9 +260,9 @@ def sync_run(run_dir: Path, settings: MlflowSettings, say: Callable[[str], None]
     tracker = MlflowTracker(run_dir, settings, str(data.get("experiment_id") or config["experiment_id"]),
                             (data.get("mlflow") or {}).get("run_id"), say,
                             log_checkpoints=bool((config.get("trainer") or {}).get("mlflow_log_checkpoints")),
-                            commit=(data.get("code") or {}).get("commit"),
-                            remember=lambda fields: record.update(mlflow=fields))
+                            commit=(data.get("code") or {}).get("commit"))
     tracker.log_config(config)
+    record.update(**tracker.record_fields())
     tracker.restore(read_history(run_dir))
     if (run_dir / "metrics.json").is_file():
         tracker.log_summary(json.loads((run_dir / "metrics.json").read_text()))

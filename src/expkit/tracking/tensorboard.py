@@ -16,9 +16,10 @@ import torch
 
 from expkit.errors import ExpkitError
 from expkit.rundir.results import flatten, row_step
+from expkit.tracking.base import Tracker
 
 
-class TensorBoardTracker:
+class TensorBoardTracker(Tracker):
     """Writes event files under `folder`: one scalar per metric per epoch (step = epoch)."""
 
     def __init__(self, folder: Path) -> None:

@@ -24,9 +24,10 @@ from typing import Any
 from expkit.config.machine import WandbSettings
 from expkit.errors import ExpkitError
 from expkit.rundir.results import flatten, row_step
+from expkit.tracking.base import Tracker
 
 
-class WandbTracker:
+class WandbTracker(Tracker):
     """The Tracker that logs to wandb (online, offline for later `wandb sync`, or disabled)."""
 
     def __init__(self, run_dir: Path, settings: WandbSettings, experiment_id: str,
@@ -53,6 +54,10 @@ class WandbTracker:
         self.ids = {"wandb": self.run_id}
         self.run: Any = None
         self.step: int | None = None  # the last epoch logged
+
+    def run_ids(self) -> dict[str, str]:
+        """{"wandb": run id}: a resume continues the same wandb run."""
+        return dict(self.ids)
 
     def log_config(self, config: dict[str, Any]) -> None:
         """Start (or resume) the wandb run with the nested config."""
