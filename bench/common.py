@@ -12,16 +12,11 @@ from typing import Any
 import torch
 
 from expkit import (
-    Callback,
-    Checkpointing,
-    Console,
-    ConsoleLine,
     DataSplits,
-    LocalFiles,
     Split,
-    Tracking,
     Trainer,
     split_off,
+    standard_callbacks,
 )
 from lab.datasets.mnist import ImageData, ImageDataArgs
 from lab.models.mlp import MLP, MLPArgs
@@ -51,10 +46,7 @@ def expkit_trainer(data: DataSplits, batch: int, checkpoints: bool = True) -> Tr
     torch.manual_seed(0)
     model = mlp(data)
     run_dir = Path(tempfile.mkdtemp())
-    callbacks: list[Callback] = [ConsoleLine(Console(io.StringIO()))]
-    if checkpoints:
-        callbacks.append(Checkpointing(run_dir / "checkpoints", lambda: {"config": {}}))
-    callbacks.append(Tracking([LocalFiles(run_dir)]))
+    callbacks = standard_callbacks(run_dir, io.StringIO(), checkpoints=checkpoints)
     return Trainer(model, torch.optim.Adam(model.parameters(), lr=1e-3), None, data, epochs=0,
                    batch_size=batch, eval_batch_size=1024, device=torch.device("cpu"), seed=0,
                    monitor="val_acc", monitor_mode="max", callbacks=callbacks)

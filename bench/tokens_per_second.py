@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from common import interleave, summarize
 
-from expkit import Checkpointing, Console, ConsoleLine, DataSplits, TokenSplit, Trainer
+from expkit import DataSplits, TokenSplit, Trainer, standard_callbacks
 from lab.experiments.char_lm import CharGPT, CharLMArgs, CharLMExperiment, CorpusArgs
 
 
@@ -74,8 +74,7 @@ def main() -> None:
                       epochs=1, batch_size=options.batch_size, eval_batch_size=256,
                       device=torch.device("cpu"), seed=0, monitor="train_loss",
                       monitor_mode="min", max_steps=0, eval_every=options.steps,
-                      callbacks=[ConsoleLine(Console(io.StringIO())),
-                                 Checkpointing(run_dir / "checkpoints", lambda: {"config": {}})])
+                      callbacks=standard_callbacks(run_dir, io.StringIO())[:2])  # line, last.pt
 
     def expkit() -> None:
         trainer.max_steps = (trainer.max_steps or 0) + options.steps

@@ -187,6 +187,24 @@ def test_the_public_face_names_resolve_to_their_modules() -> None:
     assert callable(expkit.run) and callable(expkit.resume), "nor expkit.run() and expkit.resume()"
 
 
+def test_the_public_names_are_what_user_code_needs_and_each_says_what_it_is_for() -> None:
+    """The loop's own pieces (its console line, the tracking callback, the built-in trackers,
+    file helpers) are internals: reachable through their modules, not `expkit`. One version
+    attribute: `expkit.__version__`."""
+    import inspect
+
+    import expkit
+
+    for internal in ("ConsoleLine", "Console", "Tracking", "LocalFiles", "WandbTracker",
+                     "MlflowTracker", "TensorBoardTracker", "version"):
+        assert internal not in expkit.__all__ and not hasattr(expkit, internal), internal
+    assert expkit.__version__[0].isdigit()
+    undocumented = [name for name in expkit.__all__ if name != "__version__"
+                    and (callable(getattr(expkit, name)) or inspect.ismodule(getattr(expkit, name)))
+                    and len(inspect.getdoc(getattr(expkit, name)) or "") < 20]
+    assert not undocumented, f"public names without a docstring saying what they are for: {undocumented}"
+
+
 MAX_FUNCTION_LINES = 60  # a function past this is asking to be split (style.md)
 
 

@@ -38,25 +38,20 @@ if TYPE_CHECKING:
     from expkit.data.idx import idx_shape, open_idx_memmap, read_idx
     from expkit.data.stream import DataArgs, StreamSplit, fits_in_memory, subset
     from expkit.engine.api import resume, run
+    from expkit.engine.callbacks import standard_callbacks
     from expkit.engine.experiment import MAX_EPOCHS, BaseExperiment, ExperimentArgs, TrainerArgs
     from expkit.engine.loading import load_run
     from expkit.errors import ExpkitError, UsageError
     from expkit.models.base import BaseModel
     from expkit.rundir.results import Run, Runs, runs
-    from expkit.tracking.base import Tracker, Tracking
-    from expkit.tracking.local import LocalFiles
-    from expkit.tracking.mlflow import MlflowTracker
-    from expkit.tracking.tensorboard import TensorBoardTracker
-    from expkit.tracking.wandb import WandbTracker
-    from expkit.training.callbacks import Callback, ConsoleLine, TrainerView
+    from expkit.tracking.base import Tracker
+    from expkit.training.callbacks import Callback, TrainerView
     from expkit.training.checkpoint import Checkpointing, save_checkpoint
     from expkit.training.early_stopping import EarlyStopping
     from expkit.training.loop import Trainer
     from expkit.training.metrics import Declared, Metric, perplexity, r2
     from expkit.training.optim import OptimizerArgs, SchedulerArgs
-    from expkit.utils.console import Console
     from expkit.utils.files import atomic_write
-    from expkit.utils.version import version
 
 #: public name -> the module that defines it (imported on first use)
 _HOME = {
@@ -64,6 +59,7 @@ _HOME = {
                     "expkit.engine.experiment"),
     "load_run": "expkit.engine.loading",
     **dict.fromkeys(["run", "resume"], "expkit.engine.api"),
+    "standard_callbacks": "expkit.engine.callbacks",
     **dict.fromkeys(["runs", "Run", "Runs"], "expkit.rundir.results"),
     "Args": "expkit.config.args",
     "BaseModel": "expkit.models.base",
@@ -74,23 +70,17 @@ _HOME = {
     **dict.fromkeys(["read_idx", "idx_shape", "open_idx_memmap"], "expkit.data.idx"),
     **dict.fromkeys(["DownloadError", "download_verified"], "expkit.data.download"),
     "augment": "expkit.data",  # the module: augment.inputs, random_crop, hflip, noise
-    **dict.fromkeys(["Callback", "ConsoleLine", "TrainerView"], "expkit.training.callbacks"),
+    **dict.fromkeys(["Callback", "TrainerView"], "expkit.training.callbacks"),
     "Trainer": "expkit.training.loop",
     **dict.fromkeys(["Checkpointing", "save_checkpoint"], "expkit.training.checkpoint"),
     "EarlyStopping": "expkit.training.early_stopping",
     **dict.fromkeys(["Metric", "Declared", "r2", "perplexity"], "expkit.training.metrics"),
     **dict.fromkeys(["OptimizerArgs", "SchedulerArgs"], "expkit.training.optim"),
-    **dict.fromkeys(["Tracker", "Tracking"], "expkit.tracking.base"),
-    "LocalFiles": "expkit.tracking.local",
-    "WandbTracker": "expkit.tracking.wandb",
-    "TensorBoardTracker": "expkit.tracking.tensorboard",
-    "MlflowTracker": "expkit.tracking.mlflow",
+    "Tracker": "expkit.tracking.base",
     **dict.fromkeys(["ExpkitError", "UsageError"], "expkit.errors"),
     "run_cli": "expkit.cli",
     "load_machine_config": "expkit.config.machine",
-    "Console": "expkit.utils.console",
     "atomic_write": "expkit.utils.files",
-    "version": "expkit.utils.version",
 }
 
 __all__ = [
@@ -103,8 +93,6 @@ __all__ = [
     "Batch",
     "Callback",
     "Checkpointing",
-    "Console",
-    "ConsoleLine",
     "DataArgs",
     "DataInfo",
     "DataSplits",
@@ -114,9 +102,7 @@ __all__ = [
     "ExperimentArgs",
     "ExpkitError",
     "HoldoutArgs",
-    "LocalFiles",
     "Metric",
-    "MlflowTracker",
     "NamedSplit",
     "OptimizerArgs",
     "Run",
@@ -124,15 +110,12 @@ __all__ = [
     "SchedulerArgs",
     "Split",
     "StreamSplit",
-    "TensorBoardTracker",
     "TokenSplit",
     "Tracker",
-    "Tracking",
     "Trainer",
     "TrainerArgs",
     "TrainerView",
     "UsageError",
-    "WandbTracker",
     "__version__",
     "atomic_write",
     "augment",
@@ -152,8 +135,8 @@ __all__ = [
     "save_checkpoint",
     "split_indices",
     "split_off",
+    "standard_callbacks",
     "subset",
-    "version",
 ]
 
 
