@@ -5,9 +5,11 @@ process as they found it, so that runs in one process give the numbers of separa
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,8 +70,20 @@ def test_a_run_leaves_the_process_as_it_found_it(here: Workspace) -> None:
     torch.manual_seed(7)
     before = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
     handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
-    run = expkit.run("mnist", **{**QUICK, "epochs": 1}, seed=3, deterministic=True)
+    import matplotlib
+
+    style = (matplotlib.get_backend(), dict(matplotlib.rcParams))
+    loggers = {name: list(logging.getLogger(name).handlers)
+               for name in ("", *logging.root.manager.loggerDict)}
+    threads, torch_threads = set(threading.enumerate()), torch.get_num_threads()
+    run = expkit.run("mnist", **{**QUICK, "epochs": 1}, seed=3, deterministic=True,
+                     use_tensorboard=True)
     assert run.status == "finished"
+    assert set(threading.enumerate()) == threads, "no thread outlives the run (plots, trackers)"
+    assert torch.get_num_threads() == torch_threads
+    assert (matplotlib.get_backend(), dict(matplotlib.rcParams)) == style
+    assert all(logging.getLogger(name).handlers == found for name, found in loggers.items()), \
+        "no logging handler added to a logger that existed"
     assert random.getstate() == before[0] and (np.random.get_state()[1] == before[1]).all()
     assert torch.equal(torch.get_rng_state(), before[2])
     assert not torch.are_deterministic_algorithms_enabled()
