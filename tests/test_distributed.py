@@ -64,7 +64,7 @@ def test_two_ranks_write_one_run_that_matches_one_process(ddp_workspace: Workspa
     assert record["distributed"] == {"world_size": 2, "backend": "gloo"}
     assert out.count("run directory:") == 1, "only rank 0 prints"
 
-    single = ws.cli(*FLAGS, "--batch_size=61", "--epochs=3")
+    single = ws.fork(*FLAGS, "--batch_size=61", "--epochs=3")
     assert single.returncode == 0, single.stderr
     one_run = next(r for r in ws.run_dirs() if r != ddp_run)
 
@@ -136,7 +136,7 @@ def test_a_torchmetrics_metric_monitors_and_is_reduced_over_two_ranks(workspace:
     code, out = finish(torchrun(ws, "--", *flags))
     assert code == 0, out
     ddp_run = ws.run_dirs("breast_cancer")[0]
-    single = ws.cli(*flags)
+    single = ws.fork(*flags)
     assert single.returncode == 0, single.stderr
     one_run = next(r for r in ws.run_dirs("breast_cancer") if r != ddp_run)
     ddp_hist, one_hist = history(ddp_run), history(one_run)
@@ -167,7 +167,7 @@ def two_ranks_and_one_process(ws: Workspace, experiment_id: str, flags: tuple[st
     code, out = finish(torchrun(ws, *flags))
     assert code == 0, out
     (ddp_run,) = ws.run_dirs(experiment_id)
-    single = ws.cli(*flags)
+    single = ws.fork(*flags)
     assert single.returncode == 0, single.stderr
     return ddp_run, next(r for r in ws.run_dirs(experiment_id) if r != ddp_run)
 

@@ -53,7 +53,7 @@ def test_declared_metrics_first_inputs_hidden_and_other_sums_kept_as_means() -> 
 def test_diabetes_reports_r2_mae_mse_of_the_whole_test_split_and_loads_without_data(
         workspace: Workspace) -> None:
     ws = workspace
-    result = ws.cli("--experiment_id=diabetes", "--epochs=8", "--seed=0")
+    result = ws.fork("--experiment_id=diabetes", "--epochs=8", "--seed=0")
     assert result.returncode == 0, result.stderr
     assert "test_r2" in result.stdout and "best val_r2" in result.stdout
     run = ws.last_run("diabetes")

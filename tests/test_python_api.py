@@ -104,7 +104,7 @@ def test_bad_keywords_are_the_command_lines_usage_errors(here: Workspace, flags:
     with pytest.raises(expkit.UsageError) as caught:
         expkit.run("mnist", **flags)
     assert line in str(caught.value)
-    shell = here.cli("--experiment_id=mnist", *expkit_flags(flags))
+    shell = here.fork("--experiment_id=mnist", *expkit_flags(flags))
     assert shell.returncode == 2 and line in shell.stderr, shell.stderr
     assert not (here.root / "results").exists(), "nothing written"
     with pytest.raises(expkit.UsageError, match="did you mean 'mnist'"):

@@ -52,7 +52,7 @@ def test_a_step_based_run_evaluates_every_k_steps(big_workspace: Workspace) -> N
 
 
 def test_eval_every_needs_max_steps(workspace: Workspace) -> None:
-    result = workspace.cli("--experiment_id=mnist", "--eval_every=10")
+    result = workspace.fork("--experiment_id=mnist", "--eval_every=10")
     assert result.returncode == 2 and "--eval_every counts optimizer steps" in result.stderr
     assert "Traceback" not in result.stderr and not workspace.run_dirs()
 

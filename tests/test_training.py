@@ -15,8 +15,8 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 @pytest.mark.slow
 def test_digits_reaches_90_percent_validation_accuracy(workspace: Workspace) -> None:
-    result = workspace.cli("--experiment_id=mnist", "--dataset=digits", "--epochs=10",
-                           "--batch_size=32", "--seed=0")
+    result = workspace.fork("--experiment_id=mnist", "--dataset=digits", "--epochs=10",
+                            "--batch_size=32", "--seed=0")
     assert result.returncode == 0, result.stderr
     assert workspace.metrics(workspace.last_run())["best"]["val_acc"] >= 0.90
 
