@@ -6,12 +6,13 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
+export NO_MKDOCS_2_WARNING = 1  # mkdocs-material's banner about its successor
 
-.PHONY: setup demo demo-offline test test-fast fuzz mutants lint bench clean
+.PHONY: setup demo demo-offline test test-fast fuzz mutants lint docs bench clean
 
 setup: $(VENV)/.installed
 
-# torch is pinned by constraints.txt to the CPU build; see README "Choosing a torch build".
+# torch is pinned by constraints.txt to the CPU build; see docs/get-started.md "Choosing a torch build".
 $(VENV)/.installed: pyproject.toml src/lab/pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -47,9 +48,13 @@ mutants: setup
 		MUTANTS_ORIGINAL=$(CURDIR) cosmic-ray exec tests/mutants.toml session.sqlite
 	cd $(MUTANTS) && $(CURDIR)/$(PY) tests/mutants_summary.py session.sqlite
 
-lint: setup
-	$(VENV)/bin/ruff check src tests bench wild_west run.py
+lint: setup   # and the docs: a broken link or reference fails the build
+	$(VENV)/bin/ruff check src tests bench wild_west run.py docs/hooks.py
 	$(VENV)/bin/mypy
+	$(PY) -m mkdocs build --strict --quiet --site-dir .cache/site-check
+
+docs: setup   # the site in site/ (open site/index.html, or `mkdocs serve`); works offline
+	$(PY) -m mkdocs build --strict
 
 bench: setup   # `pip install lightning` first to include it in the comparisons
 	$(PY) bench/epoch_overhead.py
@@ -60,4 +65,4 @@ bench: setup   # `pip install lightning` first to include it in the comparisons
 	$(PY) bench/tokens_per_second.py
 
 clean:
-	rm -rf $(VENV) .cache build src/*.egg-info
+	rm -rf $(VENV) .cache build site src/*.egg-info

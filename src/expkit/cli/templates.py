@@ -83,8 +83,8 @@ CLASSIFICATION = '''"""__experiment_id__: classification of scikit-learn's bundl
     python run.py --experiment_id=__experiment_id__ --epochs=1
 
 Written by `new __experiment_id__ --template=classification`: replace the data, the model or
-the step with your own; the contracts each part keeps are in the README ("Writing an
-experiment").
+the step with your own; the contracts each part keeps are in expkit's docs ("Write an
+experiment", docs/how-to/write-an-experiment.md).
 """
 
 ''' + _IMPORTS.replace("METRICS_IMPORT", "") + '''

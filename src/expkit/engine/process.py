@@ -32,7 +32,7 @@ def resolve_device(use_cuda: bool | None) -> torch.device:
         why = ("this torch build has no CUDA" if torch.version.cuda is None
                else "no CUDA device is visible")
         raise UsageError(f"--use_cuda: got true, but {why} (torch {torch.__version__}); "
-                         "use --use_cuda=false, or install a CUDA build of torch (see README)")
+                         "use --use_cuda=false, or install a CUDA build of torch (see docs/get-started.md)")
     return torch.device("cuda" if (available if use_cuda is None else use_cuda) else "cpu")
 
 

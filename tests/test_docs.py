@@ -1,0 +1,265 @@
+"""Docs that cannot lie: every shell and Python block in README.md and docs/ is run here, or
+says why not; excerpts name what their file defines; shown output has the shape the command
+prints; the tutorial runs as written; the site builds with --strict and reads in Chromium."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import http.server
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from browser import Browser
+from conftest import REPO, Workspace
+
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+CODE = re.compile(r"^```(bash|python|console|sh|shell)\s*$")
+MARK = re.compile(r"^<!-- (test|not run|excerpt|output): (.+?) -->$")
+
+
+@dataclass
+class Block:
+    """One fenced block of a page, with the marker line above it (if any)."""
+
+    page: Path
+    line: int
+    language: str
+    code: str
+    kind: str | None  # test, not run, excerpt, output
+    what: str  # the test's name, the reason, the file, the output's name
+
+    def __str__(self) -> str:
+        return f"{self.page.relative_to(REPO)}:{self.line}"
+
+
+def blocks() -> list[Block]:
+    """Every fenced block of every page."""
+    found = []
+    for page in PAGES:
+        lines = page.read_text().split("\n")
+        i = 0
+        while i < len(lines):
+            if lines[i].startswith("```"):
+                language = lines[i][3:].strip()
+                end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
+                above = next((x for x in reversed(lines[:i]) if x.strip()), "")
+                mark = MARK.match(above)
+                found.append(Block(page, i + 1, language, "\n".join(lines[i + 1:end]),
+                                   mark.group(1) if mark else None, mark.group(2) if mark else ""))
+                i = end
+            i += 1
+    return found
+
+
+#: the names of the tests below that run blocks (a marker naming another is an error)
+RUN_BY = {"get-started seed", "tutorial", "tutorial build_data", "tutorial reproduce",
+          "tutorial python"}
+
+
+def named(name: str) -> list[Block]:
+    """The blocks marked `test: name`, in page order."""
+    return [b for b in blocks() if b.kind == "test" and b.what == name]
+
+
+def test_every_shell_and_python_block_is_run_or_says_why() -> None:
+    unmarked, unknown = [], []
+    for block in blocks():
+        if CODE.match(f"```{block.language}") and block.kind not in ("test", "not run", "excerpt"):
+            unmarked.append(str(block))
+        if block.kind == "test" and block.what not in RUN_BY:
+            unknown.append(f"{block}: {block.what}")
+        if block.kind == "not run":
+            assert len(block.what) > 15, f"{block}: say why it is not run"
+    assert not unmarked, f"blocks neither run nor saying why (<!-- not run: REASON -->): {unmarked}"
+    assert not unknown, f"blocks marked for a test that does not exist: {unknown}"
+    assert all(named(name) for name in RUN_BY), "each docs test has its blocks"
+
+
+def _defined(source: str) -> set[str]:
+    """Names of classes, functions and annotated fields a piece of Python defines."""
+    names = set()
+    for line in source.splitlines():
+        match = re.match(r"\s*(?:class|def)\s+(\w+)|\s*(\w+)\s*:\s*[\w\[]", line)
+        if match:
+            names.add(match.group(1) or match.group(2))
+    return names
+
+
+def test_excerpts_show_what_their_file_defines() -> None:
+    """A block marked `excerpt: FILE` may shorten, but each class, function and field it shows
+    is in FILE, and it is valid Python (once dedented)."""
+    excerpts = [b for b in blocks() if b.kind == "excerpt"]
+    assert excerpts
+    for block in excerpts:
+        source = (REPO / block.what).read_text()
+        missing = _defined(block.code) - _defined(source)
+        assert not missing, f"{block}: {block.what} defines no {sorted(missing)}"
+        import textwrap
+
+        ast.parse(textwrap.dedent(block.code))
+
+
+def _shape(text: str) -> list[str]:
+    """Output lines with what changes from run to run made alike: paths, numbers, times."""
+    out = []
+    for line in text.strip().splitlines():
+        if line.strip() == "...":
+            continue
+        line = re.sub(r"(/[\w.-]+)+/results/", "RESULTS/", line)
+        line = re.sub(r"\d{8}-\d{6}-[0-9a-f]{6}", "RUN", line)
+        line = re.sub(r"\d+(\.\d+)?(e[-+]\d+)?", "N", line)
+        out.append(line)
+    return out
+
+
+@pytest.mark.slow
+def test_the_seed_command_prints_what_the_pages_show(data_workspace: Workspace) -> None:
+    """The seed's command as the pages write it, on generated MNIST: every line the pages
+    show (times, numbers and paths aside) is a line it prints, in that order."""
+    (block,) = [b for b in named("get-started seed") if b.page.name == "README.md"]
+    argv = shlex.split(block.code)
+    assert argv[:2] == ["python", "run.py"]
+    result = data_workspace.fork(*argv[2:])
+    assert result.returncode == 0, result.stderr
+    printed = _shape(result.stdout)
+    outputs = [b for b in blocks() if b.kind == "output" and b.what == "get-started seed"]
+    assert len(outputs) == 2, "README and Get started show the seed's output"
+    for shown in outputs:
+        lines = _shape(shown.code)
+        at = [printed.index(line) for line in lines if line in printed]
+        assert len(at) == len(lines), f"{shown}: lines the command does not print: " \
+            f"{[line for line in lines if line not in printed]}\nit printed: {printed}"
+        assert at == sorted(at), f"{shown}: not in the order printed"
+
+
+@pytest.mark.slow
+def test_the_tutorial_runs_as_written(workspace: Workspace, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each command of the tutorial, in order, in a project of its own (a registry that
+    starts empty, as `new` finds it), with its build_data pasted into the file `new` wrote."""
+    project = tmp_path / "project"
+    (project / "tutlab").mkdir(parents=True)
+    (project / "tutlab" / "__init__.py").write_text("")
+    (project / "tutlab" / "registry.py").write_text(
+        '"""The tutorial\'s registry."""\n\nEXPERIMENTS: dict[str, str] = {\n}\n')
+    monkeypatch.syspath_prepend(str(project))
+    registry = "tutlab.registry"
+    from expkit.config.registry import Registry
+
+    monkeypatch.setattr(Registry, "from_entry_points",  # the tutorial's project is the installed one
+                        classmethod(lambda cls: Registry.from_module(registry)))
+    runs: list[Path] = []
+    for block in blocks():
+        if block.kind != "test" or not block.what.startswith("tutorial"):
+            continue
+        if block.what == "tutorial build_data":
+            target = project / "tutlab" / "experiments" / "wine.py"
+            source = target.read_text()
+            start, end = source.index("    def build_data"), source.index("    def build_model")
+            target.write_text(source[:start] + block.code + "\n\n" + source[end:])
+        elif block.what == "tutorial python":  # in the project's folder, as a notebook would be
+            monkeypatch.chdir(workspace.root)
+            for key, value in workspace.env.items():
+                monkeypatch.setenv(key, value)
+            namespace: dict[str, object] = {}
+            exec(compile(block.code, str(block), "exec"), namespace)
+            assert namespace["run"].status == "finished"  # type: ignore[attr-defined]
+        else:
+            for line in block.code.splitlines():
+                argv = shlex.split(line.replace("<a run>", runs[0].name if runs else "?"))
+                assert argv[:2] == ["python", "run.py"], line
+                for module in [m for m in sys.modules if m.startswith("tutlab.")]:
+                    del sys.modules[module]  # each command is a process of its own
+                done = workspace.run(*argv[2:], registry=registry)
+                assert done.returncode == 0, f"{block}: {line}\n{done.stdout}\n{done.stderr}"
+                runs = workspace.run_dirs("wine")
+    assert len(workspace.run_dirs("wine")) == 1 + 6 + 1 + 1  # train, repeat x2, reproduce, Python
+
+
+def test_the_reference_names_every_public_name_and_the_loop_as_the_code_says() -> None:
+    import textwrap
+
+    import expkit
+
+    api = (REPO / "docs" / "reference" / "api.md").read_text()
+    missing = [name for name in expkit.__all__ if f".{name}\n" not in api and f"`{name}`" not in api
+               and f"`expkit.{name}`" not in api]
+    assert not missing, f"docs/reference/api.md lacks {missing}"
+    loop = (REPO / "src" / "expkit" / "training" / "loop.py").read_text().split('"""')[1]
+    shown = textwrap.dedent(loop.split("Where each hook fires::\n\n", 1)[1]).strip()
+    assert f"```text\n{shown}\n```" in (REPO / "docs" / "concepts.md").read_text(), \
+        "docs/concepts.md's loop is the loop's docstring"
+
+
+@pytest.fixture(scope="module")
+def built_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`mkdocs build --strict` of docs/ (once per module): a broken link, a missing page or a
+    bad reference fails it."""
+    site = tmp_path_factory.mktemp("docs") / "site"
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet",
+                           "--site-dir", str(site)], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert done.returncode == 0, done.stderr
+    return site
+
+
+def test_site_builds_strictly_with_the_generated_reference(built_site: Path) -> None:
+    assert (built_site / "index.html").is_file()
+    assert (built_site / "search" / "search_index.json").is_file()
+    cli = (built_site / "reference" / "cli" / "index.html").read_text()
+    assert "expkit sweep" in cli and "--slurm_partition" in cli and "--hidden_sizes" in cli
+    config = (built_site / "how-to" / "configs" / "index.html").read_text()
+    assert "EXPKIT_RESULTS_DIR" in config or "results_dir" in config
+    assert not (built_site / "hooks.py").exists()
+
+
+@pytest.fixture
+def served_site(built_site: Path) -> Iterator[str]:
+    """The built site on 127.0.0.1."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(built_site))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined, assignment]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.slow
+def test_the_site_reads_in_a_browser_offline(served_site: str, browser: Browser) -> None:
+    """Navigation, search and code blocks work, and no request leaves the machine."""
+    requested = browser.open(served_site + "/")
+    assert browser.evaluate("document.title").startswith("expkit")
+    links = browser.evaluate("[...document.querySelectorAll('nav a')].map(a => a.href)")
+    assert any(link.endswith("/tutorial/first-experiment/") for link in links), links
+    requested += browser.open(served_site + "/tutorial/first-experiment/")
+    assert browser.evaluate("document.querySelectorAll('pre code').length") >= 5
+    assert browser.evaluate("document.querySelector('h1').textContent").startswith("Your first")
+    found = browser.evaluate("""new Promise(done => {
+        const input = document.querySelector('input[data-md-component=search-query]');
+        input.value = 'resume'; input.dispatchEvent(new Event('input', {bubbles: true}));
+        const look = (n) => {
+            const items = document.querySelectorAll('.md-search-result__item a');
+            if (items.length || n > 100) done([...items].map(a => a.href));
+            else setTimeout(() => look(n + 1), 100);
+        };
+        look(0);
+    })""")
+    assert any("resume" in link for link in found), found
+    outside = [url for url in requested + browser.requests()
+               if not url.startswith((served_site, "data:", "blob:"))]
+    assert not outside, f"requests that leave the machine: {outside}"
+    assert not browser.errors()
