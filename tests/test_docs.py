@@ -12,6 +12,7 @@ import re
 import shlex
 import subprocess
 import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,12 +50,12 @@ def blocks() -> list[Block]:
         lines = page.read_text().split("\n")
         i = 0
         while i < len(lines):
-            if lines[i].startswith("```"):
-                language = lines[i][3:].strip()
-                end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
-                above = next((x for x in reversed(lines[:i]) if x.strip()), "")
+            if lines[i].lstrip().startswith("```"):  # also indented, in a list item
+                language = lines[i].lstrip()[3:].strip()
+                end = next(j for j in range(i + 1, len(lines)) if lines[j].lstrip().startswith("```"))
+                above = next((x for x in reversed(lines[:i]) if x.strip()), "").strip()
                 mark = MARK.match(above)
-                found.append(Block(page, i + 1, language, "\n".join(lines[i + 1:end]),
+                found.append(Block(page, i + 1, language, textwrap.dedent("\n".join(lines[i + 1:end])),
                                    mark.group(1) if mark else None, mark.group(2) if mark else ""))
                 i = end
             i += 1
@@ -63,7 +64,7 @@ def blocks() -> list[Block]:
 
 #: the names of the tests below that run blocks (a marker naming another is an error)
 RUN_BY = {"get-started seed", "tutorial", "tutorial build_data", "tutorial reproduce",
-          "tutorial python"}
+          "tutorial python", "transcript"}
 
 
 def named(name: str) -> list[Block]:
@@ -74,7 +75,9 @@ def named(name: str) -> list[Block]:
 def test_every_shell_and_python_block_is_run_or_says_why() -> None:
     unmarked, unknown = [], []
     for block in blocks():
-        if CODE.match(f"```{block.language}") and block.kind not in ("test", "not run", "excerpt"):
+        transcript = block.language in ("", "text") and block.code.startswith("$ ")
+        if (CODE.match(f"```{block.language}") or transcript) \
+                and block.kind not in ("test", "not run", "excerpt"):
             unmarked.append(str(block))
         if block.kind == "test" and block.what not in RUN_BY:
             unknown.append(f"{block}: {block.what}")
@@ -104,8 +107,6 @@ def test_excerpts_show_what_their_file_defines() -> None:
         source = (REPO / block.what).read_text()
         missing = _defined(block.code) - _defined(source)
         assert not missing, f"{block}: {block.what} defines no {sorted(missing)}"
-        import textwrap
-
         ast.parse(textwrap.dedent(block.code))
 
 
@@ -140,6 +141,17 @@ def test_the_seed_command_prints_what_the_pages_show(data_workspace: Workspace) 
         assert len(at) == len(lines), f"{shown}: lines the command does not print: " \
             f"{[line for line in lines if line not in printed]}\nit printed: {printed}"
         assert at == sorted(at), f"{shown}: not in the order printed"
+
+
+def test_transcripts_print_what_they_show(data_workspace: Workspace) -> None:
+    """A shown session (`$ COMMAND` and what it printed) prints that, run for real."""
+    for block in named("transcript"):
+        command, *shown = block.code.splitlines()
+        argv = shlex.split(command.removeprefix("$ "))
+        assert argv[:2] == ["python", "run.py"], block
+        result = data_workspace.fork(*argv[2:])
+        assert (result.stdout + result.stderr).strip().splitlines() == shown, \
+            f"{block} shows:\n" + "\n".join(shown) + "\nit prints:\n" + result.stdout + result.stderr
 
 
 @pytest.mark.slow
@@ -187,8 +199,6 @@ def test_the_tutorial_runs_as_written(workspace: Workspace, tmp_path: Path,
 
 
 def test_the_reference_names_every_public_name_and_the_loop_as_the_code_says() -> None:
-    import textwrap
-
     import expkit
 
     api = (REPO / "docs" / "reference" / "api.md").read_text()
