@@ -178,7 +178,8 @@ def test_the_tutorial_runs_as_written(workspace: Workspace, tmp_path: Path,
             target = project / "tutlab" / "experiments" / "wine.py"
             source = target.read_text()
             start, end = source.index("    def build_data"), source.index("    def build_model")
-            target.write_text(source[:start] + block.code + "\n\n" + source[end:])
+            method = textwrap.indent(block.code, "    ")  # a method of the experiment class
+            target.write_text(source[:start] + method + "\n\n" + source[end:])
         elif block.what == "tutorial python":  # in the project's folder, as a notebook would be
             monkeypatch.chdir(workspace.root)
             for key, value in workspace.env.items():
