@@ -256,7 +256,9 @@ def test_the_site_reads_in_a_browser_offline(served_site: str, browser: Browser)
     assert browser.evaluate("document.title").startswith("expkit")
     links = browser.evaluate("[...document.querySelectorAll('nav a')].map(a => a.href)")
     assert any(link.endswith("/tutorial/first-experiment/") for link in links), links
-    requested += browser.open(served_site + "/tutorial/first-experiment/")
+    browser.evaluate("document.querySelector('a[href$=\"tutorial/first-experiment/\"]').click()")
+    browser.wait_for("Page.loadEventFired")  # navigation by the menu, as a reader would
+    requested += browser.requests()
     assert browser.evaluate("document.querySelectorAll('pre code').length") >= 5
     assert browser.evaluate("document.querySelector('h1').textContent").startswith("Your first")
     found = browser.evaluate("""new Promise(done => {
@@ -274,3 +276,7 @@ def test_the_site_reads_in_a_browser_offline(served_site: str, browser: Browser)
                if not url.startswith((served_site, "data:", "blob:"))]
     assert not outside, f"requests that leave the machine: {outside}"
     assert not browser.errors()
+    console = [e["params"] for e in browser.events if e.get("method") == "Runtime.consoleAPICalled"
+               and e["params"].get("type") in ("error", "assert")]
+    failed = [e["params"] for e in browser.events if e.get("method") == "Network.loadingFailed"]
+    assert not console and not failed, (console, failed)
