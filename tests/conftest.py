@@ -70,7 +70,8 @@ _MLFLOW = pytest.StashKey[Any]()
 #: test files whose tests take longest (whole processes, ranks, clusters), longest first
 _HEAVIEST = ("test_packaging.py", "test_scaffold.py", "test_slurm.py", "test_distributed.py",
              "test_crash.py", "test_security.py", "test_sweep.py", "test_performance_paths.py",
-             "test_augment.py", "test_repeat.py", "test_python_api.py")
+             "test_augment.py", "test_repeat.py", "test_python_api.py", "test_docs.py",
+             "test_notebook.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

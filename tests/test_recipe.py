@@ -122,3 +122,48 @@ def test_artifacts_see_the_validation_split_in_eval_mode(
         expected = loaded.model(x).argmax(1).tolist()
     assert (run / "artifacts" / "val" / "2.txt").read_text() == f"False False cpu {expected}"
     assert loaded.model.training is False
+
+
+WITH_TRACKER = '''
+import expkit
+from lab.experiments.mnist import MnistExperiment
+
+SEEN = []
+
+
+class EpochCounter(expkit.Tracker):  # only what it needs: the other methods do nothing
+    def log_epoch(self, rows):
+        SEEN.append(len(rows))
+
+
+class Incomplete:  # not a Tracker: lacks most methods
+    def log_epoch(self, rows):
+        pass
+
+
+class WithTracker(MnistExperiment):
+    tracker = EpochCounter
+
+    def build_trackers(self, run_dir):
+        return [*super().build_trackers(run_dir), self.tracker()]
+'''
+
+
+def test_an_experiments_own_tracker_subclasses_tracker_and_writes_only_what_it_needs(
+        data_workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = data_workspace
+    registry = register(tmp_path, monkeypatch, "with_tracker", WITH_TRACKER, "WithTracker")
+    done = ws.run("--experiment_id=with_tracker", "--epochs=2", "--max_train_samples=100",
+                  registry=registry)
+    assert done.returncode == 0, done.stderr
+    import with_tracker
+
+    assert with_tracker.SEEN == [1, 2]
+    record = json.loads((ws.last_run("with_tracker") / "run.json").read_text())
+    assert record["status"] == "finished" and "mlflow" not in record
+    monkeypatch.setattr(with_tracker.WithTracker, "tracker", with_tracker.Incomplete)
+    refused = ws.run("--experiment_id=with_tracker", "--epochs=1", "--max_train_samples=100",
+                     registry=registry)
+    assert refused.returncode == 1
+    assert "WithTracker.build_trackers: Incomplete lacks log_config, restore, log_artifact" \
+        in refused.stderr and "subclass expkit.Tracker" in refused.stderr, refused.stderr

@@ -25,7 +25,7 @@ from expkit.errors import UsageError
 def cmd_run(argv: list[str], ctx: Context) -> int:
     """Train one experiment: validate the flags, then run it into a new run directory."""
     from expkit.cli.flags import RunCommand
-    from expkit.config.args import parse_options
+    from expkit.config.parsing import parse_options
 
     flags, rest, _ = parse_options(RunCommand, argv, forward=True)  # parse_run answers --help
     if flags.resume is not None:  # the seed-style spelling of `resume RUN_DIR`
@@ -56,7 +56,8 @@ def parse_run(flags: Any, rest: list[str], ctx: Context
     """A run's flags validated: `flags` (a RunFlags: --experiment_id, --config FILE) and the
     experiment's own flags in `rest`. The experiment class, its args and where each value came
     from; None when --help was asked for and printed. Bad flags raise UsageError."""
-    from expkit.config.args import build_parser, parse_argv
+    from expkit.config.args import build_parser
+    from expkit.config.parsing import parse_argv
     from expkit.utils.mappings import read_mapping
 
     base: dict[str, Any] = {}

@@ -1,5 +1,5 @@
 """The options of expkit's own commands, declared as `Args` models as an experiment declares
-its arguments: parsed by the same tokenizer and validator (`expkit.config.args`), with the
+its arguments: parsed by the same tokenizer and validator (`expkit.config.parsing`), with the
 same error lines, and `--help` written from the field descriptions.
 
 A field marked `json_schema_extra={"positional": True}` is the command's operand (RUN_DIR).
@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from expkit.config.args import Args, command_help, parse_options
+from expkit.config.args import Args, command_help
+from expkit.config.parsing import parse_options
 from expkit.slurm.jobs import SlurmFlags
 
 OPERAND: dict[str, Any] = {"positional": True}

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from expkit.config.args import describe_validation_error
+from expkit.config.parsing import describe_validation_error
 from expkit.errors import UsageError
 from expkit.utils.files import atomic_write_text
 from expkit.utils.mappings import key_line, read_mapping

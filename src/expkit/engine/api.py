@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from expkit.config.args import parse_argv
+from expkit.config.parsing import parse_argv
 from expkit.config.registry import Registry
 from expkit.engine.experiment import BaseExperiment, ExperimentArgs
 from expkit.errors import UsageError

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from expkit.config.args import flag_table, parse_argv
+from expkit.config.args import flag_table
 from expkit.config.machine import load_machine_config
+from expkit.config.parsing import parse_argv
 from expkit.config.registry import Registry
 from expkit.engine.runner import execute
 from expkit.errors import ExpkitError, UsageError

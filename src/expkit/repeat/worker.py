@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from expkit.config.args import parse_argv
+from expkit.config.parsing import parse_argv
 from expkit.config.registry import Registry
 from expkit.errors import ExpkitError, report
 

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import Field, ValidationError, field_validator
 
-from expkit.config.args import Args, flag_table, parse_argv, parse_options
+from expkit.config.args import Args, flag_table
+from expkit.config.parsing import parse_argv, parse_options
 from expkit.config.registry import Registry
 from expkit.errors import UsageError
 from expkit.rundir.dirs import safe_name
@@ -115,7 +116,7 @@ def parse_sweep_argv(argv: list[str]) -> SweepCall | None:
     try:
         return SweepCall(SweepSpec.model_validate(merged), None, None, slurm)
     except ValidationError as e:
-        from expkit.config.args import describe_validation_error
+        from expkit.config.parsing import describe_validation_error
 
         raise UsageError(*describe_validation_error(e, None, where="sweep ")) from None
 

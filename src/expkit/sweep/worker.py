@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from expkit.config.args import parse_argv
 from expkit.config.machine import redact
+from expkit.config.parsing import parse_argv
 from expkit.config.registry import Registry
 from expkit.errors import ExpkitError, UsageError
 from expkit.sweep.space import Space, import_optuna, suggest
