@@ -20,6 +20,7 @@ TESTS = {
     "src/expkit/training/checkpoint.py": FAST,
     "src/expkit/training/rng.py": FAST,
     "src/expkit/engine/resume.py": "resume or not_a_run",
+    "src/expkit/training/state.py": "resume",
     "src/expkit/engine/reproduce.py": "reproduce",
     "src/expkit/training/distributed.py": "one_process or two_ranks",
     "src/expkit/engine/callbacks.py": "heartbeat",

@@ -32,6 +32,15 @@ def batch_seed(pass_seed: int, batch: int, rank: int = 0) -> int:
     return (pass_seed + (batch * 1024 + rank + 1) * _GOLDEN) % (1 << 63)
 
 
+def augmented(augment: BatchTransform | None, batch: Batch, pass_seed: int, index: int,
+              rank: int, device: torch.device) -> Batch:
+    """A training batch as `augment` draws it, from a generator seeded by the pass, the batch's
+    index in it and the rank (`batch` itself when there is no augmentation)."""
+    if augment is None:
+        return batch
+    return augment(batch, torch.Generator(device).manual_seed(batch_seed(pass_seed, index, rank)))
+
+
 def inputs(*transforms: InputTransform) -> BatchTransform:
     """A batch transform that applies `transforms` in order to the inputs: the first tensor of
     an `(x, y)` batch, or the tensor named "x" of a dict batch."""

@@ -12,9 +12,10 @@ from typing import Any
 import torch
 
 from expkit.data.base import AnySplit, examples_in
+from expkit.errors import ExpkitError
 from expkit.models.base import BaseModel
 from expkit.training.distributed import SINGLE, Dist
-from expkit.training.metrics import Declared, Stateful, compute_metrics, stateful
+from expkit.training.metrics import Declared, Stateful, compute_metrics, produced, stateful
 
 
 def reduce_sums(dist: Dist, sums: dict[str, torch.Tensor], seen: int, device: torch.device
@@ -86,3 +87,15 @@ class Evaluator:
         for state in self.states.values():
             state.reset()
         return self.states
+
+
+def check_monitor(monitor: str | None, metrics: Declared, sums: list[str], returned: list[str],
+                  has_val: bool) -> None:
+    """The monitored metric is among those the first batch's `step` output gives (`sums`: the
+    tensor sums; `returned`: every name it returned); else a clear error listing them."""
+    known = [f"train_{name}" for name in produced(metrics, sums, evaluation=False)]
+    if has_val:
+        known += [f"val_{name}" for name in produced(metrics, returned)]
+    if monitor not in known:
+        raise ExpkitError(f"--monitor: got {monitor!r}, which this experiment does not "
+                          f"log; choose one of: {', '.join(known)}")

@@ -31,16 +31,15 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from expkit.data.augment import batch_seed
+from expkit.data.augment import augmented
 from expkit.data.base import AnySplit, Batch, DataSplits, Split, examples_in
-from expkit.errors import ExpkitError
 from expkit.models.base import BaseModel
 from expkit.training.callbacks import Callback
 from expkit.training.distributed import SINGLE, Dist
-from expkit.training.evaluate import Evaluator, metric_values, reduce_sums
-from expkit.training.metrics import Declared, produced
+from expkit.training.evaluate import Evaluator, check_monitor, metric_values, reduce_sums
+from expkit.training.metrics import Declared
 from expkit.training.optim import Schedule, optimizer_step, step_epoch_schedule
-from expkit.training.rng import rng_state, set_rng_state
+from expkit.training.state import restore_trainer, trainer_state
 
 _BETTER = {"min": lambda a, b: a < b, "max": lambda a, b: a > b}
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -259,7 +258,7 @@ class Trainer:
                                                self.dist.shard())
             for i, batch in enumerate(batches, start=skip):
                 steps = (i + 1) % self.accumulate == 0 or i == last
-                batch = self._augmented(batch, pass_seed, i)
+                batch = augmented(self.augment, batch, pass_seed, i, self.dist.rank, self.device)
                 sums = self._added(sums, self._forward_backward(batch, i, steps))
                 seen += examples_in(batch)
                 self.epoch_seen = seen
@@ -309,15 +308,6 @@ class Trainer:
                      if self.augment is not None else 0)  # replayed with the pass's draws
         return pass_rng, skip, pass_seed
 
-    def _augmented(self, batch: Batch, pass_seed: int, i: int) -> Batch:
-        """The training batch as the dataset's augmentation draws it (seeded by the pass, the
-        batch and the rank), or as it is."""
-        if self.augment is None:
-            return batch
-        seeded = torch.Generator(self.device).manual_seed(batch_seed(pass_seed, i, self.dist.rank))
-        augmented: Batch = self.augment(batch, seeded)
-        return augmented
-
     def _forward_backward(self, batch: Batch, i: int, steps: bool) -> dict[str, Any]:
         """One batch's loss backpropagated (scaled for ranks and accumulation); its sums."""
         n, world = len(self.train_split), self.dist.world_size
@@ -341,7 +331,8 @@ class Trainer:
             return sums
         sums = {name: value.detach().double() for name, value in batch_sums.items()
                 if isinstance(value, torch.Tensor)}
-        self._check_monitor(list(sums), list(batch_sums))
+        check_monitor(self.monitor, self.metrics, list(sums), list(batch_sums),
+                      self.val_split is not None)
         self.epoch_sums = sums  # updated in place from here on
         return sums
 
@@ -395,52 +386,10 @@ class Trainer:
         """The declared metrics of the model over `split`, named `<prefix>_<metric>`."""
         return self.evaluator(split, prefix)
 
-    def _check_monitor(self, sums: list[str], returned: list[str]) -> None:
-        """The monitored metric is among those the first batch's `step` output gives."""
-        known = [f"train_{name}" for name in produced(self.metrics, sums, evaluation=False)]
-        if self.val_split is not None:
-            known += [f"val_{name}" for name in produced(self.metrics, returned)]
-        if self.monitor not in known:
-            raise ExpkitError(f"--monitor: got {self.monitor!r}, which this experiment does not "
-                              f"log; choose one of: {', '.join(known)}")
-
     def state_dict(self) -> dict[str, Any]:
         """Everything a resume needs: weights, optimizer, schedule, counters, RNGs, callbacks."""
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.schedule.scheduler.state_dict() if self.schedule else None,
-            "scaler": self.scaler.state_dict() if self.scaler else None,
-            "epoch": self.epoch, "global_step": self.global_step, "history": self.history,
-            "steps": self.steps, "passes": self.passes, "position": self.position,
-            "best_epoch": self.best_epoch, "best_value": self.best_value,
-            "stop_reason": self.stop_reason if self.should_stop else None,
-            "generator": self.generator.get_state(), "rng": rng_state(), "partial": self.partial,
-            "callbacks": {cb.key: cb.state_dict() for cb in self.callbacks},
-        }
+        return trainer_state(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from `state_dict()`'s output (RNG states included)."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.schedule is not None and state["scheduler"] is not None:
-            self.schedule.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state["scaler"] is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        self.epoch, self.global_step = state["epoch"], state["global_step"]
-        # checkpoints written before step-based training: one pass per epoch, steps unknown
-        self.steps = state.get("steps", 0)
-        self.passes, self.position = state.get("passes", self.epoch), state.get("position")
-        self.history = list(state["history"])
-        self.best_epoch, self.best_value = state["best_epoch"], state["best_value"]
-        self.generator.set_state(state["generator"])
-        self.partial = state["partial"]
-        if self.partial is not None and not self.dist.is_main:
-            # the saved sums are over all ranks: count them once, on rank 0
-            self.partial = {**self.partial, "seen": 0,
-                            "sums": {k: torch.zeros_like(v) for k, v in self.partial["sums"].items()}}
-        for cb in self.callbacks:
-            if cb.key in state["callbacks"]:
-                cb.load_state_dict(state["callbacks"][cb.key])
-        set_rng_state(state["rng"])
-
+        restore_trainer(self, state)
