@@ -89,7 +89,9 @@ def enqueue_next_point(study: Any, spaces: dict[str, Space]) -> bool:
     trials = study.get_trials(deepcopy=False)
     if any(t.state == optuna.trial.TrialState.WAITING for t in trials):
         return True
-    taken = {_point_key(t.params, spaces) for t in trials}
+    # a trial asked but not yet suggested holds its point in fixed_params only
+    taken = {_point_key(t.params or t.system_attrs.get("fixed_params") or {}, spaces)
+             for t in trials}
     for point in grid_points(spaces):
         if _point_key(point, spaces) not in taken:
             study.enqueue_trial(point)

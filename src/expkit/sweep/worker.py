@@ -73,8 +73,8 @@ def run_worker(spec: SweepSpec, registry: Registry, prog: str, worker: int = 0) 
     if code:
         return code
     fails_in_a_row = 0
-    while (trial := _next_trial(study, spec, spaces, folder, job)) is not None:
-        values = _suggested(study, trial, spec, spaces)
+    while (asked := _next_trial(study, spec, spaces, folder, job)) is not None:
+        trial, values = asked
         code, outcome = _run_trial(spec, experiment_cls, machine, study, trial, values,
                                    (url, prog, tag, job))
         if code in (130, 143):  # the worker itself was asked to stop
@@ -100,9 +100,10 @@ def _resume_stopped_trials(study: Any, job: str | None, registry: Registry, prog
 
 
 def _next_trial(study: Any, spec: SweepSpec, spaces: dict[str, Space], folder: Path,
-                job: str | None) -> Any:
-    """The next trial of this worker (under the sweep's lock: count, then ask), or None when
-    the study holds its trials (or every grid point has one)."""
+                job: str | None) -> tuple[Any, dict[str, Any]] | None:
+    """The next trial of this worker and its values (under the sweep's lock: count, ask, and
+    suggest, so that the next worker to look sees this trial's grid point taken), or None
+    when the study holds its trials (or every grid point has one)."""
     state = import_optuna().trial.TrialState
     with locked(folder / ".lock"):
         trials = study.get_trials(deepcopy=False)
@@ -116,7 +117,7 @@ def _next_trial(study: Any, spec: SweepSpec, spaces: dict[str, Space], folder: P
         trial.set_user_attr("pid", os.getpid())
         if job:
             trial.set_user_attr("slurm_job", job)
-        return trial
+        return trial, _suggested(study, trial, spec, spaces)
 
 
 def _suggested(study: Any, trial: Any, spec: SweepSpec, spaces: dict[str, Space]) -> dict[str, Any]:
