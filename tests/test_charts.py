@@ -139,4 +139,4 @@ def test_diverged_history_still_draws(tmp_path: Path) -> None:
     from expkit.reports.report import _script_json
 
     assert _script_json([{"train_loss": float("nan"), "x": float("inf"), "s": "</script>"}]) == \
-        '[{"train_loss": null, "x": null, "s": "<\\/script>"}]'
+        '[{"train_loss":null,"x":null,"s":"<\\/script>"}]'

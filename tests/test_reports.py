@@ -199,6 +199,7 @@ def test_index_lists_sorts_and_compares_runs(two_runs: tuple[Workspace, list[Pat
     requests = browser.open(index.absolute().as_uri())
     assert all(r == index.absolute().as_uri() or r.startswith("data:") for r in requests), requests
     assert_policy_blocks_loads(browser)
+    browser.events.clear()
     links = browser.evaluate("[...document.querySelectorAll('table.runs a')].map(a => a.href)")
     assert sorted(links) == sorted((r / "report.html").absolute().as_uri() for r in runs)
     groups = browser.evaluate("[...document.querySelectorAll('h2.experiment')].map(h => [h.textContent, "
@@ -226,6 +227,12 @@ def test_index_lists_sorts_and_compares_runs(two_runs: tuple[Workspace, list[Pat
     assert by_id == {runs[0].name: ["0.003", "[32]"], runs[1].name: ["0.0005", "[16]"]}
     browser.evaluate("document.querySelectorAll('input.pick').forEach(c => { c.checked = true; "
                      "c.dispatchEvent(new Event('change')); })")
+    browser.evaluate("window.comparing")  # the ticked runs' curves, loaded from beside the page
+    loaded = sorted(e["params"]["request"]["url"] for e in browser.events
+                    if e.get("method") == "Network.requestWillBeSent")
+    curves = ws.results.absolute() / ".expkit" / "curves" / "mnist"
+    assert loaded == sorted((curves / f"{r.name}.js").as_uri() for r in runs), \
+        "a run's curve is loaded when it is ticked, from the results folder"
     compared = browser.evaluate("[...document.querySelectorAll('#compare th')].map(th => th.textContent)")
     assert compared[:3] == ["run", "lr", "hidden_sizes"] and "batch_size" not in compared
     measure = """(() => {

@@ -188,9 +188,10 @@ def cmd_compare(argv: list[str], ctx: Context) -> int:
     grouped = by is not None or any(len(g.runs) > 1 for g in groups)
     keys = print_comparison(selected, groups, grouped, flags.format)
     # under results/, never the working directory: a run in a clean clone leaves it clean
-    path = plot_compare(selected, keys, Path(flags.out) if flags.out else results_dir / "compare.png",
-                        groups if grouped else None)
-    print(f"plot: {path}", file=sys.stdout if flags.format in (None, "text") else sys.stderr)
+    out = Path(flags.out) if flags.out else results_dir / "compare.png"
+    path, left_out = plot_compare(selected, keys, out, groups if grouped else None)
+    print(f"plot: {path}" + (f" ({left_out})" if left_out else ""),
+          file=sys.stdout if flags.format in (None, "text") else sys.stderr)
     return 0
 
 
@@ -227,7 +228,8 @@ def cmd_report(argv: list[str], ctx: Context) -> int:
                        f"{ctx.prog} report --index [--results_dir=DIR]")
     if flags is None:
         return 0
-    from expkit.reports.report import write_index, write_report
+    from expkit.reports.index import write_index
+    from expkit.reports.report import write_report
 
     if flags.index:
         if flags.run_dir is not None:

@@ -26,7 +26,7 @@ from typing import IO, Any
 from expkit.config.registry import Registry
 from expkit.errors import ExpkitError, UsageError
 from expkit.rundir.dirs import now, safe_name, shown_status, start_order
-from expkit.rundir.results import NOT_SETTINGS, Run, flatten, group_runs, read_run
+from expkit.rundir.results import NOT_SETTINGS, Run, flatten, group_runs
 from expkit.utils.files import atomic_write_json
 
 FOLDER = "repeats"  # results/repeats/<group>/repeat.json
@@ -93,17 +93,14 @@ def _group_seeds(folder: Path, name: str, argv: list[str], wanted: int | list[in
 
 def members(results_dir: Path, experiment_id: str, name: str) -> dict[int, Run]:
     """The group's run directories by seed (the newest one of a seed that ran twice)."""
-    mine: list[tuple[tuple[float, str], int, Path]] = []
-    folder = results_dir / experiment_id
-    for record_file in folder.glob("*/run.json") if folder.is_dir() else []:
-        try:  # run.json alone first: the experiment's other runs are not read whole
-            record = json.loads(record_file.read_text())
-            group = record.get("group") or {}
-        except (OSError, ValueError, AttributeError):
-            continue
-        if group.get("name") == name and isinstance(group.get("seed"), int):
-            mine.append((start_order(record, record_file.parent), group["seed"], record_file.parent))
-    return {seed: read_run(path) for _, seed, path in sorted(mine)}
+    from expkit.rundir.summaries import experiment_runs
+
+    mine: list[tuple[tuple[float, str], int, Run]] = []
+    for run in experiment_runs(results_dir / safe_name(experiment_id)):
+        group = run.record.get("group")
+        if isinstance(group, dict) and group.get("name") == name and isinstance(group.get("seed"), int):
+            mine.append((start_order(run.record, run.path), group["seed"], run))
+    return {seed: run for _, seed, run in sorted(mine, key=lambda m: m[:2])}
 
 
 def plan(seeds: list[int], existing: dict[int, Run]) -> tuple[list[dict[str, Any]], list[str]]:

@@ -38,7 +38,12 @@ def select_runs(targets: list[str], results_dir: Path, experiment_id: str | None
         if experiment_id is not None and not pool:
             raise UsageError(f"--experiment_id={experiment_id}: no runs under {results_dir}")
         selected += pool[-(last or len(pool)):]
-    unique = {r.path.resolve(): r for r in selected}
+    folders: dict[Path, Path] = {}  # each folder resolved once (thousands of runs share one)
+    unique = {}
+    for run in selected:
+        if run.path.parent not in folders:
+            folders[run.path.parent] = run.path.parent.resolve()
+        unique[folders[run.path.parent] / run.path.name] = run
     if len(unique) < 1:
         raise UsageError("compare needs runs: compare RUN_DIR RUN_DIR ... (or a glob), or "
                          "--experiment_id=ID --last N")
@@ -46,11 +51,21 @@ def select_runs(targets: list[str], results_dir: Path, experiment_id: str | None
 
 
 def differing(selected: list[Run]) -> list[str]:
-    """Dotted config keys whose values are not the same in every run."""
+    """Dotted config keys whose values are not the same in every run (as JSON: 1 and 1.0, or
+    true and 1, differ; a missing key is null)."""
     flats = [r.flat_config for r in selected]
     keys = list(dict.fromkeys(k for flat in flats for k in flat))
-    return [k for k in keys if k not in _NOISE
-            and len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1]
+    out = []
+    for key in keys:
+        if key in _NOISE:
+            continue
+        values = [f.get(key) for f in flats]
+        first = values[0]
+        if all(type(v) is type(first) and v == first for v in values):
+            continue  # the same everywhere (the common case, decided without encoding)
+        if len({json.dumps(v, sort_keys=True) for v in values}) > 1:
+            out.append(key)
+    return out
 
 
 def label(run: Run, keys: list[str]) -> str:
@@ -87,16 +102,28 @@ def mean_curve(histories: list[list[dict[str, float]]], key: str
     return epochs, [s.mean for s in stats], [0.0 if s.n == 1 else s.std for s in stats]
 
 
+#: compare.png draws at most this many runs (or settings): more lines than colours say nothing
+MAX_SERIES = 20
+
+
 def plot_compare(selected: list[Run], keys: list[str], path: Path,
-                 groups: list[Group] | None = None) -> Path:
+                 groups: list[Group] | None = None) -> tuple[Path, str]:
     """compare.png: one panel per metric, one colour per run, train dashed and val solid; with
     `groups`, one colour per setting: its mean curve and, over two runs or more, a band of
-    ± one standard deviation around the val mean."""
+    ± one standard deviation around the val mean. Returns the path and what was left out (the
+    newest MAX_SERIES runs or settings are drawn; "" when all were)."""
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
     from matplotlib.ticker import MaxNLocator
 
+    note = ""
+    if groups is not None and len(groups) > MAX_SERIES:
+        note = f"the newest {MAX_SERIES} of {len(groups)} settings drawn"
+        groups = groups[-MAX_SERIES:]
+    elif groups is None and len(selected) > MAX_SERIES:
+        note = f"the newest {MAX_SERIES} of {len(selected)} runs drawn; choose with --last or run folders"
+        selected = selected[-MAX_SERIES:]
     series = ([(f"{g.label()} (N={n_cell(g)})", [r.history for r in g.counted]) for g in groups]
               if groups is not None else [(label(r, keys), [r.history]) for r in selected])
     names = list(dict.fromkeys(n for _, hs in series for h in hs if h for n in metric_names(h)))
@@ -133,7 +160,7 @@ def plot_compare(selected: list[Run], keys: list[str], path: Path,
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
-    return path
+    return path, note
 
 
 def print_comparison(selected: list[Run], groups: list[Group], grouped: bool,

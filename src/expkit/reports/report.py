@@ -1,4 +1,4 @@
-"""report.html for a run, and results/index.html for all runs: one self-contained file each.
+"""report.html for a run: one self-contained file (results/index.html: `expkit.reports.index`).
 
 Plots are embedded as data: URIs, styles and the few lines of script are inline; the pages
 load nothing from the network and need no server: open them from the results folder.
@@ -15,22 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from expkit.reports.charts import HINT, chart_assets, metric_groups
-from expkit.rundir.dirs import RESUMABLE, job_label, progress
-from expkit.rundir.results import (
-    NOT_SETTINGS,
-    Run,
-    as_typed,
-    flag_of,
-    flatten,
-    read_artifacts,
-    read_run,
-    runs,
-)
+from expkit.rundir.dirs import job_label
+from expkit.rundir.results import Run, as_typed, flatten, read_artifacts, read_run
 from expkit.utils.files import atomic_write_text
-from expkit.utils.invocation import command, pinned
+from expkit.utils.invocation import pinned
 
 REPORT = "report.html"
-INDEX = "index.html"
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
@@ -56,7 +46,11 @@ def _script_json(value: Any) -> str:
         if isinstance(v, list):
             return [finite(x) for x in v]
         return v
-    return json.dumps(finite(value)).replace("</", "<\\/")
+    try:  # the common case, in one pass of the C encoder
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        text = json.dumps(finite(value), separators=(",", ":"))
+    return text.replace("</", "<\\/")
 
 
 def _png_uri(path: Path) -> str | None:
@@ -220,179 +214,4 @@ def write_report(run_dir: Path) -> Path:
     run = read_run(run_dir)
     path = run.path / REPORT
     atomic_write_text(path, report_html(run))
-    return path
-
-
-_INDEX_CSS = """
-.groups td.best{font-weight:700}
-body{max-width:none}td,th{padding:.25em .5em}th.sort:after{font-size:.8em}.scroll{overflow-x:auto;max-width:100%}.nowrap,th{white-space:nowrap}
-"""
-
-_INDEX_JS = r"""
-const runs = JSON.parse(document.getElementById('runs-data').textContent);
-const hint = document.getElementById('chart-hint').innerHTML;
-const esc = v => String(v).replace(/[&<>"']/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'})[c]);
-document.querySelectorAll('th.sort').forEach(th => th.addEventListener('click', () => {
-  const body = th.closest('table').tBodies[0];
-  const rows = [...body.rows];
-  const dir = th.dataset.dir === 'asc' ? -1 : 1; th.dataset.dir = dir > 0 ? 'asc' : 'desc';
-  const key = r => { const c = r.cells[th.cellIndex]; const v = c.dataset.value;
-    return v !== undefined && v !== '' && !isNaN(+v) ? +v : (v !== undefined ? v : c.textContent); };
-  rows.sort((a, b) => { const x = key(a), y = key(b);
-    return (typeof x === 'number' && typeof y === 'number' ? x - y : String(x).localeCompare(String(y))) * dir; });
-  rows.forEach(r => body.appendChild(r));
-}));
-const picked = () => [...document.querySelectorAll('input.pick:checked')].map(c => +c.value);
-function compare() {
-  const chosen = picked(), out = document.getElementById('compare');
-  if (chosen.length === 0) { out.innerHTML = '<p class=muted>tick runs above to compare them</p>'; return; }
-  const sel = chosen.map(i => runs[i]);
-  const keys = [...new Set(sel.flatMap(r => Object.keys(r.args)))].filter(k =>
-    new Set(sel.map(r => r.args[k])).size > 1);
-  const metrics = [...new Set(sel.flatMap(r => Object.keys(r.summary)))].filter(k => /^(best_val|final_val|test_)/.test(k));
-  let html = '<div class=scroll><table><tr><th>run</th>' + keys.map(k => `<th>${esc(k)}</th>`).join('') +
-    metrics.map(k => `<th>${esc(k)}</th>`).join('') + '</tr>';
-  for (const r of sel) html += `<tr><td class=nowrap>${esc(r.id)}</td>` +
-    keys.map(k => `<td class=nowrap>${esc(k in r.args ? r.args[k] : '')}</td>`).join('') +
-    metrics.map(k => `<td class=num>${k in r.summary ? r.summary[k].toFixed(4) : ''}</td>`).join('') + '</tr>';
-  const names = [...new Set(sel.flatMap(r => r.history.flatMap(h => Object.keys(h))))].filter(k => k !== 'epoch' && k !== 'step' && !k.endsWith('_time'));
-  const shown = names.includes(out.dataset.metric) ? out.dataset.metric : (names.includes(sel[0].monitor) ? sel[0].monitor : names[0]);
-  html += '</table></div>' + (names.length ? '<p><label>metric <select id="chart-metric">' +
-    names.map(n => `<option${n === shown ? ' selected' : ''}>${esc(n)}</option>`).join('') + '</select></label></p>' +
-    `${hint}<div id="compare-chart"></div>` : '');
-  out.innerHTML = html;
-  if (names.length) chart(document.getElementById('compare-chart'), chosen, shown, keys);
-  const select = document.getElementById('chart-metric');
-  if (select) select.addEventListener('change', () => { out.dataset.metric = select.value; compare(); });
-}
-function chart(box, chosen, metric, keys) {
-  const sel = chosen.map(i => runs[i]);
-  const xs = sel.every(r => r.history.some(h => 'step' in h)) ? ['step', 'epoch'] : ['epoch'];
-  if (!sel.some(r => r.history.some(h => typeof h[metric] === 'number'))) {
-    box.innerHTML = '<p class=muted>no evaluation has ' + esc(metric) + '</p>'; return; }
-  expkitChart(box, {title: metric, ylabel: metric, xs, series: sel.map(r => ({key: metric, rows: r.history,
-    label: r.id + (keys.some(k => k in r.args) ? '  ' + keys.filter(k => k in r.args).map(k => `${k}=${r.args[k]}`).join(', ') : '')}))});
-}
-document.querySelectorAll('input.pick').forEach(c => c.addEventListener('change', compare));
-compare();
-"""
-
-
-def _runs_table(group: list[tuple[int, Run]], results_dir: Path) -> str:
-    """One experiment's runs: a row each with the arguments that differ between them (by flag)
-    and the best/test metrics; `group` pairs each run with its index in the page's data."""
-    from expkit.reports.compare import differing
-
-    summaries = [run.summary() for _, run in group]
-    metric_cols = list(dict.fromkeys(k for s in summaries for k in s
-                                     if k.startswith(("best_val", "test_"))))
-    differ = differing([run for _, run in group])
-    # what the runs trained with first, how they were recorded (trackers, checkpoints) last
-    arg_keys = [k for k in differ if k.rsplit(".", 1)[-1] not in NOT_SETTINGS or k.endswith("seed")] \
-        + [k for k in differ if k.rsplit(".", 1)[-1] in NOT_SETTINGS and not k.endswith("seed")]
-    jobs = [job_label(run.record) for _, run in group]
-    head = ('<tr><th></th>' + "".join(f'<th class="sort">{c}</th>' for c in
-                                      ["run", "status", "started", "epochs run"])
-            + ('<th class="sort">SLURM job</th>' if any(jobs) else "")
-            + "".join(f'<th class="sort">{escape(c)}</th>' for c in metric_cols)
-            + "".join(f'<th class="sort arg">{escape(flag_of(k, group[0][1].record))}</th>'
-                      for k in arg_keys) + "</tr>")
-    body = []
-    for (i, run), summary in zip(group, summaries, strict=True):
-        link = escape(str(run.path.relative_to(results_dir) / REPORT))
-        started = str(run.record.get("started") or "")
-        flat = run.flat_config
-        epochs, best = progress(run.path, run.metrics)
-        status = escape(run.status)
-        resume = (f'<div class="muted resume">{escape(best)}; resume: <code>'
-                  f'{escape(command("resume", str(run.path)))}</code></div>'
-                  if run.status in RESUMABLE and (run.path / "checkpoints" / "last.pt").is_file() else "")
-        cells = [f'<td><input type="checkbox" class="pick" value="{i}"></td>',
-                 f'<td class=nowrap><a href="{link}">{escape(run.id)}</a></td>',
-                 f'<td><span class="status {status}">{status}</span>{resume}</td>',
-                 f'<td class=nowrap data-value="{escape(started)}" title="{escape(started)}">'
-                 f"{escape(started[:19].replace('T', ' '))}</td>",
-                 f'<td class=num data-value="{epochs}">{escape(str(epochs))}</td>']
-        if any(jobs):
-            cells.append(f'<td class="nowrap job">{escape(job_label(run.record))}</td>')
-        cells += [f'<td class=num data-value="{summary[c]}">{summary[c]:.4f}</td>' if c in summary
-                  else '<td data-value=""></td>' for c in metric_cols]
-        cells += [f'<td class=nowrap data-value="{escape(_sort_value(flat.get(k)))}">'
-                  f'{escape(as_typed(flat.get(k), none="none") if k in flat else "")}</td>'
-                  for k in arg_keys]
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    datasets = sorted({str(run.get("dataset.name")) for _, run in group
-                       if run.get("dataset.name") is not None})
-    experiment = group[0][1].experiment_id
-    about = f"{len(group)} run{'s' if len(group) > 1 else ''}" + (
-        f" · dataset <b class=dataset>{escape(datasets[0])}</b>" if len(datasets) == 1 else "")
-    return (f'<h2 class=experiment>{escape(experiment)}</h2><p class=muted>{about}</p>'
-            f'<div class=scroll><table class="runs" data-experiment="{escape(experiment)}">'
-            f"<thead>{head}</thead><tbody>{''.join(body)}</tbody></table></div>"
-            + _settings_table([run for _, run in group]))
-
-
-def _settings_table(experiment_runs: list[Run]) -> str:
-    """The experiment's settings over their seeds (when one has two runs or more): N and each
-    metric's mean ± std, the 95% interval on hover, the best in bold."""
-    from expkit.reports.tables import footnote, group_table, summary_metrics
-    from expkit.rundir.results import group_runs
-
-    settings = group_runs(experiment_runs)
-    if not any(len(g.runs) > 1 for g in settings):
-        return ""
-    table = group_table(settings, summary_metrics(experiment_runs), "html")
-    return (f"<h3>Settings over seeds</h3><div class=scroll>{table}</div>"
-            f"<p class=muted>{escape(footnote('html'))}</p>")
-
-
-def index_html(all_runs: list[Run], results_dir: Path) -> str:
-    """results/index.html: a table per experiment of its runs with the arguments that differ
-    between them and their metrics (sortable by any column), links to reports, and a
-    comparison of ticked runs (differing arguments, metrics, a chart of any metric)."""
-    groups: dict[str, list[tuple[int, Run]]] = {}
-    for i, run in enumerate(all_runs):
-        groups.setdefault(run.experiment_id, []).append((i, run))
-    tables = "".join(_runs_table(group, results_dir) for group in groups.values())
-    data = [{"id": r.id, "summary": r.summary(), "monitor": r.metrics.get("monitor") or "val_loss",
-             "args": {flag_of(k, r.record): as_typed(v, none="none")
-                      for k, v in r.flat_config.items() if k != "experiment_id"},
-             "history": r.history} for r in all_runs]
-    payload = _script_json(data)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
-<title>expkit runs · {escape(str(results_dir))}</title><style>{_CSS}{_INDEX_CSS}</style>{chart_assets()}</head><body>
-<h1>Runs in {escape(str(results_dir))}</h1>
-<p class=muted>{len(all_runs)} runs of {len(groups)} experiment{'s' if len(groups) != 1 else ''}.
-Each table shows the arguments that differ between its runs, then their metrics. Click a column
-to sort; tick runs to compare them below.</p>
-{tables or '<p class=muted>no runs yet</p>'}
-<h2>Comparison</h2><div id="compare"></div>
-<template id="chart-hint">{HINT}</template>
-<script type="application/json" id="runs-data">{payload}</script>
-<script>{_INDEX_JS}</script>
-</body></html>
-"""
-
-
-def _sort_value(value: Any) -> str:
-    """A cell's sort key: numbers as numbers, anything else as its text."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return repr(value)
-    return as_typed(value, none="")
-
-
-def write_index(results_dir: Path) -> Path:
-    """Write results/index.html, and report.html for any run that has none yet."""
-    from expkit.rundir.jobqueue import one_queue_snapshot
-
-    folder = Path(results_dir).absolute()
-    with one_queue_snapshot():  # SLURM runs' statuses: one squeue call for the page
-        all_runs = list(runs(folder))
-        for run in all_runs:
-            if not (run.path / REPORT).is_file():
-                write_report(run.path)
-        path = folder / INDEX
-        atomic_write_text(path, index_html(all_runs, folder))
     return path

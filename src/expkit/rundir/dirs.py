@@ -150,23 +150,26 @@ def list_runs(results_dir: Path, experiment_id: str | None = None,
 
 
 def _rows(results_dir: Path, experiment_id: str | None, status: str | None) -> list[dict[str, Any]]:
+    from expkit.rundir.summaries import all_runs, experiment_runs
+
+    own = Path(results_dir) / safe_name(experiment_id) if experiment_id else None
     rows = []
-    for record_file in Path(results_dir).glob("*/*/run.json"):
-        run_dir = record_file.parent
-        record = RunRecord(run_dir).read()
+    for run in experiment_runs(own) if own is not None and own.is_dir() else all_runs(results_dir):
+        record = run.record
         if experiment_id and record.get("experiment_id") != experiment_id:
             continue
-        shown = shown_status(record, run_dir)
+        shown = run.status
         if status and shown != status:
             continue
-        epochs, best = progress(run_dir, read_json_object(run_dir / "metrics.json"))
-        rows.append({"experiment": record.get("experiment_id", "?"), "run": run_dir.name,
-                     "dataset": _dataset_of(run_dir),
+        epochs, best = run.progress
+        dataset = run.config.get("dataset")
+        rows.append({"experiment": record.get("experiment_id", "?"), "run": run.id,
+                     "dataset": str(dataset.get("name", "")) if isinstance(dataset, dict) else "",
                      "started": record.get("started") or "", "status": shown,
                      "epochs": epochs, "best": best,
-                     "job": job_label(record), "path": str(run_dir),
-                     "order": start_order(record, run_dir),
-                     "resumable": shown in RESUMABLE and (run_dir / "checkpoints" / "last.pt").is_file()})
+                     "job": job_label(record), "path": str(run.path),
+                     "order": start_order(record, run.path),
+                     "resumable": resumable(run.path, shown)})
     return rows
 
 
@@ -174,27 +177,9 @@ def _rows(results_dir: Path, experiment_id: str | None, status: str | None) -> l
 RESUMABLE = ("killed", "stopped", "failed")
 
 
-def progress(run_dir: Path, metrics: dict[str, Any]) -> tuple[int | str, str]:
-    """(epochs run, "val_acc 0.9120") of a run: metrics.json's once it ended, else what its
-    history.csv holds so far, the best marked "so far" (a killed run wrote no metrics.json,
-    but its epochs and checkpoints are there). ("", "") when there is nothing yet."""
-    monitor = metrics.get("monitor")
-    best = (metrics.get("best") or {}).get(monitor) if monitor else None
-    if metrics:
-        return metrics.get("epochs_run", ""), f"{monitor} {best:.4f}" if isinstance(best, float) else ""
-    config = read_json_object(run_dir / "config.json")
-    monitor, mode = config.get("monitor"), config.get("monitor_mode")
-    try:
-        with (run_dir / "history.csv").open() as f:
-            rows = list(csv.DictReader(f))
-        epochs = int(float(rows[-1]["epoch"])) if rows else ""
-        values = [float(r[monitor]) for r in rows if monitor and r.get(monitor) not in (None, "")]
-    except (OSError, ValueError, KeyError):
-        return "", ""
-    finite = [v for v in values if v == v]
-    if not finite or mode not in ("min", "max"):
-        return epochs, ""
-    return epochs, f"{monitor} {(max if mode == 'max' else min)(finite):.4f} so far"
+def resumable(run_dir: Path, status: str) -> bool:
+    """Whether `expkit resume` continues this run: it did not finish and left a checkpoint."""
+    return status in RESUMABLE and (run_dir / "checkpoints" / "last.pt").is_file()
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
@@ -213,15 +198,6 @@ def job_label(record: dict[str, Any]) -> str:
         return ""
     n = len(slurm.get("attempts") or [])
     return f"{slurm['job_id']}, {n} attempt{'s' if n != 1 else ''}"
-
-
-def _dataset_of(run_dir: Path) -> str:
-    """The dataset a run used (config.json's `dataset.name`), or "" for an experiment without one."""
-    try:
-        dataset = json.loads((run_dir / "config.json").read_text()).get("dataset")
-    except (OSError, ValueError):
-        return ""
-    return str(dataset.get("name", "")) if isinstance(dataset, dict) else ""
 
 
 def runs_table(rows: list[dict[str, Any]]) -> str:

@@ -15,11 +15,12 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
 from expkit.errors import ExpkitError, UsageError
-from expkit.rundir.dirs import read_json_object, shown_status, start_order
+from expkit.rundir.dirs import read_json_object, safe_name, shown_status, start_order
 from expkit.utils.stats import Summary, summarize
 
 
@@ -58,22 +59,37 @@ def flag_of(key: str, record: dict[str, Any] | None = None) -> str:
 
 def read_history(run_dir: Path) -> list[dict[str, float]]:
     """history.csv of a run as one dict per epoch ([] when there is none yet)."""
-    csv_file = Path(run_dir) / "history.csv"
-    if not csv_file.is_file():
+    try:
+        f = open(Path(run_dir) / "history.csv", newline="")  # noqa: SIM115 (closed below)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return []
-    with csv_file.open() as f:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+    with f:
+        rows = csv.reader(f)
+        header = next(rows, None)
+        # a row cut short (a kill while it was written) keeps the values it has
+        return [{k: float(v) for k, v in zip(header, row, strict=False) if v}
+                for row in rows] if header else []
 
 
-@dataclass
+@dataclass(eq=False)
 class Run:
-    """One run directory: its config, record (run.json), summary (metrics.json) and history."""
+    """One run directory: its config, record (run.json), summary (metrics.json) and history
+    (history.csv, read when first asked for: a folder of many runs is listed without it)."""
 
     path: Path
     config: dict[str, Any]
     record: dict[str, Any]
     metrics: dict[str, Any]
-    history: list[dict[str, float]] = field(repr=False)
+    _history: list[dict[str, float]] | None = field(default=None, repr=False)
+    #: what the summary cache keeps of the history: its last row and the run's progress
+    _derived: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """history.csv as one dict per evaluation ([] before the first)."""
+        if self._history is None:
+            self._history = read_history(self.path)
+        return self._history
 
     @property
     def id(self) -> str:
@@ -87,10 +103,10 @@ class Run:
 
     @property
     def status(self) -> str:
-        """running, finished, failed or stopped."""
+        """running, finished, failed or stopped (killed, queued, requeued: see `expkit list`)."""
         return shown_status(self.record, self.path)
 
-    @property
+    @cached_property
     def flat_config(self) -> dict[str, Any]:
         """The config with dotted keys."""
         return flatten(self.config)
@@ -103,10 +119,28 @@ class Run:
         matches = [v for k, v in flat.items() if k.rsplit(".", 1)[-1] == key]
         return matches[0] if len(matches) == 1 else default
 
+    @property
+    def derived(self) -> dict[str, Any]:
+        """What the history says in brief: its `last` row and the run's `progress` (epochs run,
+        the best so far), kept by the summary cache so that listing a run never reads it."""
+        if self._derived is None:
+            self._derived = derive(self.config, self.metrics, self.history)
+        return self._derived
+
+    @property
+    def progress(self) -> tuple[int | str, str]:
+        """(epochs run, "val_acc 0.9120"), "so far" while it has no metrics.json ("" unknown)."""
+        epochs, best = self.derived["progress"]
+        return epochs, best
+
     def summary(self) -> dict[str, float]:
         """Final, best (monitored epoch) and test values: final_val_acc, best_val_acc, test_acc, ..."""
+        return dict(self._summary)
+
+    @cached_property
+    def _summary(self) -> dict[str, float]:
         out: dict[str, float] = {}
-        final = self.metrics.get("final") or (self.history[-1] if self.history else {})
+        final = self.metrics.get("final") or self.derived["last"] or {}
         for key, value in final.items():
             if key.startswith(("train_", "val_")) and isinstance(value, (int, float)):
                 out[f"final_{key}"] = float(value)
@@ -118,18 +152,50 @@ class Run:
         return out
 
 
+def derive(config: dict[str, Any], metrics: dict[str, Any],
+           history: list[dict[str, float]]) -> dict[str, Any]:
+    """A run's history in brief: its last row, and its progress (epochs run and the best value
+    of the monitor: metrics.json's once it ended, else history's so far)."""
+    return {"last": history[-1] if history else None,
+            "progress": list(progress_of(config, metrics, history))}
+
+
+def progress_of(config: dict[str, Any], metrics: dict[str, Any],
+                history: list[dict[str, float]]) -> tuple[int | str, str]:
+    """(epochs run, "val_acc 0.9120") of a run: metrics.json's once it ended, else what its
+    history holds so far, the best marked "so far" (a killed run wrote no metrics.json, but its
+    epochs and checkpoints are there). ("", "") when there is nothing yet."""
+    monitor = metrics.get("monitor")
+    best = (metrics.get("best") or {}).get(monitor) if monitor else None
+    if metrics:
+        return metrics.get("epochs_run", ""), f"{monitor} {best:.4f}" if isinstance(best, float) else ""
+    if not history or "epoch" not in history[-1]:
+        return "", ""
+    monitor, mode = config.get("monitor"), config.get("monitor_mode")
+    finite = [row[monitor] for row in history if monitor in row and row[monitor] == row[monitor]]
+    if not finite or mode not in ("min", "max"):
+        return int(history[-1]["epoch"]), ""
+    return int(history[-1]["epoch"]), f"{monitor} {(max if mode == 'max' else min)(finite):.4f} so far"
+
+
 def read_run(path: str | Path) -> Run:
     """A run directory as a Run; a UsageError naming the folder when it is not one."""
     run_dir = Path(path)
     if not run_dir.is_dir():
         raise UsageError(f"{path}: no such folder; give a run directory like "
                          "results/<experiment_id>/<time>-<id>")
-    config = read_json_object(run_dir / "config.json")
-    record = read_json_object(run_dir / "run.json")
-    if not config and not record:
+    run = load_run_dir(run_dir)
+    if not run.config and not run.record:
         raise UsageError(f"{path}: not a run directory (no config.json or run.json); give a folder "
                          "like results/<experiment_id>/<time>-<id>")
-    return Run(run_dir, config, record, read_json_object(run_dir / "metrics.json"), read_history(run_dir))
+    return run
+
+
+def load_run_dir(run_dir: Path, history: bool = True) -> Run:
+    """The files of a run directory as a Run (empty parts where a JSON file is missing or
+    broken; history.csv read now, or when first asked for)."""
+    return Run(run_dir, read_json_object(run_dir / "config.json"), read_json_object(run_dir / "run.json"),
+               read_json_object(run_dir / "metrics.json"), read_history(run_dir) if history else None)
 
 
 class Runs(list[Run]):
@@ -173,7 +239,9 @@ class Runs(list[Run]):
         for group in self.groups(by):
             row: dict[str, Any] = {**group.settings, "n": group.n,
                                    "runs": [str(r.path) for r in group.counted],
-                                   "excluded": [f"{r.path} ({r.status})" for r in group.excluded]}
+                                   "excluded": [f"{r.path} ({status})" for r, status in
+                                                zip(group.runs, group.statuses, strict=True)
+                                                if status != "finished"]}
             for metric in dict.fromkeys(k for r in group.counted for k in r.summary()):
                 s = group.stats(metric)
                 if s is not None:
@@ -185,10 +253,14 @@ class Runs(list[Run]):
 
 def runs(results_dir: str | Path = "results", experiment_id: str | None = None,
          status: str | None = None, **config: Any) -> Runs:
-    """Every run under `results_dir` (oldest first), optionally filtered like `Runs.filter`."""
+    """Every run under `results_dir` (oldest first), optionally filtered like `Runs.filter`.
+    Runs whose files have not changed since the last call come from the summary cache
+    (RESULTS/.expkit/), so that thousands of runs are read in a second."""
+    from expkit.rundir.summaries import all_runs, experiment_runs
+
     folder = Path(results_dir)
-    found = Runs(read_run(p.parent) for p in sorted(folder.glob("*/*/run.json"))
-                 if p.parent.parent.name != "sweeps")
+    own = folder / safe_name(experiment_id) if experiment_id is not None else None
+    found = Runs(experiment_runs(own) if own is not None and own.is_dir() else all_runs(folder))
     found.sort(key=lambda r: start_order(r.record, r.path))
     return found.filter(status, experiment_id, **config)
 
@@ -223,7 +295,12 @@ _SPLITS = ("train_", "val_", "test_")
 
 
 def _setting_keys(run: Run) -> dict[str, Any]:
-    return {k: v for k, v in run.flat_config.items() if k.rsplit(".", 1)[-1] not in NOT_SETTINGS}
+    return {k: v for k, v in run.flat_config.items() if _is_setting(k)}
+
+
+@lru_cache(maxsize=4096)
+def _is_setting(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] not in NOT_SETTINGS
 
 
 @dataclass
@@ -237,16 +314,23 @@ class Group:
 
     settings: dict[str, Any]  # dotted key -> value: what tells this group from the others
     runs: list[Run]
+    _stats: dict[str, Summary | None] = field(default_factory=dict, repr=False, compare=False)
+
+    @cached_property
+    def statuses(self) -> list[str]:
+        """Each run's status, as seen once when the group is first asked (a table shows one
+        moment)."""
+        return [r.status for r in self.runs]
 
     @property
     def counted(self) -> list[Run]:
         """The runs whose numbers count: the finished ones."""
-        return [r for r in self.runs if r.status == "finished"]
+        return [r for r, s in zip(self.runs, self.statuses, strict=True) if s == "finished"]
 
     @property
     def excluded(self) -> list[Run]:
         """The runs left out of the statistics (not finished), with their status."""
-        return [r for r in self.runs if r.status != "finished"]
+        return [r for r, s in zip(self.runs, self.statuses, strict=True) if s != "finished"]
 
     @property
     def n(self) -> int:
@@ -262,8 +346,9 @@ class Group:
         if not self.excluded:
             return ""
         statuses: dict[str, int] = {}
-        for run in self.excluded:
-            statuses[run.status] = statuses.get(run.status, 0) + 1
+        for status in self.statuses:
+            if status != "finished":
+                statuses[status] = statuses.get(status, 0) + 1
         left = ", ".join(f"{k} {s}" for s, k in statuses.items())
         return f"{len(self.runs)} runs, {left}: not counted"
 
@@ -282,8 +367,10 @@ class Group:
     def stats(self, metric: str) -> Summary | None:
         """Mean, std and 95% interval of the metric over the group's counted runs (None: no
         counted run has it; std and interval NaN for one value)."""
-        values = self.values(metric)
-        return summarize(values) if values else None
+        if metric not in self._stats:
+            values = self.values(metric)
+            self._stats[metric] = summarize(values) if values else None
+        return self._stats[metric]
 
 
 def group_runs(selected: list[Run], by: list[str] | None = None) -> list[Group]:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -36,6 +37,19 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError) and e.filename is None:
             e.filename = str(path)  # say which file could not be written (disk full, ...)
+        raise
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temp file renamed over it, without fsync: for derived
+    files (caches, curves) that are never half-written and are rebuilt if a crash loses them."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.time_ns()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
 
 

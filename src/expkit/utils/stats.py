@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 LEVEL = 0.95  # the confidence level of every interval expkit shows
 
@@ -55,6 +56,7 @@ def t_cdf(t: float, df: float) -> float:
     return 1.0 - tail if t >= 0 else tail
 
 
+@lru_cache(maxsize=1024)  # a table of many settings asks for the same few df
 def t_quantile(p: float, df: float) -> float:
     """The t with P(T <= t) = p (0 < p < 1), by bisection on `t_cdf`."""
     if not 0.0 < p < 1.0:
