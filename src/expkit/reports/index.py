@@ -292,27 +292,24 @@ def write_curves(all_runs: list[Run], results_dir: Path) -> None:
     """RESULTS/.expkit/curves/<experiment>/<run>.js for each run whose history.csv changed since
     its curve was written (and none for runs that are gone): what the index loads on a tick."""
     root = results_dir / CURVES
-    wanted: dict[Path, Run] = {root / f"{run.path.relative_to(results_dir).as_posix()}.js": run
-                               for run in all_runs}
-    for path, run in wanted.items():
+    wanted: dict[str, Run] = {}
+    for run in all_runs:
+        key = run.path.relative_to(results_dir).as_posix()
+        path = f"{root}/{key}.js"
+        wanted[path] = run
         try:
             written = os.stat(path).st_mtime_ns
+            if written > os.stat(f"{run.path}/history.csv").st_mtime_ns + RACY_NS:
+                continue  # written after the history's last change
         except OSError:
-            written = None
-        try:
-            changed = os.stat(run.path / "history.csv").st_mtime_ns
-        except OSError:
-            changed = 0
-        if written is not None and written > changed + RACY_NS:
-            continue
-        key = run.path.relative_to(results_dir).as_posix()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        replace_text(path, f"expkitCurve({_script_json(key)}, {_script_json(run.history)});\n")
+            pass  # no curve yet, or no history: (re)write it
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        replace_text(Path(path), f"expkitCurve({_script_json(key)}, {_script_json(run.history)});\n")
     if root.is_dir():
         for folder in [p for p in root.iterdir() if p.is_dir()]:
-            for path in folder.iterdir():
-                if path not in wanted:
-                    path.unlink(missing_ok=True)
+            for entry in os.scandir(folder):
+                if entry.path not in wanted:
+                    os.remove(entry.path)
             if not any(folder.iterdir()):
                 shutil.rmtree(folder, ignore_errors=True)
 
@@ -326,7 +323,7 @@ def write_index(results_dir: Path) -> Path:
     with one_queue_snapshot():  # SLURM runs' statuses: one squeue call for the page
         all_runs = list(runs(folder))
         for run in all_runs:
-            if not (run.path / REPORT).is_file():
+            if not os.path.isfile(f"{run.path}/{REPORT}"):
                 write_report(run.path)
         write_curves(all_runs, folder)
         path = folder / INDEX

@@ -123,8 +123,9 @@ class Run:
     def derived(self) -> dict[str, Any]:
         """What the history says in brief: its `last` row and the run's `progress` (epochs run,
         the best so far), kept by the summary cache so that listing a run never reads it."""
-        if self._derived is None:
-            self._derived = derive(self.config, self.metrics, self.history)
+        if self._derived is None:  # a finished run's metrics.json says it all: no history read
+            done = bool(self.metrics.get("final"))
+            self._derived = derive(self.config, self.metrics, [] if done else self.history)
         return self._derived
 
     @property

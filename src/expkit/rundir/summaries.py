@@ -151,14 +151,14 @@ def _stamp(prefix: str) -> Stamp:
 
 
 def _read(run_dir: Path) -> Run:
-    """A run from its files; a history.csv that cannot be parsed counts as none (the run is
-    still listed)."""
+    """A run from its files (history.csv only if its summary needs it); a history.csv that
+    cannot be parsed counts as none (the run is still listed)."""
+    run = load_run_dir(run_dir, history=False)
     try:
-        return load_run_dir(run_dir)
+        run.derived  # noqa: B018 (read now: what the cache keeps)
     except (OSError, ValueError):
-        run = load_run_dir(run_dir, history=False)
         run._history = []
-        return run
+    return run
 
 
 _warned: set[Path] = set()
