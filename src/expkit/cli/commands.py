@@ -110,7 +110,8 @@ def cmd_schema(argv: list[str], ctx: Context) -> int:
 def cmd_list(argv: list[str], ctx: Context) -> int:
     """Print a table of the runs in the results folder (filters: --experiment_id, --status)."""
     from expkit.cli.flags import ListCommand, options
-    from expkit.rundir.dirs import STATUSES, list_runs, runs_table
+    from expkit.rundir.dirs import STATUSES
+    from expkit.rundir.listing import list_runs, runs_table
 
     flags, _ = options(ListCommand, argv, ctx.prog, f"{ctx.prog} list [--experiment_id=ID] "
                        "[--status=STATUS] [--results_dir=DIR]")

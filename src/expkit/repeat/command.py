@@ -26,7 +26,7 @@ from typing import IO, Any
 from expkit.config.registry import Registry
 from expkit.errors import ExpkitError, UsageError
 from expkit.rundir.dirs import now, safe_name, shown_status, start_order
-from expkit.rundir.results import NOT_SETTINGS, Run, flatten, group_runs
+from expkit.rundir.results import NOT_SETTINGS, Run, experiment_runs, flatten, group_runs
 from expkit.utils.files import atomic_write_json
 
 FOLDER = "repeats"  # results/repeats/<group>/repeat.json
@@ -93,8 +93,6 @@ def _group_seeds(folder: Path, name: str, argv: list[str], wanted: int | list[in
 
 def members(results_dir: Path, experiment_id: str, name: str) -> dict[int, Run]:
     """The group's run directories by seed (the newest one of a seed that ran twice)."""
-    from expkit.rundir.summaries import experiment_runs
-
     mine: list[tuple[tuple[float, str], int, Run]] = []
     for run in experiment_runs(results_dir / safe_name(experiment_id)):
         group = run.record.get("group")

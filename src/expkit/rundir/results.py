@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from expkit.errors import ExpkitError, UsageError
+from expkit.rundir import summaries
 from expkit.rundir.dirs import read_json_object, safe_name, shown_status, start_order
 from expkit.utils.stats import Summary, summarize
 
@@ -257,13 +258,37 @@ def runs(results_dir: str | Path = "results", experiment_id: str | None = None,
     """Every run under `results_dir` (oldest first), optionally filtered like `Runs.filter`.
     Runs whose files have not changed since the last call come from the summary cache
     (RESULTS/.expkit/), so that thousands of runs are read in a second."""
-    from expkit.rundir.summaries import all_runs, experiment_runs
-
     folder = Path(results_dir)
     own = folder / safe_name(experiment_id) if experiment_id is not None else None
     found = Runs(experiment_runs(own) if own is not None and own.is_dir() else all_runs(folder))
     found.sort(key=lambda r: start_order(r.record, r.path))
     return found.filter(status, experiment_id, **config)
+
+
+def experiment_runs(folder: Path) -> list[Run]:
+    """The runs of one experiment folder, by folder name (through the summary cache)."""
+    return summaries.experiment_runs(folder, _read_summarized, _from_cache)
+
+
+def all_runs(results_dir: Path) -> list[Run]:
+    """The runs of every experiment folder under `results_dir` (through the summary cache)."""
+    return summaries.all_runs(results_dir, _read_summarized, _from_cache)
+
+
+def _from_cache(path: Path, config: dict[str, Any], record: dict[str, Any], metrics: dict[str, Any],
+                derived: dict[str, Any]) -> Run:
+    return Run(path, config, record, metrics, None, derived)
+
+
+def _read_summarized(run_dir: Path) -> Run:
+    """A run from its files (history.csv only if its summary needs it); a history.csv that
+    cannot be parsed counts as none (the run is still listed)."""
+    run = load_run_dir(run_dir, history=False)
+    try:
+        run.derived  # noqa: B018 (read now: what the cache keeps)
+    except (OSError, ValueError):
+        run._history = []
+    return run
 
 
 ARTIFACTS = "artifacts"  # RUN_DIR/artifacts/NAME/EPOCH.txt|png (expkit.tracking.artifacts)

@@ -22,10 +22,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from expkit.rundir.results import Run, load_run_dir
 from expkit.utils.files import replace_text
 
 #: the folder of the cache, under the results folder
@@ -38,6 +38,25 @@ FILES = ("config.json", "run.json", "metrics.json", "history.csv")
 RACY_NS = 2_000_000_000
 
 Stamp = list[list[int] | None]
+
+
+class Summarized(Protocol):
+    """What the cache keeps of a run (expkit.rundir.results.Run is the one implementation)."""
+
+    config: dict[str, Any]
+    record: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @property
+    def derived(self) -> dict[str, Any]:
+        """The history in brief: its last row and the run's progress."""
+
+
+R = TypeVar("R", bound=Summarized)
+#: a run read from its folder's files
+Reader = Callable[[Path], R]
+#: a run made from what the cache kept: (folder, config, record, metrics, derived)
+Maker = Callable[[Path, dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]], R]
 
 
 def shard_path(experiment_folder: Path) -> Path:
@@ -56,9 +75,10 @@ def experiment_folders(results_dir: Path) -> list[Path]:
     return [Path(results_dir) / name for name in sorted(names)]
 
 
-def experiment_runs(folder: Path) -> list[Run]:
+def experiment_runs(folder: Path, read: Reader[R], make: Maker[R]) -> list[R]:
     """Every run directory of one experiment folder (each one holding a run.json), by folder
-    name, from the cache where its files have not changed and from the files where they have."""
+    name, from the cache where its files have not changed (`make`) and from the files where
+    they have (`read`)."""
     try:
         with os.scandir(folder) as entries:
             names = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
@@ -76,12 +96,12 @@ def experiment_runs(folder: Path) -> list[Run]:
         if stamp[1] is None:  # no run.json: not a run (yet)
             continue
         entry = cached.get(name)
-        run = _decode(run_dir, base, entry) if isinstance(entry, dict) and entry.get("stamp") == stamp \
-            else None
+        run = _decode(run_dir, base, entry, make) if isinstance(entry, dict) \
+            and entry.get("stamp") == stamp else None
         if run is not None:
             kept[name] = entry
         else:
-            run = _read(run_dir)
+            run = read(run_dir)
             if all(s is None or s[0] < racy_after for s in stamp):
                 base = base or {"c": run.config, "r": run.record, "m": run.metrics}
                 kept[name] = {"stamp": stamp, **_encode(run, base)}
@@ -95,7 +115,7 @@ def experiment_runs(folder: Path) -> list[Run]:
 _PARTS = (("c", "config"), ("r", "record"), ("m", "metrics"))
 
 
-def _encode(run: Run, base: dict[str, Any]) -> dict[str, Any]:
+def _encode(run: Summarized, base: dict[str, Any]) -> dict[str, Any]:
     """A run's entry: per part (config, record, metrics) only the top-level keys whose values
     differ from the shard's base, the base's keys it lacks, and its key order where a merge
     would not give it back; and its derived facts."""
@@ -115,7 +135,7 @@ def _encode(run: Run, base: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def _decode(run_dir: Path, base: dict[str, Any], entry: dict[str, Any]) -> Run | None:
+def _decode(run_dir: Path, base: dict[str, Any], entry: dict[str, Any], make: Maker[R]) -> R | None:
     """The Run an entry holds (None when the entry is not one this version wrote)."""
     try:
         parts = []
@@ -126,14 +146,15 @@ def _decode(run_dir: Path, base: dict[str, Any], entry: dict[str, Any]) -> Run |
             if f"{short}#" in entry:
                 values = {k: values[k] for k in entry[f"{short}#"]}
             parts.append(values)
-        return Run(run_dir, parts[0], parts[1], parts[2], None, entry["d"])
+        return make(run_dir, parts[0], parts[1], parts[2], entry["d"])
     except (KeyError, TypeError, AttributeError):
         return None
 
 
-def all_runs(results_dir: Path) -> list[Run]:
+def all_runs(results_dir: Path, read: Reader[R], make: Maker[R]) -> list[R]:
     """Every run under a results folder, experiment folder by experiment folder."""
-    return [run for folder in experiment_folders(results_dir) for run in experiment_runs(folder)]
+    return [run for folder in experiment_folders(results_dir)
+            for run in experiment_runs(folder, read, make)]
 
 
 def _stamp(prefix: str) -> Stamp:
@@ -148,17 +169,6 @@ def _stamp(prefix: str) -> Stamp:
             continue
         out.append([st.st_mtime_ns, st.st_size, st.st_ino])
     return out
-
-
-def _read(run_dir: Path) -> Run:
-    """A run from its files (history.csv only if its summary needs it); a history.csv that
-    cannot be parsed counts as none (the run is still listed)."""
-    run = load_run_dir(run_dir, history=False)
-    try:
-        run.derived  # noqa: B018 (read now: what the cache keeps)
-    except (OSError, ValueError):
-        run._history = []
-    return run
 
 
 _warned: set[Path] = set()
