@@ -41,6 +41,17 @@ class TrainerArgs(Args):
     accumulate_grad_batches: int = Field(1, ge=1, le=MAX_BATCH, description="batches per optimizer step")
     grad_clip_norm: float | None = Field(None, gt=0, description="clip the gradient norm to this; "
                                          "auto = no clipping")
+    grad_norm: bool = Field(True, description="record the gradient norm (grad_norm) at each "
+                            "evaluation, and where a diverged run's gradient first became non-finite")
+    grad_norm_by_module: bool = Field(False, description="also record the gradient norm of each "
+                                      "top-level module (grad_norm/<module>) at each evaluation")
+    timing: bool = Field(True, description="record where the time goes: throughput and seconds "
+                         "of data, compute, optimizer and evaluation per evaluation, the run's split")
+    sync_timing: bool = Field(False, description="CUDA: synchronize the device at each timer (exact "
+                              "times, slower steps)")
+    profile: int | None = Field(None, ge=1, le=100_000, description="write a torch.profiler trace of "
+                                "this many optimizer steps (after the first) to RUN_DIR/profile/"
+                                "trace.json; auto = none")
     early_stopping_patience: int | None = Field(
         None, ge=1, le=MAX_EPOCHS,
         description="stop after this many epochs without --monitor improving; auto = off")

@@ -49,6 +49,7 @@ from expkit.training.early_stopping import EarlyStopping
 from expkit.training.loop import Trainer
 from expkit.training.metrics import direction
 from expkit.training.progress import NotebookProgress, ProgressBar
+from expkit.training.timing import StepProfiler, Timings
 from expkit.utils.invocation import command, pinned
 from expkit.utils.notebook import in_notebook
 
@@ -331,7 +332,12 @@ def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, devic
                    eval_batch_size=args.eval_batch_size, device=device, seed=args.seed,
                    monitor=args.monitor, monitor_mode=args.monitor_mode, callbacks=callbacks,
                    precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
-                   grad_clip_norm=t.grad_clip_norm, compile=t.compile, channels_last=t.channels_last,
+                   grad_clip_norm=t.grad_clip_norm, grad_norm=t.grad_norm,
+                   grad_norm_by_module=t.grad_norm_by_module,
+                   timings=Timings(device, t.timing, t.sync_timing),
+                   profiler=StepProfiler(t.profile, run_dir / "profile" / "trace.json",
+                                         device.type == "cuda") if t.profile and dist.is_main else None,
+                   compile=t.compile, channels_last=t.channels_last,
                    dist=dist, metrics=type(experiment).metrics, artifacts=artifacts,
                    max_steps=args.max_steps, eval_every=args.eval_every)
 
@@ -364,6 +370,7 @@ def _summary(trainer: Trainer, test: dict[str, float], weights: dict[str, Any]) 
             "best_epoch": trainer.best_epoch, "best": best, "final": trainer.history[-1],
             "test": test, **weights, "epochs_run": trainer.epoch, "stop_reason": trainer.stop_reason,
             "train_seconds": round(sum(row["epoch_time"] for row in trainer.history), 3),
+            **({"time": trainer.times.summary()} if trainer.times.enabled else {}),
             **({"best_step": best.get("step"), "steps_run": trainer.steps} if trainer.step_based else {})}
 
 
@@ -376,4 +383,6 @@ def _print_summary(console: Any, trainer: Trainer, test: dict[str, float], weigh
     parts += [f"{name} {value:.4f}" for name, value in test.items()]
     parts.append(f"with the {weights['weights']} weights ({trainer.at(weights['weights_epoch'])})")
     console.print("done: " + "  ".join(parts))
+    if (spent := trainer.times.line()) is not None:
+        console.print(spent)
     console.print(f"run directory: {run_dir}")

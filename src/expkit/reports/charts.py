@@ -84,11 +84,13 @@ def chart_assets() -> str:
 
 def metric_groups(columns: list[str]) -> dict[str, list[str]]:
     """History columns grouped for one chart each: train_X and val_X share the chart X (in
-    that order), anything else (lr, ...) has its own; the x columns and timings have none."""
+    that order), grad_norm and grad_norm/<module> the chart grad_norm, anything else (lr, ...)
+    has its own; the x columns and timings have none."""
     groups: dict[str, list[str]] = {}
     for column in columns:
         if column in ("epoch", "step") or column.endswith("_time"):
             continue
         base = column.split("_", 1)[1] if column.startswith(("train_", "val_")) else column
+        base = base.split("/", 1)[0]  # a metric's parts (grad_norm/<module>) share its chart
         groups.setdefault(base, []).append(column)
     return groups

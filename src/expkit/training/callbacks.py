@@ -98,12 +98,14 @@ def format_metrics(metrics: dict[str, float], skip: tuple[str, ...] = ("epoch",)
     """`name value` pairs for one console line: 4 significant decimals, lr in scientific form."""
     parts = []
     for name, value in metrics.items():
-        if name in skip:
-            continue
+        if name in skip or (name.endswith("_time") and name != "epoch_time"):
+            continue  # the parts of the time: in history.csv and metrics.json
         if name == "lr":
             parts.append(f"lr {value:.2e}")
         elif name == "epoch_time":
             parts.append(f"{value:.1f}s")
+        elif name.endswith("_per_second"):
+            parts.append(f"{value:,.0f} {name.removesuffix('_per_second')}/s")
         else:
             parts.append(f"{name} {value:.4f}")
     return "  ".join(parts)

@@ -37,9 +37,11 @@ from expkit.models.base import BaseModel
 from expkit.training.callbacks import Callback
 from expkit.training.distributed import SINGLE, Dist
 from expkit.training.evaluate import Evaluator, check_monitor, metric_values, reduce_sums
+from expkit.training.gradients import GradientWatch
 from expkit.training.metrics import Declared
 from expkit.training.optim import Schedule, optimizer_step, step_epoch_schedule
 from expkit.training.state import restore_trainer, trainer_state
+from expkit.training.timing import StepProfiler, Timings, part_of
 
 _BETTER = {"min": lambda a, b: a < b, "max": lambda a, b: a > b}
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -70,7 +72,9 @@ class Trainer:
                  eval_batch_size: int, device: torch.device, seed: int,
                  monitor: str, monitor_mode: Literal["min", "max"], callbacks: list[Callback],
                  precision: Literal["32", "bf16", "fp16"] = "32", accumulate_grad_batches: int = 1,
-                 grad_clip_norm: float | None = None, compile: bool = False,
+                 grad_clip_norm: float | None = None, grad_norm: bool = True,
+                 grad_norm_by_module: bool = False, timings: Timings | None = None,
+                 profiler: StepProfiler | None = None, compile: bool = False,
                  channels_last: bool = False, dist: Dist = SINGLE,
                  metrics: Declared | None = None, artifacts: Any = None,
                  max_steps: int | None = None, eval_every: int | None = None) -> None:
@@ -107,6 +111,14 @@ class Trainer:
         self.precision = precision
         self.grad_clip_norm = grad_clip_norm
         self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+        # fp16's scaler skips the steps whose gradient overflowed: those are no divergence
+        self.grads = GradientWatch(self.model, device, grad_norm_by_module,
+                                   first_nonfinite=self.scaler is None) if grad_norm else None
+        self.times = timings or Timings(device)
+        self.profiler = profiler
+        # what the throughput counts: a token stream's tokens, else examples
+        self.unit, self.per_example = (("tokens", int(data.train.block_size))
+                                       if hasattr(data.train, "block_size") else ("samples", 1))
         self.artifacts = artifacts  # the run's Artifacts: `trainer.artifacts.save(name, value)`
         self._start_counting()
 
@@ -185,7 +197,12 @@ class Trainer:
                                          {"step": self.steps, "epoch": self._epochs_done()})
             metrics |= train
             if self.val_split is not None:
+                clock = self.times.clock()
                 metrics |= self.evaluate(self.val_split, "val")
+                self.times.add("evaluation", self.times.clock() - clock)
+            metrics |= self.grads.period() if self.grads is not None else {}
+            metrics |= self.times.row(self.epoch_seen * self.dist.world_size * self.per_example,
+                                      self.unit)
             metrics["lr"] = lr
             metrics["epoch_time"] = time.perf_counter() - started
             step_epoch_schedule(self.schedule, metrics.get(self.monitor))
@@ -196,15 +213,30 @@ class Trainer:
             loss = self._backprop_loss()
             if not math.isfinite(loss):
                 self.should_stop = self.diverged = True
-                self.stop_reason = (f"the training loss became {loss} in {self.at()}; "
+                first = self.grads.first_nonfinite() if self.grads is not None else None
+                where = (f"; its gradient first became non-finite at optimizer step {first[0]}, in "
+                         f"{first[1]}" if first else "")
+                self.stop_reason = (f"the training loss became {loss} in {self.at()}{where}; "
                                     "lower --lr or set --grad_clip_norm")
-            for cb in self.callbacks:
-                cb.on_epoch_end(self, metrics)
+            self._epoch_end(metrics)
         if self.done() and not self.should_stop and self.step_based:
             self.stop_reason = f"completed all {self.max_steps} steps"
+        if self.profiler is not None:
+            self.profiler.close()
         for cb in self.callbacks:
             cb.on_fit_end(self)
         return self.history
+
+    def _epoch_end(self, metrics: dict[str, float]) -> None:
+        """The callbacks' end of a period, each timed (checkpoints, trackers, the others); the
+        row gets `checkpoint_time` before the trackers see it."""
+        for cb in self.callbacks:
+            clock = self.times.clock()
+            cb.on_epoch_end(self, metrics)
+            part = part_of(cb)
+            self.times.add(part, self.times.clock() - clock)
+            if part == "checkpoints" and self.times.enabled:
+                metrics["checkpoint_time"] = self.times.period["checkpoints"]
 
     def at(self, evaluation: int | None = None) -> str:
         """Evaluation N (1-based; default: the latest) as people name it: "epoch 3" or "step 40"."""
@@ -237,6 +269,8 @@ class Trainer:
 
     def _interrupt(self) -> list[dict[str, float]]:
         self.interrupted = True
+        if self.profiler is not None:
+            self.profiler.close()
         for cb in self.callbacks:
             cb.on_interrupt(self)
         return self.history
@@ -252,25 +286,38 @@ class Trainer:
         batch_hooks = [cb for cb in self.callbacks
                        if type(cb).on_train_batch_end is not Callback.on_train_batch_end]
         last = self.train_split.num_batches(self.batch_size) - 1
+        clock, add = self.times.clock, self.times.add
+        watch = None if self.grads is None else (lambda: self.grads.observe(self.steps + 1))  # type: ignore[union-attr]
         while True:  # passes (epoch-based: exactly one)
             pass_rng, skip, pass_seed = self._pass_start()
             batches = self.train_split.batches(self.batch_size, self.generator, skip,
                                                self.dist.shard())
+            before = clock()
             for i, batch in enumerate(batches, start=skip):
                 steps = (i + 1) % self.accumulate == 0 or i == last
                 batch = augmented(self.augment, batch, pass_seed, i, self.dist.rank, self.device)
+                fetched = clock()
+                add("data", fetched - before)
                 sums = self._added(sums, self._forward_backward(batch, i, steps))
                 seen += examples_in(batch)
                 self.epoch_seen = seen
                 self.global_step += 1
+                before = clock()
+                add("compute", before - fetched)
                 if not steps:
                     continue
                 optimizer_step(self.optimizer, self.model, self.scaler, self.grad_clip_norm,
-                               self.schedule)
+                               self.schedule, watch)
+                stepped = clock()
+                add("optimizer", stepped - before)
+                if self.profiler is not None:
+                    self.profiler.step()
                 self.steps += 1
                 period_steps += 1
                 for cb in batch_hooks:
                     cb.on_train_batch_end(self, i)
+                before = clock()
+                add("callbacks", before - stepped)
                 here = {"generator": pass_rng, "batches": i + 1} if i != last else None
                 if budget is not None and period_steps >= budget:
                     self._pause_at(here)
@@ -293,6 +340,9 @@ class Trainer:
             self.position = ({"generator": resume["generator"], "batches": resume["batches"]}
                              if resume["generator"] is not None else None)
         self.loss_total = torch.zeros((), dtype=torch.float64, device=self.device)
+        if self.grads is not None:
+            self.grads.reset(resume.get("grads") if resume else None)
+        self.times.start_period()
         self.epoch_sums, self.epoch_seen = sums, seen
         return sums, seen, period_steps
 
@@ -349,7 +399,8 @@ class Trainer:
             self.passes += 1
         sums, seen = reduce_sums(self.dist, sums, seen, self.device)
         self.partial = {**(here or {"generator": None, "batches": 0}), "sums": sums, "seen": seen,
-                        "steps": period_steps, "lr": lr, "seconds": time.perf_counter() - started}
+                        "steps": period_steps, "lr": lr, "seconds": time.perf_counter() - started,
+                        "grads": self.grads.state() if self.grads is not None else None}
 
     def _train_means(self, sums: dict[str, torch.Tensor], seen: int) -> dict[str, float]:
         """The train metrics of a period from its sums (summed over ranks)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -122,16 +122,21 @@ def build_scheduler(args: SchedulerArgs, optimizer: torch.optim.Optimizer, epoch
 
 def optimizer_step(optimizer: torch.optim.Optimizer, model: torch.nn.Module,
                    scaler: torch.amp.GradScaler | None, grad_clip_norm: float | None,
-                   schedule: Schedule | None) -> None:
-    """One optimizer step of the loop: unscale (fp16), clip the gradient norm, step, zero the
-    gradients, and step a per-step schedule."""
+                   schedule: Schedule | None, watch: Callable[[], None] | None = None) -> None:
+    """One optimizer step of the loop: unscale (fp16), show the gradients to `watch` (before
+    clipping), clip the gradient norm, step, zero the gradients, and step a per-step schedule."""
     if scaler is not None:
-        if grad_clip_norm:
+        if grad_clip_norm or watch is not None:
             scaler.unscale_(optimizer)
+        if watch is not None:
+            watch()
+        if grad_clip_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
         scaler.step(optimizer)
         scaler.update()
     else:
+        if watch is not None:
+            watch()
         if grad_clip_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
         optimizer.step()

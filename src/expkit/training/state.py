@@ -26,6 +26,7 @@ def trainer_state(t: Trainer) -> dict[str, Any]:
         "stop_reason": t.stop_reason if t.should_stop else None,
         "generator": t.generator.get_state(), "rng": rng_state(), "partial": t.partial,
         "callbacks": {cb.key: cb.state_dict() for cb in t.callbacks},
+        "grads": t.grads.state() if t.grads is not None else None,
     }
 
 
@@ -52,4 +53,6 @@ def restore_trainer(t: Trainer, state: dict[str, Any]) -> None:
     for cb in t.callbacks:
         if cb.key in state["callbacks"]:
             cb.load_state_dict(state["callbacks"][cb.key])
+    if t.grads is not None and state.get("grads"):  # none: written without the watch
+        t.grads.load(state["grads"])
     set_rng_state(state["rng"])
