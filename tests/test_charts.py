@@ -78,7 +78,7 @@ def test_report_charts_hover_toggle_zoom_and_switch(step_run: tuple[Workspace, P
     requests = browser.open(url)
     assert all(r == url or r.startswith("data:") for r in requests), requests
     names = browser.evaluate("Object.keys(expkitCharts)")
-    assert names == ["chart-loss", "chart-acc", "chart-lr"]
+    assert names == ["chart-loss", "chart-acc", "chart-grad_norm", "chart-samples_per_second", "chart-lr"]
 
     # each series renders with the points of history.csv, x = step
     loss = chart(browser, "chart-loss")

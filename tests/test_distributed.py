@@ -207,3 +207,38 @@ def test_augmented_training_under_two_ranks(ddp_workspace: Workspace) -> None:
     ddp_acc, one_acc = (ws.metrics(r)["test"]["test_acc"] for r in (ddp_run, one_run))
     assert ddp_acc == pytest.approx(one_acc, abs=0.05) and one_acc > 0.9
     assert len(list((ddp_run / "artifacts" / "augmented").iterdir())) == 6, "one grid an epoch"
+
+
+def two_node_agents(ws: Workspace, *args: str) -> list[subprocess.Popen[str]]:
+    """Two torchrun agents, one process each, meeting by c10d rendezvous on 127.0.0.1: two
+    nodes as a cluster makes them, on one machine."""
+    from conftest import free_port
+
+    endpoint = f"127.0.0.1:{free_port()}"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+           "--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}", "--rdzv_id=expkit-two-nodes",
+           str(REPO / "run.py"), *args]
+    return [subprocess.Popen(cmd, cwd=ws.root, env={**ws.env, "OMP_NUM_THREADS": "1"}, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
+
+
+@pytest.mark.slow
+def test_two_nodes_make_one_run_with_two_processes_numbers(ddp_workspace: Workspace) -> None:
+    """--nnodes=2 (one process a node) writes one run directory, whose numbers are those of
+    two processes on one node: the same ranks, batches and reductions, wherever they run."""
+    ws = ddp_workspace
+    flags = (*FLAGS, "--batch_size=61", "--epochs=2")
+    agents = two_node_agents(ws, *flags)
+    for agent in agents:
+        code, out = finish(agent)
+        assert code == 0, out
+    (nodes_run,) = ws.run_dirs()
+    record = json.loads((nodes_run / "run.json").read_text())
+    assert record["status"] == "finished" and record["distributed"]["world_size"] == 2
+    code, out = finish(torchrun(ws, *flags))
+    assert code == 0, out
+    one_node = next(r for r in ws.run_dirs() if r != nodes_run)
+    timing = ("_time", "_per_second")
+    assert [{k: v for k, v in row.items() if not k.endswith(timing)} for row in history(nodes_run)] == \
+        [{k: v for k, v in row.items() if not k.endswith(timing)} for row in history(one_node)]
+    assert ws.metrics(nodes_run)["test"] == ws.metrics(one_node)["test"]

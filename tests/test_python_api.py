@@ -19,6 +19,7 @@ import torch
 
 import expkit
 from conftest import Workspace
+from expkit.rundir.results import wall_clock
 from expkit.training.checkpoint import load_checkpoint
 
 QUICK = {"epochs": 2, "max_train_samples": 200, "hidden_sizes": [16], "progress": False}
@@ -39,7 +40,7 @@ def _numbers(run_dir: Path) -> tuple[dict, list[torch.Tensor]]:
     """Every value a run computed (its times aside), and its last weights."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
     weights = list(load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"].values())
-    return {part: {k: v for k, v in metrics[part].items() if not k.endswith("_time")}
+    return {part: {k: v for k, v in metrics[part].items() if not wall_clock(k)}
             for part in ("final", "best", "test")}, weights
 
 

@@ -12,6 +12,7 @@ import torch
 
 from conftest import TINY, Workspace, write_idx_set
 from expkit.errors import ExpkitError
+from expkit.rundir.results import wall_clock
 from expkit.training.checkpoint import load_checkpoint, save_checkpoint
 
 ARGS = ("--experiment_id=mnist", "--epochs=3", "--seed=3", "--hidden_sizes=[64]",
@@ -28,7 +29,7 @@ def big_workspace(workspace: Workspace) -> Workspace:
 
 def metric_columns(run: Path) -> list[dict[str, str]]:
     rows = list(csv.DictReader((run / "history.csv").open()))
-    return [{k: v for k, v in row.items() if k not in ("epoch_time",)} for row in rows]
+    return [{k: v for k, v in row.items() if not wall_clock(k)} for row in rows]
 
 
 def final_weights(run: Path) -> dict[str, torch.Tensor]:

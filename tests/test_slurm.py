@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from conftest import Workspace
+from expkit.rundir.results import wall_clock
 from slurm import Cluster, slurm_installed
 
 HOOKS = str(Path(__file__).parent / "hooks")
@@ -71,7 +72,7 @@ def same_training(reference: Path, resumed: Path) -> None:
     def rows(run: Path) -> list[dict[str, str]]:
         lines = (run / "history.csv").read_text().splitlines()
         keys = lines[0].split(",")
-        return [{k: v for k, v in zip(keys, line.split(","), strict=True) if not k.endswith("_time")}
+        return [{k: v for k, v in zip(keys, line.split(","), strict=True) if not wall_clock(k)}
                 for line in lines[1:]]
     assert rows(resumed) == rows(reference)
     a = torch.load(reference / "checkpoints" / "last.pt", weights_only=True)["model"]

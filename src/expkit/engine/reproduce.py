@@ -15,9 +15,8 @@ from expkit.engine.runner import execute
 from expkit.errors import ExpkitError
 from expkit.rundir.dirs import RunRecord
 from expkit.rundir.provenance import environment, git_state
+from expkit.rundir.results import wall_clock
 from expkit.utils.console import Console
-
-_NOT_COMPARED = {"epoch_time", "train_seconds"}
 
 
 def comparable_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -25,7 +24,7 @@ def comparable_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     flat: dict[str, float] = {}
     for part in ("final", "best", "test"):
         for name, value in (metrics.get(part) or {}).items():
-            if name not in _NOT_COMPARED:
+            if not wall_clock(name):
                 flat[name if part == "test" else f"{part}.{name}"] = value
     for key in ("best_epoch", "epochs_run", "best_step", "steps_run"):
         if metrics.get(key) is not None:

@@ -58,6 +58,17 @@ def flag_of(key: str, record: dict[str, Any] | None = None) -> str:
     return parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
 
 
+#: history columns and summary values that measure the machine, not the training: never compared
+#: (a resumed or reproduced run trains the same numbers at its own speed)
+WALL_CLOCK = ("_time", "_per_second", "_seconds")
+
+
+def wall_clock(name: str) -> bool:
+    """Whether a history column or summary value is a timing (epoch_time, data_time,
+    samples_per_second, train_seconds) rather than a result."""
+    return name.endswith(WALL_CLOCK)
+
+
 def read_history(run_dir: Path) -> list[dict[str, float]]:
     """history.csv of a run as one dict per epoch ([] when there is none yet)."""
     try:

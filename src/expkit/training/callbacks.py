@@ -105,7 +105,7 @@ def format_metrics(metrics: dict[str, float], skip: tuple[str, ...] = ("epoch",)
         elif name == "epoch_time":
             parts.append(f"{value:.1f}s")
         elif name.endswith("_per_second"):
-            parts.append(f"{value:,.0f} {name.removesuffix('_per_second')}/s")
+            parts.append(f"{value:.0f} {name.removesuffix('_per_second')}/s")
         else:
             parts.append(f"{name} {value:.4f}")
     return "  ".join(parts)

@@ -228,15 +228,12 @@ class Trainer:
         return self.history
 
     def _epoch_end(self, metrics: dict[str, float]) -> None:
-        """The callbacks' end of a period, each timed (checkpoints, trackers, the others); the
-        row gets `checkpoint_time` before the trackers see it."""
+        """The callbacks' end of a period, each timed (checkpoints, trackers, the others: in
+        the run's split, not in the row, which the checkpoint holds before they are done)."""
         for cb in self.callbacks:
             clock = self.times.clock()
             cb.on_epoch_end(self, metrics)
-            part = part_of(cb)
-            self.times.add(part, self.times.clock() - clock)
-            if part == "checkpoints" and self.times.enabled:
-                metrics["checkpoint_time"] = self.times.period["checkpoints"]
+            self.times.add(part_of(cb), self.times.clock() - clock)
 
     def at(self, evaluation: int | None = None) -> str:
         """Evaluation N (1-based; default: the latest) as people name it: "epoch 3" or "step 40"."""
