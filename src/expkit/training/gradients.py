@@ -4,8 +4,8 @@ as `grad_norm/<module>` with --grad_norm_by_module=true) and the first step at w
 became non-finite, with the first parameter (in the model's order) whose gradient did, so that
 a diverged run says where it went wrong, not only that its loss is NaN.
 
-Everything stays on the device until the period ends (when its metrics are read anyway): a
-few small kernels a step.
+Everything stays on the device until the period ends (when its metrics are read anyway): one
+multi-tensor kernel a step, and a few more every CHUNK steps.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+#: steps whose norms are reduced together
+CHUNK = 256
 
 
 class GradientWatch:
@@ -41,9 +44,12 @@ class GradientWatch:
         self.count = zeros.clone() if state is None else state["count"].to(self.device)
         self.per_module = (torch.zeros(len(self.modules), dtype=torch.float64, device=self.device)
                            if state is None else state["per_module"].to(self.device))
+        self.pending: list[torch.Tensor] = []  # the per-parameter norms of steps not yet reduced
+        self.pending_from = 0  # the step the first of them belongs to
 
     def state(self) -> dict[str, Any]:
         """The period so far, and the first non-finite step, for a checkpoint."""
+        self._reduce()
         return {"total": self.total, "count": self.count, "per_module": self.per_module,
                 "first_step": self.first_step, "first_norms": self.first_norms}
 
@@ -54,29 +60,47 @@ class GradientWatch:
         self.first_norms = state["first_norms"].to(self.device)
 
     def observe(self, step: int) -> None:
-        """Optimizer step `step` (1-based) is about to apply the gradients now in `.grad`."""
+        """Optimizer step `step` (1-based) is about to apply the gradients now in `.grad`: one
+        multi-tensor kernel (each parameter's norm), kept on the device; every CHUNK steps
+        they are reduced together."""
+        if not self.params:
+            return
         grads = [p.grad for p in self.params]
         if any(g is None for g in grads):  # a parameter this step did not reach counts as 0
             grads = [torch.zeros_like(p) if g is None else g
                      for p, g in zip(self.params, grads, strict=True)]
-        norms = torch.stack(torch._foreach_norm(grads)).float()  # type: ignore[arg-type]
-        total = torch.linalg.vector_norm(norms)
-        finite = torch.isfinite(total)
-        self.total += torch.where(finite, total, 0.0)
-        self.count += finite
-        if self.modules:
-            squares = torch.zeros(len(self.modules), device=self.device).index_add_(
-                0, self.group, norms**2)
-            self.per_module += torch.where(finite, squares.sqrt(), 0.0)
-        if not self.track_first:
+        if not self.pending:
+            self.pending_from = step
+        self.pending.extend(torch._foreach_norm(grads))  # type: ignore[arg-type]
+        if len(self.pending) >= CHUNK * len(self.params):
+            self._reduce()
+
+    def _reduce(self) -> None:
+        """Fold the pending steps' norms into the period's sums and the first non-finite step
+        (a few kernels for CHUNK steps, no sync)."""
+        if not self.pending:
             return
-        first = (~finite) & (self.first_step < 0)
-        self.first_step = torch.where(first, step, self.first_step)
-        self.first_norms = torch.where(first, norms, self.first_norms)
+        norms = torch.stack(self.pending).float().view(-1, len(self.params))  # (steps, parameters)
+        self.pending = []
+        totals = torch.linalg.vector_norm(norms, dim=1)
+        finite = torch.isfinite(totals)
+        self.total += torch.where(finite, totals, 0.0).sum()
+        self.count += finite.sum()
+        if self.modules:
+            squares = torch.zeros(len(norms), len(self.modules), device=self.device).index_add_(
+                1, self.group, norms**2)
+            self.per_module += torch.where(finite[:, None], squares.sqrt(), 0.0).sum(0)
+        if self.track_first:
+            bad = ~finite
+            first = bad.any() & (self.first_step < 0)
+            at = bad.int().argmax()
+            self.first_step = torch.where(first, self.pending_from + at, self.first_step)
+            self.first_norms = torch.where(first, norms[at], self.first_norms)
 
     def period(self) -> dict[str, float]:
         """`grad_norm` (and `grad_norm/<module>`): the mean norm over the period's steps whose
         gradient was finite (one device sync); {} when no step had one."""
+        self._reduce()
         count = float(self.count)
         if count == 0:
             return {}
@@ -88,6 +112,7 @@ class GradientWatch:
     def first_nonfinite(self) -> tuple[int, str] | None:
         """(the optimizer step, the first parameter by name) where a gradient first became NaN
         or infinite; None while none has."""
+        self._reduce()
         step = int(self.first_step)
         if step < 0:
             return None
