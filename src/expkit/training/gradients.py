@@ -84,12 +84,14 @@ class GradientWatch:
         self.pending = []
         totals = torch.linalg.vector_norm(norms, dim=1)
         finite = torch.isfinite(totals)
-        self.total += torch.where(finite, totals, 0.0).sum()
+        # summed in float64, where float32 norms add exactly: the same sums however the
+        # steps are chunked (a period resumed mid-way is reduced at its interruption)
+        self.total += torch.where(finite, totals, 0.0).double().sum()
         self.count += finite.sum()
         if self.modules:
             squares = torch.zeros(len(norms), len(self.modules), device=self.device).index_add_(
                 1, self.group, norms**2)
-            self.per_module += torch.where(finite[:, None], squares.sqrt(), 0.0).sum(0)
+            self.per_module += torch.where(finite[:, None], squares.sqrt(), 0.0).double().sum(0)
         if self.track_first:
             bad = ~finite
             first = bad.any() & (self.first_step < 0)
