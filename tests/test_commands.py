@@ -10,7 +10,8 @@ from conftest import Workspace
 #: each of expkit's own commands and the Args model that declares its options
 COMMAND_OPTIONS = {
     "resume": "ResumeCommand", "reproduce": "ReproduceCommand", "sweep": "SweepCommand",
-    "repeat": "RepeatCommand", "compare": "CompareCommand", "report": "ReportCommand",
+    "repeat": "RepeatCommand", "lr-find": "LrFindCommand", "compare": "CompareCommand",
+    "report": "ReportCommand",
     "submit": "SubmitCommand", "job": "JobCommand", "sync": "SyncCommand", "list": "ListCommand",
     "schema": "SchemaCommand", "completion": "CompletionCommand", "new": "NewCommand",
 }

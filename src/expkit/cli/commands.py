@@ -7,6 +7,7 @@ only once it runs.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from expkit.cli.options import (
     overview,
     results_folder,
 )
-from expkit.errors import UsageError
+from expkit.errors import ExpkitError, UsageError
 
 
 def cmd_run(argv: list[str], ctx: Context) -> int:
@@ -196,29 +197,78 @@ def cmd_compare(argv: list[str], ctx: Context) -> int:
     return 0
 
 
+def _experiment_command(model: type[Any], argv: list[str], ctx: Context, usage: str, doc: str | None,
+                        check: Callable[[Any, list[str]], None] | None = None
+                        ) -> tuple[Any, list[str], tuple[type[Any], Any, dict[str, str]]] | None:
+    """A command's own options (`model`), then the experiment's flags after them: (its
+    options, the experiment's flags, parse_run's answer); None when a --help was printed."""
+    from expkit.cli.flags import options
+
+    flags, rest = options(model, argv, ctx.prog, usage, forward=True, epilog=doc or "")
+    if flags is None:
+        return None
+    if check is not None:
+        check(flags, rest)
+    parsed = parse_run(flags, rest, ctx)
+    return None if parsed is None else (flags, rest, parsed)
+
+
 def cmd_repeat(argv: list[str], ctx: Context) -> int:
     """Train one setting with several seeds, as one group: repeat --seeds=N [--workers=K] FLAGS."""
-    from expkit.cli.flags import RepeatCommand, options
+    from expkit.cli.flags import RepeatCommand
     from expkit.repeat.command import __doc__ as doc
 
-    flags, rest = options(RepeatCommand, argv, ctx.prog, f"{ctx.prog} repeat --seeds=N|S1,S2,... "
-                          "[--workers=K] [--name=GROUP] --experiment_id=ID [experiment flags]",
-                          forward=True, epilog=doc or "")
-    if flags is None:
+    def no_seed(flags: Any, rest: list[str]) -> None:
+        if any(t == "--seed" or t.startswith("--seed=") for t in rest):
+            raise UsageError("--seed: repeat gives each run its seed; list them with --seeds=0,1,2")
+
+    given = _experiment_command(RepeatCommand, argv, ctx, f"{ctx.prog} repeat --seeds=N|S1,S2,... "
+                                "[--workers=K] [--name=GROUP] --experiment_id=ID [experiment flags]",
+                                doc, no_seed)
+    if given is None:  # a --help was printed
         return 0
-    if any(t == "--seed" or t.startswith("--seed=") for t in rest):
-        raise UsageError("--seed: repeat gives each run its seed; list them with --seeds=0,1,2")
     from expkit.repeat.command import parse_seeds, run_repeat
 
-    parsed = parse_run(flags, rest, ctx)
-    if parsed is None:  # --help of the experiment was printed
-        return 0
-    _, args, sources = parsed
+    flags, rest, (_, args, sources) = given
     ctx.work_started = True
     run_argv = [*([f"--experiment_id={flags.experiment_id}"] if flags.experiment_id else []),
                 *([f"--config={flags.config}"] if flags.config else []), *rest]
     return run_repeat(args, sources, run_argv, parse_seeds(flags.seeds), flags.workers,
                       flags.name, ctx.registry, ctx.module, ctx.prog)
+
+
+def cmd_lr_find(argv: list[str], ctx: Context) -> int:
+    """Smith's learning-rate range test: lr-find --experiment_id=ID [--steps=N] FLAGS."""
+    from expkit.cli.flags import LrFindCommand
+    from expkit.engine.lrfind import RULE
+    from expkit.engine.lrfind import __doc__ as doc
+
+    def ordered(flags: Any, rest: list[str]) -> None:
+        if flags.lr_min >= flags.lr_max:
+            raise UsageError(f"--lr_min={flags.lr_min:g} must be below --lr_max={flags.lr_max:g}")
+
+    given = _experiment_command(LrFindCommand, argv, ctx, f"{ctx.prog} lr-find --experiment_id=ID "
+                                "[--lr_min=1e-7] [--lr_max=10] [--steps=100] [experiment flags]",
+                                doc, ordered)
+    if given is None:  # a --help was printed
+        return 0
+    flags, _, (experiment_cls, args, _) = given
+    ctx.work_started = True
+    from expkit.config.machine import load_machine_config
+    from expkit.engine.lrfind import lr_find
+    from expkit.utils.console import Console
+
+    console = Console()
+    machine = load_machine_config(announce=console.print)
+    found = lr_find(experiment_cls(args, machine, console), flags.lr_min, flags.lr_max, flags.steps,
+                    machine.results_dir)
+    print(f"range test: {len(found.lrs)} steps, lr {found.lrs[0]:.3g} to {found.lrs[-1]:.3g}; "
+          f"{found.stopped}")
+    if found.suggestion is None:
+        raise ExpkitError("lr-find: the loss was never finite; check the model and the data")
+    print(f"suggested lr: {found.suggestion:.3g} ({RULE})")
+    print(f"plot: {found.folder / 'lr_find.png'}  (the curve: {found.folder / 'lr_find.csv'})")
+    return 0
 
 
 def cmd_report(argv: list[str], ctx: Context) -> int:

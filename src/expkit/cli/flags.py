@@ -61,6 +61,15 @@ class RepeatCommand(RunFlags):
     name: str | None = Field(None, description="the group's name; auto = from the setting")
 
 
+class LrFindCommand(RunFlags):
+    """Smith's learning-rate range test on the experiment's data, model and optimizer."""
+
+    lr_min: float = Field(1e-7, gt=0, description="the first learning rate")
+    lr_max: float = Field(10.0, gt=0, description="the last learning rate (the test stops "
+                          "earlier when the loss blows up)")
+    steps: int = Field(100, ge=5, le=100_000, description="optimizer steps from --lr_min to --lr_max")
+
+
 class ListCommand(Args):
     """A table of the runs in the results folder."""
 

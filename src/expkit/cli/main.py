@@ -23,6 +23,7 @@ COMMANDS: dict[str, Command] = {
     "reproduce": c.cmd_reproduce,
     "sweep": c.cmd_sweep,
     "repeat": c.cmd_repeat,
+    "lr-find": c.cmd_lr_find,
     "compare": c.cmd_compare,
     "report": c.cmd_report,
     "submit": cluster.cmd_submit,

@@ -71,6 +71,8 @@ SUMMARIES: dict[str, str] = {
                          "--trials N [--workers K]",
     "repeat": "one setting over several seeds, as a group: repeat --seeds=N [--workers=K] "
               "--experiment_id=ID FLAGS",
+    "lr-find": "learning-rate range test, a plot and a suggested lr: lr-find --experiment_id=ID "
+               "[--lr_min=1e-7 --lr_max=10 --steps=100] FLAGS",
     "compare": "runs side by side + RESULTS/compare.png: compare RUN_DIR ... | "
                              "--experiment_id=ID --last N [--out FILE.png]",
     "report": "self-contained report.html: report RUN_DIR | report --index",
