@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from conftest import Workspace, free_port
-from expkit.rundir.results import as_typed, flatten, read_history
+from expkit.rundir.results import read_history
+from expkit.rundir.values import as_typed, flatten
 from expkit.training.checkpoint import load_checkpoint
 from mlflow_server import Server, shared_server, start_mlflow
 

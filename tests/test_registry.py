@@ -15,7 +15,8 @@ from conftest import Workspace
 from expkit.config.args import Args, flag_table
 from expkit.config.registry import Registry
 from expkit.engine.experiment import ExperimentArgs
-from expkit.rundir.results import flatten, read_history
+from expkit.rundir.results import read_history
+from expkit.rundir.values import flatten
 from lab.registry import EXPERIMENTS
 
 REGISTRY = Registry.from_module("lab.registry")

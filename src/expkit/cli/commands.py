@@ -178,7 +178,7 @@ def cmd_compare(argv: list[str], ctx: Context) -> int:
     if by is not None and not by:
         raise UsageError("--group_by: needs flag names, e.g. --group_by=lr,batch_size")
     from expkit.reports.compare import plot_compare, print_comparison, select_runs
-    from expkit.rundir.results import group_runs
+    from expkit.rundir.groups import group_runs
 
     results_dir = results_folder(flags.results_dir)
     selected = select_runs(flags.runs, results_dir, flags.experiment_id, flags.last)

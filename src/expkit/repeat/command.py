@@ -26,7 +26,9 @@ from typing import IO, Any
 from expkit.config.registry import Registry
 from expkit.errors import ExpkitError, UsageError
 from expkit.rundir.dirs import now, safe_name, shown_status, start_order
-from expkit.rundir.results import NOT_SETTINGS, Run, experiment_runs, flatten, group_runs
+from expkit.rundir.groups import NOT_SETTINGS, group_runs
+from expkit.rundir.results import Run, experiment_runs
+from expkit.rundir.values import flatten
 from expkit.utils.files import atomic_write_json
 
 FOLDER = "repeats"  # results/repeats/<group>/repeat.json

@@ -16,7 +16,9 @@ from typing import Any
 from expkit.errors import UsageError
 from expkit.reports.plotting import metric_names
 from expkit.reports.tables import n_cell
-from expkit.rundir.results import Group, Run, Runs, as_typed, flag_of, read_run, runs
+from expkit.rundir.groups import Group
+from expkit.rundir.results import Run, Runs, read_run, runs
+from expkit.rundir.values import as_typed, flag_of
 from expkit.utils.files import atomic_write
 from expkit.utils.stats import summarize
 
@@ -107,7 +109,7 @@ MAX_SERIES = 20
 
 
 def plot_compare(selected: list[Run], keys: list[str], path: Path,
-                 groups: list[Group] | None = None) -> tuple[Path, str]:
+                 groups: list[Group[Run]] | None = None) -> tuple[Path, str]:
     """compare.png: one panel per metric, one colour per run, train dashed and val solid; with
     `groups`, one colour per setting: its mean curve and, over two runs or more, a band of
     ± one standard deviation around the val mean. Returns the path and what was left out (the
@@ -163,7 +165,7 @@ def plot_compare(selected: list[Run], keys: list[str], path: Path,
     return path, note
 
 
-def print_comparison(selected: list[Run], groups: list[Group], grouped: bool,
+def print_comparison(selected: list[Run], groups: list[Group[Run]], grouped: bool,
                      fmt: str | None) -> list[str]:
     """What `expkit compare` prints: the runs side by side, then (when runs form groups) the
     groups' table with its footnote and tests; with a `fmt` other than text, only the groups'

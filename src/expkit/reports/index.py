@@ -19,8 +19,10 @@ from typing import Any
 from expkit.reports.charts import HINT, chart_assets
 from expkit.reports.report import _CSS, REPORT, _script_json, write_report
 from expkit.rundir.dirs import job_label, resumable
-from expkit.rundir.results import NOT_SETTINGS, Run, as_typed, flag_of, runs
+from expkit.rundir.groups import NOT_SETTINGS
+from expkit.rundir.results import Run, runs
 from expkit.rundir.summaries import CACHE_DIR, RACY_NS
+from expkit.rundir.values import as_typed, flag_of
 from expkit.utils.files import atomic_write_text, replace_text
 from expkit.utils.invocation import command
 
@@ -246,7 +248,7 @@ def _settings_table(experiment_runs: list[Run]) -> str:
     """The experiment's settings over their seeds (when one has two runs or more): N and each
     metric's mean ± std, the 95% interval on hover, the best in bold."""
     from expkit.reports.tables import footnote, group_table, summary_metrics
-    from expkit.rundir.results import group_runs
+    from expkit.rundir.groups import group_runs
 
     settings = group_runs(experiment_runs)
     if not any(len(g.runs) > 1 for g in settings):

@@ -16,7 +16,8 @@ from typing import Any
 
 from expkit.reports.charts import HINT, chart_assets, metric_groups
 from expkit.rundir.dirs import job_label
-from expkit.rundir.results import Run, as_typed, flatten, read_artifacts, read_run
+from expkit.rundir.results import Run, read_artifacts, read_run
+from expkit.rundir.values import as_typed, flatten
 from expkit.utils.files import atomic_write_text
 from expkit.utils.invocation import pinned
 

@@ -11,15 +11,9 @@ import io
 import math
 from html import escape
 
-from expkit.rundir.results import (
-    MIN_N_FOR_BEST,
-    Group,
-    Run,
-    as_typed,
-    best_group,
-    direction_of,
-    flag_of,
-)
+from expkit.rundir.groups import MIN_N_FOR_BEST, Group, best_group, direction_of
+from expkit.rundir.results import Run
+from expkit.rundir.values import as_typed, flag_of
 from expkit.utils.stats import LEVEL, welch
 
 FORMATS = ("text", "markdown", "latex", "csv")
@@ -33,7 +27,7 @@ def summary_metrics(selected: list[Run]) -> list[str]:
                               if k.startswith(METRIC_PREFIXES)))
 
 
-def _cells(group: Group, metrics: list[str], best: dict[str, int | None], index: int
+def _cells(group: Group[Run], metrics: list[str], best: dict[str, int | None], index: int
            ) -> list[tuple[str, str, str, bool]]:
     """Per metric: (mean, std, interval, is best) as text, 4 decimals; '' where unknown. A mean
     computed from fewer values than the group's N says from how many: "0.8710 (N=2)"."""
@@ -50,13 +44,13 @@ def _cells(group: Group, metrics: list[str], best: dict[str, int | None], index:
     return out
 
 
-def n_cell(group: Group) -> str:
+def n_cell(group: Group[Run]) -> str:
     """The group's N, and what was left out: "2 (3 runs, 1 killed: not counted)"."""
     note = group.note()
     return f"{group.n} ({note})" if note else str(group.n)
 
 
-def group_table(groups: list[Group], metrics: list[str], fmt: str = "text") -> str:
+def group_table(groups: list[Group[Run]], metrics: list[str], fmt: str = "text") -> str:
     """The table of `groups` in `fmt` (markdown, latex, csv, html): a row per group with its
     settings, N and each metric's mean ± std; markdown, LaTeX and HTML put the best in bold,
     CSV gives every number in full (and the 95% interval). `text`, for a terminal: a row per
@@ -141,7 +135,7 @@ def _tex(text: str) -> str:
     return text
 
 
-def _csv(groups: list[Group], metrics: list[str], names: list[str], settings: list[str]) -> str:
+def _csv(groups: list[Group[Run]], metrics: list[str], names: list[str], settings: list[str]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([*names, "n", "not_counted", *(f"{m}_{part}" for m in metrics
@@ -157,7 +151,7 @@ def _csv(groups: list[Group], metrics: list[str], names: list[str], settings: li
     return buffer.getvalue().rstrip("\n")
 
 
-def significance(groups: list[Group], metrics: list[str]) -> list[str]:
+def significance(groups: list[Group[Run]], metrics: list[str]) -> list[str]:
     """Per metric, Welch's t test of the best group against each other group (both with two
     runs or more): the difference, t, degrees of freedom, p-value and Cohen's d."""
     selected = [r for g in groups for r in g.runs]

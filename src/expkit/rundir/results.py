@@ -13,50 +13,16 @@ Nothing here imports torch: reading results is fast.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from expkit.errors import ExpkitError, UsageError
 from expkit.rundir import summaries
 from expkit.rundir.dirs import read_json_object, safe_name, shown_status, start_order
-from expkit.utils.stats import Summary, summarize
-
-
-def flatten(config: dict[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
-    """Nested config -> {"optimizer.lr": 0.001, ...} (lists stay values; `sep` joins the keys)."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out |= flatten(value, f"{prefix}{key}{sep}", sep)
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def as_typed(value: Any, none: str = "auto") -> str:
-    """A config value as it is typed on the command line: true/false, [64,32], auto."""
-    if value is None:
-        return none
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
-
-
-def flag_of(key: str, record: dict[str, Any] | None = None) -> str:
-    """The command-line flag of a dotted config key (`scheduler.name` is --scheduler)."""
-    flags = (record or {}).get("flags") or {}
-    if key in flags:
-        return str(flags[key])
-    parts = key.split(".")
-    return parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
-
+from expkit.rundir.groups import Group, group_runs
+from expkit.rundir.values import flatten
 
 #: history columns and summary values that measure the machine, not the training: never compared
 #: (a resumed or reproduced run trains the same numbers at its own speed)
@@ -238,7 +204,7 @@ class Runs(list[Run]):
             raise ExpkitError("to_pandas() needs pandas: pip install pandas") from None
         return pd.DataFrame(self.aggregate() if aggregate else self.rows())
 
-    def groups(self, by: list[str] | None = None) -> list[Group]:
+    def groups(self, by: list[str] | None = None) -> list[Group[Run]]:
         """The runs grouped by setting: every argument but the seed, or the flags `by`."""
         return group_runs(self, by)
 
@@ -321,153 +287,3 @@ def row_step(row: dict[str, float]) -> int:
     """The step a history row is logged at: its optimizer step in a step-based run, else its
     epoch (trackers' x axis, and what a resumed run checks it has already sent)."""
     return int(row["step"]) if "step" in row else int(row["epoch"])
-
-
-#: config keys (by last part) that say how a run was recorded, not what it trained: runs that
-#: differ only in these (and the seed) are repeats of one setting
-NOT_SETTINGS = frozenset({"seed", "use_wandb", "use_tensorboard", "use_mlflow",
-                          "mlflow_log_checkpoints", "save_checkpoints", "progress"})
-_SPLIT_PREFIXES = ("best_", "final_")
-_SPLITS = ("train_", "val_", "test_")
-
-
-def _setting_keys(run: Run) -> dict[str, Any]:
-    return {k: v for k, v in run.flat_config.items() if _is_setting(k)}
-
-
-@lru_cache(maxsize=4096)
-def _is_setting(key: str) -> bool:
-    return key.rsplit(".", 1)[-1] not in NOT_SETTINGS
-
-
-@dataclass
-class Group:
-    """Runs of one setting (the same arguments but the seed, or the same `by` flags): each
-    metric of their summaries as mean, std and a Student's t interval (`stats`).
-
-    Only finished runs count: a run that is still running, was killed, stopped or failed has
-    no final numbers, so it is listed (`excluded`, `note`) but never averaged. N is the number
-    of values a statistic was computed from: `n` runs in all, `n_of(metric)` per metric."""
-
-    settings: dict[str, Any]  # dotted key -> value: what tells this group from the others
-    runs: list[Run]
-    _stats: dict[str, Summary | None] = field(default_factory=dict, repr=False, compare=False)
-
-    @cached_property
-    def statuses(self) -> list[str]:
-        """Each run's status, as seen once when the group is first asked (a table shows one
-        moment)."""
-        return [r.status for r in self.runs]
-
-    @property
-    def counted(self) -> list[Run]:
-        """The runs whose numbers count: the finished ones."""
-        return [r for r, s in zip(self.runs, self.statuses, strict=True) if s == "finished"]
-
-    @property
-    def excluded(self) -> list[Run]:
-        """The runs left out of the statistics (not finished), with their status."""
-        return [r for r, s in zip(self.runs, self.statuses, strict=True) if s != "finished"]
-
-    @property
-    def n(self) -> int:
-        """How many runs the statistics are computed from (the finished ones)."""
-        return len(self.counted)
-
-    def n_of(self, metric: str) -> int:
-        """How many values the metric's statistics are computed from."""
-        return len(self.values(metric))
-
-    def note(self) -> str:
-        """What was left out, e.g. "3 runs, 1 killed: not counted" ("" when nothing was)."""
-        if not self.excluded:
-            return ""
-        statuses: dict[str, int] = {}
-        for status in self.statuses:
-            if status != "finished":
-                statuses[status] = statuses.get(status, 0) + 1
-        left = ", ".join(f"{k} {s}" for s, k in statuses.items())
-        return f"{len(self.runs)} runs, {left}: not counted"
-
-    def label(self) -> str:
-        """The group's settings by flag name ("lr=0.01, batch_size=64"), or its experiment's id
-        when one setting is all there is."""
-        record = self.runs[0].record
-        return ", ".join(f"{flag_of(k, record)}={as_typed(v)}" for k, v in self.settings.items()) \
-            or self.runs[0].experiment_id
-
-    def values(self, metric: str) -> list[float]:
-        """The metric's value in each counted run that has it (summary names: test_acc,
-        best_val_loss)."""
-        return [s[metric] for s in (r.summary() for r in self.counted) if metric in s]
-
-    def stats(self, metric: str) -> Summary | None:
-        """Mean, std and 95% interval of the metric over the group's counted runs (None: no
-        counted run has it; std and interval NaN for one value)."""
-        if metric not in self._stats:
-            values = self.values(metric)
-            self._stats[metric] = summarize(values) if values else None
-        return self._stats[metric]
-
-
-def group_runs(selected: list[Run], by: list[str] | None = None) -> list[Group]:
-    """The runs grouped by every argument but the seed (and NOT_SETTINGS), or by the flags `by`
-    (flag names or dotted keys), in order of first appearance. A group's `settings` are the keys
-    whose values differ between groups (or the `by` flags)."""
-    missing = object()
-    buckets: dict[str, list[Run]] = {}
-    keys: dict[str, dict[str, Any]] = {}
-    for run in selected:
-        setting = ({flag: run.get(flag, missing) for flag in by} if by is not None
-                   else _setting_keys(run))
-        key = json.dumps({k: (None if v is missing else v) for k, v in setting.items()},
-                         sort_keys=True, default=str)
-        buckets.setdefault(key, []).append(run)
-        keys.setdefault(key, setting)
-    if by is not None:
-        shown = list(by)
-    else:
-        flats = list(keys.values())
-        names = list(dict.fromkeys(k for flat in flats for k in flat))
-        shown = [k for k in names if k != "experiment_id"
-                 and len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1]
-        if len({r.experiment_id for r in selected}) > 1:
-            shown.insert(0, "experiment_id")
-    return [Group({k: (None if keys[key].get(k, missing) is missing else keys[key].get(k))
-                   for k in shown}, runs) for key, runs in buckets.items()]
-
-
-def direction_of(metric: str, selected: list[Run]) -> str | None:
-    """"max" or "min": which way is better for a summary metric (test_acc, best_val_loss), as
-    the runs' metrics.json recorded their experiment's declaration; None when unknown."""
-    name = metric
-    for prefix in _SPLIT_PREFIXES:
-        name = name.removeprefix(prefix)
-    base = name
-    for prefix in _SPLITS:
-        base = base.removeprefix(prefix)
-    for run in selected:
-        declared = run.metrics.get("directions") or {}
-        if base in declared:
-            return str(declared[base])
-        monitor = str(run.metrics.get("monitor") or "")
-        if monitor and monitor.split("_", 1)[-1] == base and run.metrics.get("mode"):
-            return str(run.metrics["mode"])
-    return "min" if base == "loss" else None
-
-
-#: a group's mean is marked best only when it comes from this many values or more
-MIN_N_FOR_BEST = 2
-
-
-def best_group(groups: list[Group], metric: str, direction: str | None) -> int | None:
-    """The index of the group with the best mean of `metric` among the groups whose mean comes
-    from MIN_N_FOR_BEST values or more (None: fewer than two groups, no direction, or no such
-    group): one run's value is never "best" on its own."""
-    if direction not in ("max", "min") or len(groups) < 2:
-        return None
-    means = [(s.mean, i) for i, g in enumerate(groups)
-             if (s := g.stats(metric)) is not None and s.n >= MIN_N_FOR_BEST]
-    if not means:
-        return None
-    return (max(means) if direction == "max" else min(means))[1]

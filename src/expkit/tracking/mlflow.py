@@ -29,7 +29,8 @@ from typing import Any
 
 from expkit.config.machine import MlflowSettings, redact
 from expkit.errors import ExpkitError
-from expkit.rundir.results import as_typed, flatten, read_artifacts, read_history, row_step
+from expkit.rundir.results import read_artifacts, read_history, row_step
+from expkit.rundir.values import as_typed, flatten
 from expkit.tracking.base import Tracker
 from expkit.utils.invocation import command
 

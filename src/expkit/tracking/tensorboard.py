@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from expkit.errors import ExpkitError
-from expkit.rundir.results import flatten, row_step
+from expkit.rundir.results import row_step
+from expkit.rundir.values import flatten
 from expkit.tracking.base import Tracker
 
 

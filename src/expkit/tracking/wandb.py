@@ -23,7 +23,8 @@ from typing import Any
 
 from expkit.config.machine import WandbSettings
 from expkit.errors import ExpkitError
-from expkit.rundir.results import flatten, row_step
+from expkit.rundir.results import row_step
+from expkit.rundir.values import flatten
 from expkit.tracking.base import Tracker
 
 
