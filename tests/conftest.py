@@ -251,24 +251,6 @@ class Workspace:
     def metrics(run_dir: Path) -> dict:
         return json.loads((run_dir / "metrics.json").read_text())
 
-    def index_rows(self) -> dict[str, dict]:
-        """results/index.html's rows (the data its script draws) by run id: status, epochs,
-        best (so far), resume (the command), job, metrics and args by name."""
-        import re
-
-        page = (self.results / "index.html").read_text()
-        found = re.search(r'<script type="application/json" id="runs-data">(.*?)</script>', page, re.S)
-        assert found, "index.html holds its rows as data"
-        data = json.loads(found.group(1))  # "<\\/" in it is JSON's escape of "/"
-        rows = {}
-        for e in data["experiments"]:
-            for i, rid, folder, status, started, epochs, best, resume, job, metrics, args in e["rows"]:
-                rows[rid] = {"index": i, "folder": folder, "status": status, "started": started,
-                             "epochs": epochs, "best": best, "resume": resume, "job": job,
-                             "metrics": dict(zip(e["metrics"], metrics, strict=True)),
-                             "args": dict(zip(e["args"], args, strict=True))}
-        return rows
-
 
 def _record(run_dir: Path) -> dict:
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -48,3 +49,20 @@ def write_run(results: Path, name: str, lr: float, seed: int, test_acc: float | 
             "epochs_run": epochs_done, "best_epoch": epochs_done,
             "final": rows[-1], "best": rows[-1], "test": {"test_acc": test_acc}}))
     return run
+
+
+def index_rows(results: Path) -> dict[str, dict]:
+    """results/index.html's rows (the data its script draws) by run id: status, epochs,
+    best (so far), resume (the command), job, metrics and args by name."""
+    page = (results / "index.html").read_text()
+    found = re.search(r'<script type="application/json" id="runs-data">(.*?)</script>', page, re.S)
+    assert found, "index.html holds its rows as data"
+    data = json.loads(found.group(1))  # "<\\/" in it is JSON's escape of "/"
+    rows = {}
+    for e in data["experiments"]:
+        for i, rid, folder, status, started, epochs, best, resume, job, metrics, args in e["rows"]:
+            rows[rid] = {"index": i, "folder": folder, "status": status, "started": started,
+                         "epochs": epochs, "best": best, "resume": resume, "job": job,
+                         "metrics": dict(zip(e["metrics"], metrics, strict=True)),
+                         "args": dict(zip(e["args"], args, strict=True))}
+    return rows

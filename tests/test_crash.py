@@ -23,6 +23,7 @@ from expkit.rundir import dirs as rundirs
 from expkit.rundir.dirs import create_run_dir
 from expkit.rundir.results import read_run
 from expkit.training.checkpoint import load_checkpoint
+from runs import index_rows
 from test_resume import assert_same_training
 
 ARGS = ("--experiment_id=mnist", "--epochs=4", "--seed=11", "--hidden_sizes=[64]",
@@ -192,7 +193,7 @@ def test_a_killed_run_shows_as_killed_and_resumes(data_workspace: Workspace) -> 
                for line in listing.stdout.splitlines()), listing.stdout
     assert read_run(run).status == "killed"
     assert ws.run("report", "--index").returncode == 0
-    row = ws.index_rows()[run.name]
+    row = index_rows(ws.results)[run.name]
     assert row["status"] == "killed" and row["epochs"] == 1, "the epochs done"
     assert row["best"] == so_far and row["resume"].endswith(f"resume {run}")
 

@@ -20,7 +20,7 @@ import expkit
 from browser import Browser
 from conftest import Workspace
 from expkit.rundir.results import read_run
-from runs import HOST, write_run
+from runs import HOST, index_rows, write_run
 
 HOUR_NS = 3600 * 10**9
 
@@ -220,7 +220,7 @@ def test_a_big_index_sorts_filters_ticks_and_charts(workspace: Workspace, browse
     ids = "[...document.querySelectorAll('table.runs tbody tr.run')].map(r => r.cells[1].textContent)"
     values = ("[...document.querySelectorAll('table.runs tbody tr.run')]"
               f".map(r => +r.cells[{test_col}].dataset.value)")
-    rows = workspace.index_rows()
+    rows = index_rows(workspace.results)
     by_value = sorted(rows, key=lambda rid: (-rows[rid]["metrics"]["test_acc"], rows[rid]["index"]))
     browser.evaluate(f"document.querySelectorAll('table.runs th')[{test_col}].click()")
     browser.evaluate(f"document.querySelectorAll('table.runs th')[{test_col}].click()")  # descending

@@ -18,6 +18,7 @@ import torch
 
 from conftest import Workspace
 from expkit.rundir.results import wall_clock
+from runs import index_rows
 from slurm import Cluster, slurm_installed
 
 HOOKS = str(Path(__file__).parent / "hooks")
@@ -103,7 +104,7 @@ def test_a_submitted_run_finishes_with_a_complete_run_directory(data_workspace: 
     assert "finished" in listed_status(ws, cluster, run_dir)
     index = ws.run("report", "--index")
     assert index.returncode == 0, index.stderr
-    assert ws.index_rows()[run_dir.name]["job"] == f"{job}, 1 attempt"
+    assert index_rows(ws.results)[run_dir.name]["job"] == f"{job}, 1 attempt"
 
 
 @pytest.fixture(scope="module")
