@@ -43,13 +43,14 @@ def assert_same_training(a: Path, b: Path) -> None:
         "the final weights differ from the uninterrupted run's"
 
 
-def reference_and_interrupted(ws: Workspace, sig: str, step: int
+def reference_and_interrupted(ws: Workspace, sig: str, step: int, *flags: str
                               ) -> tuple[Path, Path, subprocess.CompletedProcess[str]]:
     """An uninterrupted run, and the same run sent `sig` (KILL, INT, TERM) by itself right
-    after its `step`-th optimizer step (tests/hooks: the moment is exact on any machine)."""
-    assert ws.run(*ARGS).returncode == 0
+    after its `step`-th optimizer step (tests/hooks: the moment is exact on any machine);
+    both with ARGS and `flags`."""
+    assert ws.run(*ARGS, *flags).returncode == 0
     reference = ws.last_run()
-    result = ws.fork(*ARGS, env={"PYTHONPATH": HOOKS, "EXPKIT_TEST_AT": f"step:{step}:{sig}"})
+    result = ws.fork(*ARGS, *flags, env={"PYTHONPATH": HOOKS, "EXPKIT_TEST_AT": f"step:{step}:{sig}"})
     interrupted = next(r for r in ws.run_dirs() if r != reference)
     return reference, interrupted, result
 

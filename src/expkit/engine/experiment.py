@@ -45,6 +45,15 @@ class TrainerArgs(Args):
                             "evaluation, and where a diverged run's gradient first became non-finite")
     grad_norm_by_module: bool = Field(False, description="also record the gradient norm of each "
                                       "top-level module (grad_norm/<module>) at each evaluation")
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="keep an exponential moving "
+                                    "average of the weights with this decay (e.g. 0.999), updated "
+                                    "every optimizer step; evaluation, the best epoch and the test "
+                                    "use it; auto = off")
+    swa_start: int | None = Field(None, ge=1, le=MAX_STEPS, description="stochastic weight "
+                                  "averaging: the equal-weight average of the weights after every "
+                                  "optimizer step from this epoch on (with --max_steps: this step), "
+                                  "batch-norm statistics recomputed before each evaluation; "
+                                  "evaluation, the best epoch and the test use it; auto = off")
     timing: bool = Field(True, description="record where the time goes: throughput and seconds "
                          "of data, compute, optimizer and evaluation per evaluation, the run's split")
     sync_timing: bool = Field(False, description="CUDA: synchronize the device at each timer (exact "
@@ -108,6 +117,15 @@ class ExperimentArgs(Args):
         if self.eval_every is not None and self.max_steps is None:
             raise ValueError("--eval_every counts optimizer steps: it needs --max_steps "
                              "(an epoch-based run evaluates after every epoch)")
+        t = self.trainer
+        if t.ema_decay is not None and t.swa_start is not None:
+            raise ValueError("--ema_decay and --swa_start are two ways to average the weights; "
+                             "give one")
+        last, unit = ((self.max_steps, "--max_steps") if self.max_steps is not None
+                      else (self.epochs, "--epochs"))
+        if t.swa_start is not None and t.swa_start > last:
+            raise ValueError(f"--swa_start={t.swa_start} is past the end of training "
+                             f"({unit}={last}): the average would never start")
         return self
 
     @classmethod

@@ -211,8 +211,12 @@ def finish(experiment: BaseExperiment[Any], trainer: Trainer, run_dir: Path,
            trackers: list[Tracker], test_split: Any) -> None:
     """After fit: the best weights back in the model (when asked), the test split evaluated,
     the summary to every tracker and the console. A diverged run fails here, files complete."""
+    averaged = trainer.average.kind if trainer.average is not None else None
+    trainer.keep_evaluated_weights()
     trainer.release_data()  # the training data is freed before testing
     weights = _restore_best(trainer, run_dir, experiment.args)
+    if averaged is not None:
+        weights["averaged"] = averaged
     test = trainer.evaluate(test_split, "test") if test_split is not None else {}
     summary = _summary(trainer, test, weights)
     for tracker in trackers:
@@ -333,7 +337,8 @@ def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, devic
                    monitor=args.monitor, monitor_mode=args.monitor_mode, callbacks=callbacks,
                    precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
                    grad_clip_norm=t.grad_clip_norm, grad_norm=t.grad_norm,
-                   grad_norm_by_module=t.grad_norm_by_module,
+                   grad_norm_by_module=t.grad_norm_by_module, ema_decay=t.ema_decay,
+                   swa_start=t.swa_start,
                    timings=Timings(device, t.timing, t.sync_timing),
                    profiler=StepProfiler(t.profile, run_dir / "profile" / "trace.json",
                                          device.type == "cuda") if t.profile and dist.is_main else None,
@@ -381,7 +386,8 @@ def _print_summary(console: Any, trainer: Trainer, test: dict[str, float], weigh
     if trainer.best_epoch is not None:
         parts.append(f"best {trainer.monitor} {trainer.best_value:.4f} ({trainer.at(trainer.best_epoch)})")
     parts += [f"{name} {value:.4f}" for name, value in test.items()]
-    parts.append(f"with the {weights['weights']} weights ({trainer.at(weights['weights_epoch'])})")
+    kind = f" {weights['averaged'].upper()}" if weights.get("averaged") else ""
+    parts.append(f"with the {weights['weights']}{kind} weights ({trainer.at(weights['weights_epoch'])})")
     console.print("done: " + "  ".join(parts))
     if (spent := trainer.times.line()) is not None:
         console.print(spent)

@@ -19,7 +19,8 @@ class TrainerView(Protocol):
     implementation. Named here, not imported, so that the loop can import its callbacks.
     A callback may set `should_stop` and `stop_reason`; the rest is for reading."""
 
-    model: BaseModel
+    model: BaseModel  # the model the optimizer trains
+    evaluated_model: BaseModel  # what evaluation sees: the average with --ema_decay/--swa_start
     epoch: int  # evaluations done (epochs; step-based: evaluation periods)
     epochs: int  # evaluations in all
     steps: int  # optimizer steps taken
@@ -54,6 +55,10 @@ class TrainerView(Protocol):
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resume needs: weights, optimizer, position, history, RNG states."""
+
+    def weights(self) -> dict[str, Any]:
+        """The weights a checkpoint keeps ("model": those evaluation sees; "trained" too when
+        they differ)."""
 
 
 class Callback:

@@ -93,9 +93,8 @@ class Checkpointing(Callback):
         extra = self.extra()
         save_checkpoint(self.folder / LAST, {**trainer.state_dict(), **extra})
         if trainer.best_epoch == trainer.epoch:
-            save_checkpoint(self.folder / BEST, {"model": trainer.model.state_dict(),
-                                                 "epoch": trainer.epoch, "metrics": metrics,
-                                                 **extra})
+            save_checkpoint(self.folder / BEST, {**trainer.weights(), "epoch": trainer.epoch,
+                                                 "metrics": metrics, **extra})
 
     def on_interrupt(self, trainer: TrainerView) -> None:
         """Write last.pt with the position inside the epoch, so a resume continues exactly."""

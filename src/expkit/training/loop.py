@@ -34,6 +34,7 @@ from torch import nn
 from expkit.data.augment import augmented
 from expkit.data.base import AnySplit, Batch, DataSplits, Split, examples_in
 from expkit.models.base import BaseModel
+from expkit.training.averaging import weight_average
 from expkit.training.callbacks import Callback
 from expkit.training.distributed import SINGLE, Dist
 from expkit.training.evaluate import Evaluator, check_monitor, metric_values, reduce_sums
@@ -73,7 +74,8 @@ class Trainer:
                  monitor: str, monitor_mode: Literal["min", "max"], callbacks: list[Callback],
                  precision: Literal["32", "bf16", "fp16"] = "32", accumulate_grad_batches: int = 1,
                  grad_clip_norm: float | None = None, grad_norm: bool = True,
-                 grad_norm_by_module: bool = False, timings: Timings | None = None,
+                 grad_norm_by_module: bool = False, ema_decay: float | None = None,
+                 swa_start: int | None = None, timings: Timings | None = None,
                  profiler: StepProfiler | None = None, compile: bool = False,
                  channels_last: bool = False, dist: Dist = SINGLE,
                  metrics: Declared | None = None, artifacts: Any = None,
@@ -104,7 +106,10 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(seed)
         self.monitor, self.monitor_mode = monitor, monitor_mode
         self.metrics: Declared = {} if metrics is None else metrics  # none declared: every sum's mean
-        self.evaluator = Evaluator(self.model, self.metrics, batch_size=eval_batch_size,
+        # --ema_decay / --swa_start: evaluation, the best epoch and the test see the average
+        self.average = weight_average(self.model, ema_decay, swa_start)
+        self.evaluated_model = self.average.model if self.average is not None else self.model
+        self.evaluator = Evaluator(self.evaluated_model, self.metrics, batch_size=eval_batch_size,
                                    device=device, dist=dist, autocast=self._autocast,
                                    memory_format=self.memory_format)
         self.callbacks = callbacks
@@ -196,10 +201,12 @@ class Trainer:
             metrics: dict[str, float] = ({"epoch": self.epoch + 1} if not self.step_based else
                                          {"step": self.steps, "epoch": self._epochs_done()})
             metrics |= train
+            clock = self.times.clock()
+            if self.average is not None:
+                self.average.ready(self.train_split, self.batch_size)
             if self.val_split is not None:
-                clock = self.times.clock()
                 metrics |= self.evaluate(self.val_split, "val")
-                self.times.add("evaluation", self.times.clock() - clock)
+            self.times.add("evaluation", self.times.clock() - clock)
             metrics |= self.grads.period() if self.grads is not None else {}
             metrics |= self.times.row(self.epoch_seen * self.dist.world_size * self.per_example,
                                       self.unit)
@@ -305,6 +312,8 @@ class Trainer:
                     continue
                 optimizer_step(self.optimizer, self.model, self.scaler, self.grad_clip_norm,
                                self.schedule, watch)
+                if self.average is not None:
+                    self.average.update(self.steps + 1 if self.step_based else self.epoch + 1)
                 stepped = clock()
                 add("optimizer", stepped - before)
                 if self.profiler is not None:
@@ -433,6 +442,22 @@ class Trainer:
     def evaluate(self, split: AnySplit, prefix: str) -> dict[str, float]:
         """The declared metrics of the model over `split`, named `<prefix>_<metric>`."""
         return self.evaluator(split, prefix)
+
+    def weights(self) -> dict[str, Any]:
+        """The weights a checkpoint keeps: "model", those evaluation sees; with an average on,
+        "trained" (the optimizer's) and "average" (its kind and count) too."""
+        if self.average is None:
+            return {"model": self.model.state_dict()}
+        return {"model": self.average.model.state_dict(), "trained": self.model.state_dict(),
+                "average": self.average.state()}
+
+    def keep_evaluated_weights(self) -> None:
+        """After training: the weights evaluation saw (the average, when on) into `model`,
+        which the test and whatever uses the model next see."""
+        if self.average is not None:
+            self.model.load_state_dict(self.average.model.state_dict())
+            self.evaluated_model = self.evaluator.model = self.model
+            self.average = None
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resume needs: weights, optimizer, schedule, counters, RNGs, callbacks."""

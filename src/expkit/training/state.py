@@ -16,7 +16,7 @@ Trainer = Any  # expkit.training.loop.Trainer (which imports this module: no cyc
 def trainer_state(t: Trainer) -> dict[str, Any]:
     """Everything a resume needs: weights, optimizer, schedule, counters, RNGs, callbacks."""
     return {
-        "model": t.model.state_dict(),
+        **t.weights(),
         "optimizer": t.optimizer.state_dict(),
         "scheduler": t.schedule.scheduler.state_dict() if t.schedule else None,
         "scaler": t.scaler.state_dict() if t.scaler else None,
@@ -32,7 +32,9 @@ def trainer_state(t: Trainer) -> dict[str, Any]:
 
 def restore_trainer(t: Trainer, state: dict[str, Any]) -> None:
     """Continue `t` from `trainer_state`'s output (RNG states included)."""
-    t.model.load_state_dict(state["model"])
+    t.model.load_state_dict(state.get("trained", state["model"]))
+    if t.average is not None and state.get("average") is not None:
+        t.average.load(state["model"], state["average"])
     t.optimizer.load_state_dict(state["optimizer"])
     if t.schedule is not None and state["scheduler"] is not None:
         t.schedule.scheduler.load_state_dict(state["scheduler"])
