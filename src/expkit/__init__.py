@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     from expkit.engine.api import resume, run
     from expkit.engine.callbacks import standard_callbacks
     from expkit.engine.experiment import MAX_EPOCHS, BaseExperiment, ExperimentArgs, TrainerArgs
-    from expkit.engine.loading import load_run
+    from expkit.engine.export import export_run
+    from expkit.engine.loading import load_export, load_run
     from expkit.errors import ExpkitError, UsageError
     from expkit.models.base import BaseModel
     from expkit.rundir.results import Run, Runs, runs
@@ -57,7 +58,8 @@ if TYPE_CHECKING:
 _HOME = {
     **dict.fromkeys(["BaseExperiment", "ExperimentArgs", "TrainerArgs", "MAX_EPOCHS"],
                     "expkit.engine.experiment"),
-    "load_run": "expkit.engine.loading",
+    **dict.fromkeys(["load_run", "load_export"], "expkit.engine.loading"),
+    "export_run": "expkit.engine.export",
     **dict.fromkeys(["run", "resume"], "expkit.engine.api"),
     "standard_callbacks": "expkit.engine.callbacks",
     **dict.fromkeys(["runs", "Run", "Runs"], "expkit.rundir.results"),
@@ -120,8 +122,10 @@ __all__ = [
     "atomic_write",
     "augment",
     "download_verified",
+    "export_run",
     "fits_in_memory",
     "idx_shape",
+    "load_export",
     "load_machine_config",
     "load_run",
     "open_idx_memmap",

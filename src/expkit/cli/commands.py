@@ -141,6 +141,22 @@ def cmd_reproduce(argv: list[str], ctx: Context) -> int:
     return reproduce_run(Path(flags.run_dir), flags.tolerance, ctx.registry, ctx.prog)
 
 
+def cmd_export(argv: list[str], ctx: Context) -> int:
+    """Write a run's model as a folder to hand on (weights, config, dataset state, model card)."""
+    from expkit.cli.flags import ExportCommand, options
+
+    flags, _ = options(ExportCommand, argv, ctx.prog, f"{ctx.prog} export RUN_DIR "
+                       "[--weights=best|last|ema|swa] [--format=safetensors,pt2,onnx] [--out=DIR]")
+    if flags is None:
+        return 0
+    ctx.work_started = True
+    from expkit.engine.export import export_run
+
+    export_run(Path(flags.run_dir), flags.weights, flags.format,
+               Path(flags.out) if flags.out else None, ctx.registry)
+    return 0
+
+
 def cmd_completion(argv: list[str], ctx: Context) -> int:
     """Print a bash or zsh completion script: commands, flags, experiment ids, choice values."""
     from expkit.cli.flags import CompletionCommand, options

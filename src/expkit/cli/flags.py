@@ -70,6 +70,20 @@ class LrFindCommand(RunFlags):
     steps: int = Field(100, ge=5, le=100_000, description="optimizer steps from --lr_min to --lr_max")
 
 
+class ExportCommand(Args):
+    """Write a run's model as a folder to hand on: its weights in each format asked for, its
+    config, the dataset's state, and a model card (README.md) that says how to load them."""
+
+    run_dir: str = operand("the run directory to export")
+    weights: Literal["best", "last", "ema", "swa"] = Field(
+        "best", description="which weights: the best epoch's (as tested), the last trained, or "
+        "the EMA / SWA average at the end (a run trained with --ema_decay / --swa_start)")
+    format: list[Literal["safetensors", "pt2", "onnx"]] = Field(
+        ["safetensors"], description="safetensors (the weights), pt2 (a torch.export program) "
+        "and/or onnx, comma-separated")
+    out: str | None = Field(None, description="the folder to write; auto = RUN_DIR/export")
+
+
 class ListCommand(Args):
     """A table of the runs in the results folder."""
 

@@ -26,6 +26,7 @@ COMMANDS: dict[str, Command] = {
     "lr-find": c.cmd_lr_find,
     "compare": c.cmd_compare,
     "report": c.cmd_report,
+    "export": c.cmd_export,
     "submit": cluster.cmd_submit,
     "job": cluster.cmd_job,
     "sync": cluster.cmd_sync,

@@ -76,6 +76,8 @@ SUMMARIES: dict[str, str] = {
     "compare": "runs side by side + RESULTS/compare.png: compare RUN_DIR ... | "
                              "--experiment_id=ID --last N [--out FILE.png]",
     "report": "self-contained report.html: report RUN_DIR | report --index",
+    "export": "a run's model to hand on, with a model card: export RUN_DIR "
+              "[--weights=best|last|ema|swa] [--format=safetensors,pt2,onnx]",
     "submit": "run as a SLURM batch job: submit [--slurm_partition=P --slurm_time=T ...] RUN FLAGS",
     "job": "inside a SLURM job: start or resume its run: job RUN_DIR",
     "sync": "send runs to the MLflow server of config.yaml: sync RUN_DIR ...",

@@ -3,6 +3,7 @@ history, and its experiment (to rebuild its data and evaluate the model on any s
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -45,7 +46,7 @@ class LoadedRun:
 
 
 def load_run(run_dir: str | Path, checkpoint: Literal["best", "last"] = "best",
-             device: str | torch.device = "cpu", registry: str | None = None,
+             device: str | torch.device = "cpu", registry: str | Registry | None = None,
              machine: MachineConfig | None = None) -> LoadedRun:
     """Load a run for use elsewhere (notebooks, wild_west scripts); the model is in eval mode.
 
@@ -56,8 +57,7 @@ def load_run(run_dir: str | Path, checkpoint: Literal["best", "last"] = "best",
     """
     run_dir = Path(run_dir).absolute()
     config = read_run_config(run_dir)
-    reg = Registry.from_module(registry) if registry else Registry.from_entry_points()
-    experiment_cls = reg.load(config["experiment_id"])
+    experiment_cls = _registry(registry).load(config["experiment_id"])
     args = experiment_cls.args_class.model_validate(config)
     path = run_dir / "checkpoints" / (BEST if checkpoint == "best" else LAST)
     if not path.is_file():
@@ -73,6 +73,61 @@ def load_run(run_dir: str | Path, checkpoint: Literal["best", "last"] = "best",
     model.to(device).eval()
     return LoadedRun(run_dir, args, model, _history(run_dir, state), path, int(state["epoch"]),
                      experiment)
+
+
+def _registry(registry: str | Registry | None) -> Registry:
+    """The experiments to load from: a Registry, a module with EXPERIMENTS, or (None) every
+    installed registry."""
+    if isinstance(registry, Registry):
+        return registry
+    return Registry.from_module(registry) if registry else Registry.from_entry_points()
+
+
+#: an export folder's dataset state (expkit export): the DataInfo `build_model` was given
+DATA_INFO = "data_info.json"
+_TENSOR = "__tensor__"  # how a tensor in the dataset's state is written as JSON
+
+
+def jsonable(value: Any) -> Any:
+    """A checkpoint's data_info as JSON: a tensor as {"__tensor__": values, "dtype": ...}."""
+    if isinstance(value, torch.Tensor):
+        return {_TENSOR: value.tolist(), "dtype": str(value.dtype).removeprefix("torch.")}
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        if _TENSOR in value:
+            return torch.tensor(value[_TENSOR], dtype=getattr(torch, value["dtype"]))
+        return {k: _from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    return value
+
+
+def load_export(folder: str | Path, device: str | torch.device = "cpu",
+                registry: str | Registry | None = None) -> BaseModel:
+    """The model of an `expkit export` folder, rebuilt by its experiment's `build_model` (the
+    experiment's code must be installed) with model.safetensors' weights, in eval mode."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    weights = folder / "model.safetensors"
+    if not weights.is_file() or not (folder / DATA_INFO).is_file():
+        raise ExpkitError(f"{folder}: not an export with model.safetensors and {DATA_INFO}",
+                          hint="write one with: expkit export RUN_DIR --format=safetensors")
+    config = read_run_config(folder)
+    experiment_cls = _registry(registry).load(config["experiment_id"])
+    info = _from_json(json.loads((folder / DATA_INFO).read_text()))
+    data_info = DataInfo(info.get("num_classes"), tuple(info["input_shape"]), info.get("state") or {})
+    model: BaseModel = experiment_cls(experiment_cls.args_class.model_validate(config)
+                                      ).build_model(data_info)
+    load_weights(model, {"model": load_file(str(weights))}, weights)
+    return model.to(device).eval()
 
 
 def _history(run_dir: Path, state: dict[str, Any]) -> list[dict[str, float]]:

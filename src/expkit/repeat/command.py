@@ -25,9 +25,9 @@ from typing import IO, Any
 
 from expkit.config.registry import Registry
 from expkit.errors import ExpkitError, UsageError
-from expkit.rundir.dirs import now, safe_name, shown_status, start_order
+from expkit.rundir.dirs import now, safe_name, shown_status
 from expkit.rundir.groups import NOT_SETTINGS, group_runs
-from expkit.rundir.results import Run, experiment_runs
+from expkit.rundir.results import Run, group_members
 from expkit.rundir.values import flatten
 from expkit.utils.files import atomic_write_json
 
@@ -93,16 +93,6 @@ def _group_seeds(folder: Path, name: str, argv: list[str], wanted: int | list[in
     return seeds
 
 
-def members(results_dir: Path, experiment_id: str, name: str) -> dict[int, Run]:
-    """The group's run directories by seed (the newest one of a seed that ran twice)."""
-    mine: list[tuple[tuple[float, str], int, Run]] = []
-    for run in experiment_runs(results_dir / safe_name(experiment_id)):
-        group = run.record.get("group")
-        if isinstance(group, dict) and group.get("name") == name and isinstance(group.get("seed"), int):
-            mine.append((start_order(run.record, run.path), group["seed"], run))
-    return {seed: run for _, seed, run in sorted(mine, key=lambda m: m[:2])}
-
-
 def plan(seeds: list[int], existing: dict[int, Run]) -> tuple[list[dict[str, Any]], list[str]]:
     """What each seed needs: nothing (finished, or running elsewhere), a resume, or a fresh
     run; with one line per seed that is left alone or resumed."""
@@ -146,7 +136,7 @@ def run_repeat(args: Any, sources: dict[str, str], argv: list[str], wanted: int 
         if created:
             folder.rmdir()
         raise
-    existing = members(machine.results_dir, args.experiment_id, name)
+    existing = group_members(machine.results_dir, args.experiment_id, name)
     tasks, notes = plan(seeds, existing)
     print(f"group {name}: {len(seeds) - len(tasks)}/{len(seeds)} seeds done; "
           f"{len(tasks)} to run" + (f" on {min(workers, len(tasks))} workers" if tasks else ""),
@@ -161,7 +151,7 @@ def run_repeat(args: Any, sources: dict[str, str], argv: list[str], wanted: int 
         code = run_tasks(tasks, payload, registry, quiet=False)
     else:
         code = _run_workers(tasks, payload, workers)
-    done = members(machine.results_dir, args.experiment_id, name)
+    done = group_members(machine.results_dir, args.experiment_id, name)
     group = [done[s] for s in seeds if s in done]
     finished = [r for r in group if r.status == "finished"]
     if finished:

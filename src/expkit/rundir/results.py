@@ -252,6 +252,16 @@ def all_runs(results_dir: Path) -> list[Run]:
     return summaries.all_runs(results_dir, _read_summarized, _from_cache)
 
 
+def group_members(results_dir: Path, experiment_id: str, name: str) -> dict[int, Run]:
+    """The runs of `expkit repeat`'s group `name`, by seed (the newest one of a seed that ran twice)."""
+    mine: list[tuple[tuple[float, str], int, Run]] = []
+    for run in experiment_runs(results_dir / safe_name(experiment_id)):
+        group = run.record.get("group")
+        if isinstance(group, dict) and group.get("name") == name and isinstance(group.get("seed"), int):
+            mine.append((start_order(run.record, run.path), group["seed"], run))
+    return {seed: run for _, seed, run in sorted(mine, key=lambda m: m[:2])}
+
+
 def _from_cache(path: Path, config: dict[str, Any], record: dict[str, Any], metrics: dict[str, Any],
                 derived: dict[str, Any]) -> Run:
     return Run(path, config, record, metrics, None, derived)
