@@ -141,12 +141,15 @@ def test_averaging_flags_are_checked(workspace: Workspace, walk: str) -> None:
 
 
 @pytest.mark.slow
-def test_ema_stopped_between_steps_resumes_bit_identical(workspace: Workspace) -> None:
+@pytest.mark.parametrize(("flag", "kind", "count"), [("--ema_decay=0.9", "ema", 3 * STEPS_PER_EPOCH),
+                                                     ("--swa_start=2", "swa", 2 * STEPS_PER_EPOCH)])
+def test_averaging_stopped_between_steps_resumes_bit_identical(workspace: Workspace, flag: str,
+                                                               kind: str, count: int) -> None:
     from conftest import write_idx_set
 
     write_idx_set(workspace.cache / "mnist", n_train=1000, n_test=200)
-    reference, stopped, proc = reference_and_interrupted(workspace, "INT", STEPS_PER_EPOCH + 5,
-                                                         "--ema_decay=0.9")
+    # stopped in epoch 2, after the SWA average has started
+    reference, stopped, proc = reference_and_interrupted(workspace, "INT", STEPS_PER_EPOCH + 5, flag)
     assert proc.returncode == 130, proc.stderr
     assert load_checkpoint(stopped / "checkpoints" / "last.pt")["partial"] is not None
     resumed = workspace.run("resume", str(stopped))
@@ -154,4 +157,4 @@ def test_ema_stopped_between_steps_resumes_bit_identical(workspace: Workspace) -
     assert_same_training(reference, stopped)  # the history and the averaged weights
     a, b = (load_checkpoint(r / "checkpoints" / "last.pt") for r in (reference, stopped))
     assert all(torch.equal(a["trained"][k], b["trained"][k]) for k in a["trained"])
-    assert a["average"] == b["average"] == {"kind": "ema", "count": 3 * STEPS_PER_EPOCH}
+    assert a["average"] == b["average"] == {"kind": kind, "count": count}
