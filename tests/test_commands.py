@@ -11,7 +11,7 @@ from conftest import Workspace
 COMMAND_OPTIONS = {
     "resume": "ResumeCommand", "reproduce": "ReproduceCommand", "sweep": "SweepCommand",
     "repeat": "RepeatCommand", "lr-find": "LrFindCommand", "compare": "CompareCommand",
-    "report": "ReportCommand",
+    "report": "ReportCommand", "export": "ExportCommand",
     "submit": "SubmitCommand", "job": "JobCommand", "sync": "SyncCommand", "list": "ListCommand",
     "schema": "SchemaCommand", "completion": "CompletionCommand", "new": "NewCommand",
 }

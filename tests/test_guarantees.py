@@ -258,7 +258,8 @@ def test_weights_that_do_not_fit_are_one_clear_error() -> None:
 def _trainer(epoch: int, best: int) -> Any:
     model = torch.nn.Linear(2, 1)
     return SimpleNamespace(epoch=epoch, best_epoch=best, model=model,
-                           state_dict=lambda: {"epoch": epoch, "model": model.state_dict()})
+                           state_dict=lambda: {"epoch": epoch, "model": model.state_dict()},
+                           weights=lambda: {"model": model.state_dict()})
 
 
 def test_checkpointing_writes_last_every_epoch_and_best_on_improvement(tmp_path: Path) -> None:
