@@ -15,6 +15,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+from expkit.models.base import BaseModel
 
 
 def env_rank() -> int:
@@ -72,6 +75,24 @@ class Dist:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return int(flag.item())
 
+    def agreed_stop(self, requested: str | None) -> str | None:
+        """The stop request every rank acts on: this process's own (one process), or any
+        rank's, agreed by an all-reduce. Ranks decide on the reduced value only: a signal that
+        lands after the all-reduce waits for the next check, so no rank leaves a collective the
+        others are still in."""
+        if not self.enabled:
+            return requested
+        return _SIGNALS[self.any_flag(_SIGNALS.index(requested or ""))] or None
+
+    def wrapped(self, model: BaseModel, device: torch.device) -> nn.parallel.DistributedDataParallel | None:
+        """Under torchrun, `model.step` as DistributedDataParallel's forward (DDP averages the
+        gradients over ranks); the model itself stays plain, so checkpoints load without DDP.
+        None in one process."""
+        if not self.enabled:
+            return None
+        return nn.parallel.DistributedDataParallel(
+            _Steps(model), device_ids=[self.local_rank] if device.type == "cuda" else None)
+
     def from_main(self, value: Any) -> Any:
         """Rank 0's `value` on every rank (any picklable object, e.g. the run directory)."""
         if not self.enabled:
@@ -82,6 +103,18 @@ class Dist:
 
 
 SINGLE = Dist()
+_SIGNALS = ["", "SIGINT", "SIGTERM"]  # a stop request as a number every rank can all-reduce
+
+
+class _Steps(nn.Module):
+    """`model.step` as a forward pass, so DistributedDataParallel sees (and syncs) every step."""
+
+    def __init__(self, model: BaseModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+        return self.model.step(batch)
 
 
 def setup(use_cuda: bool) -> Dist:

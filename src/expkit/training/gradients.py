@@ -120,3 +120,12 @@ class GradientWatch:
             return None
         bad = (~torch.isfinite(self.first_norms)).nonzero()
         return step, self.names[int(bad[0])] if len(bad) else "?"
+
+
+def divergence(loss: float, at: str, watch: GradientWatch | None) -> str:
+    """Why a run diverged, for its stop reason: the loss, where, and (when `watch` saw it) the
+    optimizer step and the parameter whose gradient first became non-finite."""
+    first = watch.first_nonfinite() if watch is not None else None
+    where = (f"; its gradient first became non-finite at optimizer step {first[0]}, in "
+             f"{first[1]}" if first else "")
+    return f"the training loss became {loss} in {at}{where}; lower --lr or set --grad_clip_norm"

@@ -29,7 +29,6 @@ import time
 from typing import Any, Literal
 
 import torch
-from torch import nn
 
 from expkit.data.augment import augmented
 from expkit.data.base import AnySplit, Batch, DataSplits, Split, examples_in
@@ -38,29 +37,18 @@ from expkit.training.averaging import weight_average
 from expkit.training.callbacks import Callback
 from expkit.training.distributed import SINGLE, Dist
 from expkit.training.evaluate import Evaluator, check_monitor, metric_values, reduce_sums
-from expkit.training.gradients import GradientWatch
+from expkit.training.gradients import GradientWatch, divergence
 from expkit.training.metrics import Declared
 from expkit.training.optim import Schedule, optimizer_step, step_epoch_schedule
+from expkit.training.position import PassPosition
 from expkit.training.state import restore_trainer, trainer_state
 from expkit.training.timing import StepProfiler, Timings, part_of
 
 _BETTER = {"min": lambda a, b: a < b, "max": lambda a, b: a > b}
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-_SIGNALS = ["", "SIGINT", "SIGTERM"]  # a stop request as a number every rank can all-reduce
 
 
-class _Steps(nn.Module):
-    """`model.step` as a forward pass, so DistributedDataParallel sees (and syncs) every step."""
-
-    def __init__(self, model: BaseModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
-        return self.model.step(batch)
-
-
-class Trainer:
+class Trainer(PassPosition):
     """Trains a model on in-memory splits; holds the state callbacks read (epoch, history, best).
 
     Epoch-based (`epochs`): an evaluation ends each pass over the training split. Step-based
@@ -83,11 +71,7 @@ class Trainer:
         self.memory_format = torch.channels_last if channels_last else None
         self.model = self._placed(model, device, compile)
         self.dist = dist
-        # under torchrun, steps go through DDP (which averages the gradients over ranks);
-        # self.model stays the plain model, so checkpoints load without DDP
-        self.ddp = (nn.parallel.DistributedDataParallel(
-            _Steps(self.model), device_ids=[dist.local_rank] if device.type == "cuda" else None)
-            if dist.enabled else None)
+        self.ddp = dist.wrapped(self.model, device)  # under torchrun, steps go through DDP
         self.optimizer = optimizer
         self.schedule = schedule
         # moved to the device once (and to channels-last once): no per-batch host-to-device copy
@@ -198,20 +182,7 @@ class Trainer:
             train = self._train_period(lr, started)
             if train is None:
                 return self._interrupt()
-            metrics: dict[str, float] = ({"epoch": self.epoch + 1} if not self.step_based else
-                                         {"step": self.steps, "epoch": self._epochs_done()})
-            metrics |= train
-            clock = self.times.clock()
-            if self.average is not None:
-                self.average.ready(self.train_split, self.batch_size)
-            if self.val_split is not None:
-                metrics |= self.evaluate(self.val_split, "val")
-            self.times.add("evaluation", self.times.clock() - clock)
-            metrics |= self.grads.period() if self.grads is not None else {}
-            metrics |= self.times.row(self.epoch_seen * self.dist.world_size * self.per_example,
-                                      self.unit)
-            metrics["lr"] = lr
-            metrics["epoch_time"] = time.perf_counter() - started
+            metrics = self._row(train, lr, started)
             step_epoch_schedule(self.schedule, metrics.get(self.monitor))
             self.epoch += 1
             if self.monitor in metrics and self.is_better(metrics[self.monitor], self.best_value):
@@ -220,11 +191,7 @@ class Trainer:
             loss = self._backprop_loss()
             if not math.isfinite(loss):
                 self.should_stop = self.diverged = True
-                first = self.grads.first_nonfinite() if self.grads is not None else None
-                where = (f"; its gradient first became non-finite at optimizer step {first[0]}, in "
-                         f"{first[1]}" if first else "")
-                self.stop_reason = (f"the training loss became {loss} in {self.at()}{where}; "
-                                    "lower --lr or set --grad_clip_norm")
+                self.stop_reason = divergence(loss, self.at(), self.grads)
             self._epoch_end(metrics)
         if self.done() and not self.should_stop and self.step_based:
             self.stop_reason = f"completed all {self.max_steps} steps"
@@ -233,6 +200,25 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_end(self)
         return self.history
+
+    def _row(self, train: dict[str, float], lr: float, started: float) -> dict[str, float]:
+        """A period's history row: where it ended, its train metrics, the validation metrics
+        (of the averaged weights, when on), the gradient's norm, throughput and times, lr."""
+        metrics: dict[str, float] = ({"epoch": self.epoch + 1} if not self.step_based else
+                                     {"step": self.steps, "epoch": self._epochs_done()})
+        metrics |= train
+        clock = self.times.clock()
+        if self.average is not None:
+            self.average.ready(self.train_split, self.batch_size)
+        if self.val_split is not None:
+            metrics |= self.evaluate(self.val_split, "val")
+        self.times.add("evaluation", self.times.clock() - clock)
+        metrics |= self.grads.period() if self.grads is not None else {}
+        metrics |= self.times.row(self.epoch_seen * self.dist.world_size * self.per_example,
+                                  self.unit)
+        metrics["lr"] = lr
+        metrics["epoch_time"] = time.perf_counter() - started
+        return metrics
 
     def _epoch_end(self, metrics: dict[str, float]) -> None:
         """The callbacks' end of a period, each timed (checkpoints, trackers, the others: in
@@ -256,12 +242,6 @@ class Trainer:
         """Where an interrupted run stopped: "at step 23", "in epoch 2" or "after epoch 1"."""
         return (f"at step {self.steps}" if self.step_based else f"in epoch {self.epoch + 1}"
                 if self.partial else f"after epoch {self.epoch}")
-
-    def _epochs_done(self) -> float:
-        """Passes over the training split so far, with the fraction of the current one."""
-        done = self.position["batches"] / self.train_split.num_batches(self.batch_size) \
-            if self.position else 0.0
-        return round(self.passes + done, 4)
 
     def release_data(self) -> None:
         """Let go of the train and val splits once training is over (testing and the final
@@ -335,35 +315,6 @@ class Trainer:
             if budget is None:
                 return self._train_means(sums, seen)
 
-    def _period_start(self) -> tuple[dict[str, torch.Tensor], int, int]:
-        """(sums, examples seen, optimizer steps) a period starts from: zero, or where an
-        interrupted one stood (`self.partial`, from a checkpoint), its pass position restored."""
-        resume, self.partial = self.partial, None
-        sums: dict[str, torch.Tensor] = resume["sums"] if resume else {}
-        seen: int = resume["seen"] if resume else 0
-        period_steps: int = resume.get("steps", 0) if resume else 0
-        if resume:  # at a pass boundary (generator None), or inside a pass
-            self.position = ({"generator": resume["generator"], "batches": resume["batches"]}
-                             if resume["generator"] is not None else None)
-        self.loss_total = torch.zeros((), dtype=torch.float64, device=self.device)
-        if self.grads is not None:
-            self.grads.reset(resume.get("grads") if resume else None)
-        self.times.start_period()
-        self.epoch_sums, self.epoch_seen = sums, seen
-        return sums, seen, period_steps
-
-    def _pass_start(self) -> tuple[torch.Tensor, int, int]:
-        """(the generator's state at the pass's start, batches to skip, the pass's augmentation
-        seed): a pass resumed inside replays its draws and skips what it trained."""
-        if self.position is not None:
-            self.generator.set_state(self.position["generator"])
-        pass_rng = self.generator.get_state()
-        skip = self.position["batches"] if self.position else 0
-        self.position = None
-        pass_seed = (int(torch.randint(1 << 62, (), generator=self.generator))
-                     if self.augment is not None else 0)  # replayed with the pass's draws
-        return pass_rng, skip, pass_seed
-
     def _forward_backward(self, batch: Batch, i: int, steps: bool) -> dict[str, Any]:
         """One batch's loss backpropagated (scaled for ranks and accumulation); its sums."""
         n, world = len(self.train_split), self.dist.world_size
@@ -392,22 +343,6 @@ class Trainer:
         self.epoch_sums = sums  # updated in place from here on
         return sums
 
-    def _pause_at(self, here: dict[str, Any] | None) -> None:
-        """A step-based period ends: the next goes on from `here` (None: a pass boundary)."""
-        if here is None:
-            self.passes += 1
-        self.position = here
-
-    def _keep_partial(self, here: dict[str, Any] | None, sums: dict[str, torch.Tensor], seen: int,
-                      period_steps: int, lr: float, started: float) -> None:
-        """A stop signal ended the period early: what a resume needs to finish it exactly."""
-        if here is None:
-            self.passes += 1
-        sums, seen = reduce_sums(self.dist, sums, seen, self.device)
-        self.partial = {**(here or {"generator": None, "batches": 0}), "sums": sums, "seen": seen,
-                        "steps": period_steps, "lr": lr, "seconds": time.perf_counter() - started,
-                        "grads": self.grads.state() if self.grads is not None else None}
-
     def _train_means(self, sums: dict[str, torch.Tensor], seen: int) -> dict[str, float]:
         """The train metrics of a period from its sums (summed over ranks)."""
         return metric_values(self.metrics, *reduce_sums(self.dist, sums, seen, self.device), "train")
@@ -418,14 +353,8 @@ class Trainer:
         return float(self.dist.all_sum(self.loss_total.clone()).item())
 
     def _agreed_stop(self) -> str | None:
-        """The stop request every rank acts on (under DDP: any rank's, agreed by an all-reduce).
-
-        Ranks decide on the reduced value only: a signal that lands after the all-reduce waits
-        for the next check, so no rank leaves a collective the others are still in.
-        """
-        if not self.dist.enabled:
-            return self.stop_requested
-        agreed = _SIGNALS[self.dist.any_flag(_SIGNALS.index(self.stop_requested or ""))] or None
+        """The stop request every rank acts on (Dist.agreed_stop), kept as this one's too."""
+        agreed = self.dist.agreed_stop(self.stop_requested)
         if agreed:
             self.stop_requested = agreed
         return agreed
