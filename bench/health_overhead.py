@@ -2,10 +2,13 @@
 default) and off (`--grad_norm=false --timing=false`), interleaved (on off, off on, ...).
 
     python bench/health_overhead.py [--rounds 9] [--epochs 2] [--dataset fashion_mnist]
+    python bench/health_overhead.py --on=--ema_decay=0.999 --off=   # what any flags cost
 
 Per round: each process's wall time and its history's summed epoch_time (training and
 evaluation, without the process's start). We report the median of each round's on/off ratio
 (it holds when the machine's speed drifts between rounds) and write bench/out/health_overhead.json.
+`--on` and `--off` give each side's own flags (space-separated; by default the "off" side turns
+the watch and the timers off), to measure what any switch costs the same way.
 Needs the Fashion-MNIST files (Debian's dataset-fashion-mnist) for the default dataset.
 """
 
@@ -44,6 +47,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--dataset", default="fashion_mnist")
+    parser.add_argument("--on", default="", help="the flags of the 'on' side (default: none)")
+    parser.add_argument("--off", default=" ".join(OFF), help="the flags of the 'off' side")
     options = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="expkit-health-"))
     env = {**os.environ, "EXPKIT_CONFIG": str(work / "config.yaml")}
@@ -56,7 +61,7 @@ def main() -> None:
     for k in range(options.rounds):
         order = ("on", "off") if k % 2 == 0 else ("off", "on")
         for side in order:
-            wall, spent = one(work, env, base + (OFF if side == "off" else []))
+            wall, spent = one(work, env, base + (options.off if side == "off" else options.on).split())
             walls[side].append(wall)
             epochs[side].append(spent)
         print(f"round {k + 1}: on {walls['on'][-1]:.2f} s ({epochs['on'][-1]:.2f} s of epochs), "
@@ -64,6 +69,7 @@ def main() -> None:
     wall_ratio = statistics.median(a / b for a, b in zip(walls["on"], walls["off"], strict=True))
     epoch_ratio = statistics.median(a / b for a, b in zip(epochs["on"], epochs["off"], strict=True))
     figures = {"rounds": options.rounds, "epochs": options.epochs, "dataset": options.dataset,
+               "on": options.on, "off": options.off,
                "wall_on_s": statistics.median(walls["on"]), "wall_off_s": statistics.median(walls["off"]),
                "epochs_on_s": statistics.median(epochs["on"]),
                "epochs_off_s": statistics.median(epochs["off"]),
@@ -72,7 +78,8 @@ def main() -> None:
           f"interleaved rounds)")
     out = REPO / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "health_overhead.json").write_text(json.dumps(figures, indent=2) + "\n")
+    name = "health_overhead" if (options.on, options.off) == ("", " ".join(OFF)) else "flag_overhead"
+    (out / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":
