@@ -211,8 +211,7 @@ def finish(experiment: BaseExperiment[Any], trainer: Trainer, run_dir: Path,
            trackers: list[Tracker], test_split: Any) -> None:
     """After fit: the best weights back in the model (when asked), the test split evaluated,
     the summary to every tracker and the console. A diverged run fails here, files complete."""
-    averaged = trainer.average.kind if trainer.average is not None else None
-    trainer.keep_evaluated_weights()
+    averaged = trainer.keep_evaluated_weights()
     trainer.release_data()  # the training data is freed before testing
     weights = _restore_best(trainer, run_dir, experiment.args)
     if averaged is not None:

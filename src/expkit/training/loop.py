@@ -380,13 +380,15 @@ class Trainer(PassPosition):
         return {"model": self.average.model.state_dict(), "trained": self.model.state_dict(),
                 "average": self.average.state()}
 
-    def keep_evaluated_weights(self) -> None:
+    def keep_evaluated_weights(self) -> str | None:
         """After training: the weights evaluation saw (the average, when on) into `model`,
-        which the test and whatever uses the model next see."""
-        if self.average is not None:
-            self.model.load_state_dict(self.average.model.state_dict())
-            self.evaluated_model = self.evaluator.model = self.model
-            self.average = None
+        which the test and whatever uses the model next see; returns the average's kind."""
+        if self.average is None:
+            return None
+        kind, self.average = self.average.kind, None
+        self.model.load_state_dict(self.evaluated_model.state_dict())
+        self.evaluated_model = self.evaluator.model = self.model
+        return kind
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resume needs: weights, optimizer, schedule, counters, RNGs, callbacks."""
