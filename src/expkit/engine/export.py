@@ -54,7 +54,7 @@ def export_run(run_dir: Path, weights: Weights = "best", formats: list[Format] |
     from expkit.config.machine import load_machine_config
 
     machine = load_machine_config(announce=say)
-    loaded, chosen = _loaded(run, weights, registry, machine)
+    loaded, chosen, info = _loaded(run, weights, registry, machine)
     folder = Path(out) if out is not None else run.path / "export"
     inputs, sizes = _test_inputs(loaded) if {"pt2", "onnx"} & set(formats) else (None, None)
     temp = folder.parent / f".{folder.name}.{os.getpid()}.tmp"
@@ -64,7 +64,6 @@ def export_run(run_dir: Path, weights: Weights = "best", formats: list[Format] |
         checks: dict[str, float | None] = {
             name: _write(name, loaded.model, temp / FILES[name], inputs) for name in formats}
         (temp / "config.json").write_text(json.dumps(run.config, indent=2) + "\n")
-        info = load_checkpoint(loaded.checkpoint)["data_info"]
         (temp / DATA_INFO).write_text(json.dumps(jsonable(info), indent=2) + "\n")
         (temp / "README.md").write_text(model_card(run, loaded, chosen, checks, inputs, sizes,
                                                    folder))
@@ -92,12 +91,13 @@ def _check_installed(formats: list[Format]) -> None:
 
 
 def _loaded(run: Run, weights: Weights, registry: str | Registry | None, machine: Any
-            ) -> tuple[LoadedRun, str]:
-    """The run's model with the chosen weights in it, and how the card names them."""
+            ) -> tuple[LoadedRun, str, dict[str, Any]]:
+    """The run's model with the chosen weights in it, how the card names them, and the
+    checkpoint's data_info."""
     loaded = load_run(run.path, "best" if weights == "best" else "last", registry=registry,
                       machine=machine)
     state = load_checkpoint(loaded.checkpoint)
-    average = state.get("average")
+    average, info = state.get("average"), state["data_info"]
     row = state.get("metrics") or (state.get("history") or [{}])[-1]  # best.pt's, or last.pt's
     at = f"step {row['step']}" if "step" in row else f"epoch {state['epoch']}"
     if weights in ("ema", "swa"):
@@ -105,12 +105,12 @@ def _loaded(run: Run, weights: Weights, registry: str | Registry | None, machine
             flag = "--ema_decay" if weights == "ema" else "--swa_start"
             raise ExpkitError(f"{run.path}: this run kept no {weights.upper()} of its weights "
                               f"(train with {flag})", hint="choose --weights=best or --weights=last")
-        return loaded, f"the {weights.upper()} of the weights at the end of training ({at})"
+        return loaded, f"the {weights.upper()} of the weights at the end of training ({at})", info
     if weights == "last" and "trained" in state:  # the optimizer's weights, not the average
         loaded.model.load_state_dict(state["trained"])
-        return loaded, f"the last trained weights, not averaged ({at})"
+        return loaded, f"the last trained weights, not averaged ({at})", info
     kind = f", {average['kind'].upper()} of the weights" if average else ""
-    return loaded, f"the {weights} weights ({at}{kind})"
+    return loaded, f"the {weights} weights ({at}{kind})", info
 
 
 def _test_inputs(loaded: LoadedRun) -> tuple[torch.Tensor, dict[str, int]]:

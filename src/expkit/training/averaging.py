@@ -43,7 +43,6 @@ class WeightAverage(Generic[M]):
 
     def __init__(self, model: M, kind: Kind, *, decay: float = 0.0, start: int = 1) -> None:
         self.kind, self.decay, self.start = kind, decay, start
-        self.source = model
         self.model = _frozen_copy(model)
         self.count = 0  # optimizer steps averaged in
         self._params = _floating(model.parameters()), _floating(self.model.parameters())
