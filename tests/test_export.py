@@ -127,14 +127,21 @@ def test_last_and_averaged_weights_and_clear_errors(data_workspace: Workspace) -
     assert bad.returncode == 2 and "--format" in bad.stderr
     missing = ws.run("export", str(ws.root / "nope"))
     assert missing.returncode == 2 and "no such folder" in missing.stderr
+    mine = ws.root / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    refused = ws.run("export", str(plain), f"--out={mine}")
+    assert refused.returncode == 1 and "holds files an export does not write (notes.txt)" in refused.stderr
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"], "no file of the user's is touched"
 
     averaged = _trained(ws, "--ema_decay=0.5")
     last = load_checkpoint(averaged / "checkpoints" / "last.pt")
-    for weights, key in (("last", "trained"), ("ema", "model")):
-        out = ws.root / weights
+    out = ws.root / "handed-on"  # the second export replaces the first
+    for weights, key, said in (("last", "trained", "the last trained weights, not averaged (epoch 2)"),
+                               ("ema", "model", "the EMA of the weights at the end of training")):
         assert ws.run("export", str(averaged), f"--weights={weights}", f"--out={out}").returncode == 0
         got = load_file(out / "model.safetensors")
         assert all(torch.equal(got[k], v) for k, v in last[key].items()), weights
+        assert said in (out / "README.md").read_text()
     assert not all(torch.equal(last["trained"][k], v) for k, v in last["model"].items())
-    card = (ws.root / "last" / "README.md").read_text()
-    assert "the last trained weights, not averaged (epoch 2)" in card
+    assert not list(ws.root.glob(".handed-on*")), "no temporary or replaced folder is left"

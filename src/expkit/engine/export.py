@@ -56,6 +56,7 @@ def export_run(run_dir: Path, weights: Weights = "best", formats: list[Format] |
     machine = load_machine_config(announce=say)
     loaded, chosen, info = _loaded(run, weights, registry, machine)
     folder = Path(out) if out is not None else run.path / "export"
+    _check_replaceable(folder)
     inputs, sizes = _test_inputs(loaded) if {"pt2", "onnx"} & set(formats) else (None, None)
     temp = folder.parent / f".{folder.name}.{os.getpid()}.tmp"
     shutil.rmtree(temp, ignore_errors=True)
@@ -77,6 +78,24 @@ def export_run(run_dir: Path, weights: Weights = "best", formats: list[Format] |
             say(f"  {FILES[name]}: max |difference| from PyTorch's outputs on "
                 f"{len(inputs) if inputs is not None else 0} test examples: {diff:.3g}")
     return folder
+
+
+#: what an export folder holds: an existing folder with anything else is never replaced
+WRITTEN = {*FILES.values(), "config.json", DATA_INFO, "README.md"}
+
+
+def _check_replaceable(folder: Path) -> None:
+    """`folder` is new, empty, or an earlier export (which the new one replaces); anything else
+    is one clear error before any work, so that no file of the user's is ever removed."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise ExpkitError(f"--out={folder}: a file is there; give a folder for the export")
+    other = sorted(p.name for p in folder.iterdir() if p.name not in WRITTEN)
+    if other:
+        raise ExpkitError(f"--out={folder}: the folder holds files an export does not write "
+                          f"({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); "
+                          "give a new folder, or an earlier export's, which is replaced")
 
 
 def _check_installed(formats: list[Format]) -> None:
