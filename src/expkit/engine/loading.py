@@ -66,13 +66,18 @@ def load_run(run_dir: str | Path, checkpoint: Literal["best", "last"] = "best",
     info = state.get("data_info") or {}
     if not info:
         raise ExpkitError(f"{path}: has no data_info; it was not written by an expkit run")
-    data_info = DataInfo(info.get("num_classes"), tuple(info["input_shape"]), info.get("state") or {})
+    data_info = as_data_info(info)
     experiment = experiment_cls(args, machine)
     model = experiment.build_model(data_info)
     load_weights(model, state, path)
     model.to(device).eval()
     return LoadedRun(run_dir, args, model, _history(run_dir, state), path, int(state["epoch"]),
                      experiment)
+
+
+def as_data_info(info: dict[str, Any]) -> DataInfo:
+    """A checkpoint's (or an export's) data_info as the DataInfo `build_model` takes."""
+    return DataInfo(info.get("num_classes"), tuple(info["input_shape"]), info.get("state") or {})
 
 
 def _registry(registry: str | Registry | None) -> Registry:
@@ -123,7 +128,7 @@ def load_export(folder: str | Path, device: str | torch.device = "cpu",
     config = read_run_config(folder)
     experiment_cls = _registry(registry).load(config["experiment_id"])
     info = _from_json(json.loads((folder / DATA_INFO).read_text()))
-    data_info = DataInfo(info.get("num_classes"), tuple(info["input_shape"]), info.get("state") or {})
+    data_info = as_data_info(info)
     model: BaseModel = experiment_cls(experiment_cls.args_class.model_validate(config)
                                       ).build_model(data_info)
     load_weights(model, {"model": load_file(str(weights))}, weights)
