@@ -130,3 +130,26 @@ def test_shuffled_batches_cover_every_example_once() -> None:
     seen = torch.cat([y for _, y in batches])
     assert sorted(seen.tolist()) == list(range(10)) and seen.tolist() != list(range(10))
     assert all(torch.equal(x.squeeze(1).long(), y) for x, y in batches)  # pairs stay together
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_the_stated_preprocessing_turns_raw_images_into_the_model_inputs(
+        tmp_path: Path, in_memory: bool) -> None:
+    """DataSplits.preprocess (what an export writes) applied to the raw test images gives the
+    test split's inputs, held in memory or streamed from disk; the constants are the training
+    split's mean and std of pixels / 255 (recomputed here in float64)."""
+    from expkit.data import preprocess
+
+    files = write_idx_set(tmp_path / "cache" / "mnist", n_train=300, n_test=50)
+    args = mnist_data.ImageDataArgs(name="mnist", val_fraction=0.2, in_memory=in_memory)
+    data = mnist_data.ImageData(args, tmp_path / "cache").load()
+    assert data.streamed is not in_memory
+    raw = read_idx(files[2])
+    test = torch.cat([x for x, _ in data.test.batches(len(raw))])
+    assert torch.equal(torch.from_numpy(preprocess.apply(data.preprocess, raw)), test)
+    pixels = read_idx(files[0]).astype(np.float64) / 255
+    assert data.preprocess[1]["mean"] == pytest.approx(pixels.mean(), rel=1e-12)
+    assert data.preprocess[1]["std"] == pytest.approx(pixels.std(), rel=1e-9)
+    assert preprocess.describe(data.preprocess) == (
+        f"x = (raw / 255 - {pixels.mean():.6g}) / {pixels.std():.6g}, as float32, each example "
+        "reshaped to (1, 28, 28)")

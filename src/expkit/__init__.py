@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from expkit.cli import run_cli
     from expkit.config.args import Args
     from expkit.config.machine import load_machine_config
-    from expkit.data import augment
+    from expkit.data import augment, preprocess
     from expkit.data.base import (
         AnySplit,
         BaseDataset,
@@ -72,6 +72,7 @@ _HOME = {
     **dict.fromkeys(["read_idx", "idx_shape", "open_idx_memmap"], "expkit.data.idx"),
     **dict.fromkeys(["DownloadError", "download_verified"], "expkit.data.download"),
     "augment": "expkit.data",  # the module: augment.inputs, random_crop, hflip, noise
+    "preprocess": "expkit.data",  # the module: scale, normalize, reshape, vocabulary, apply
     **dict.fromkeys(["Callback", "TrainerView"], "expkit.training.callbacks"),
     "Trainer": "expkit.training.loop",
     **dict.fromkeys(["Checkpointing", "save_checkpoint"], "expkit.training.checkpoint"),
@@ -130,6 +131,7 @@ __all__ = [
     "load_run",
     "open_idx_memmap",
     "perplexity",
+    "preprocess",
     "r2",
     "read_idx",
     "resume",

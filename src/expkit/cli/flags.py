@@ -79,8 +79,8 @@ class ExportCommand(Args):
         "best", description="which weights: the best epoch's (as tested), the last trained, or "
         "the EMA / SWA average at the end (a run trained with --ema_decay / --swa_start)")
     format: list[Literal["safetensors", "pt2", "onnx"]] = Field(
-        ["safetensors"], description="safetensors (the weights), pt2 (a torch.export program) "
-        "and/or onnx, comma-separated")
+        ["safetensors"], min_length=1, description="safetensors (the weights), pt2 (a "
+        "torch.export program) and/or onnx, comma-separated")
     out: str | None = Field(None, description="the folder to write; auto = RUN_DIR/export")
 
 

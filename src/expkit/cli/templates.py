@@ -25,7 +25,8 @@ from expkit import (
     ExperimentArgs,
     ExpkitError,
     HoldoutArgs,
-    Split,METRICS_IMPORT
+    Split,
+    preprocess,METRICS_IMPORT
 )
 """
 
@@ -122,7 +123,9 @@ class TemplateExperiment(BaseExperiment[TemplateArgs]):
         x, y = load_digits(return_X_y=True)
         train, val, test = self.args.dataset.split(
             Split(torch.tensor(x, dtype=torch.float32) / 16.0, torch.tensor(y, dtype=torch.long)))
-        return DataSplits(10, (64,), train=train, val=val, test=test)
+        # how a raw input becomes the model's input: an export writes it for whoever uses it
+        return DataSplits(10, (64,), train=train, val=val, test=test,
+                          preprocess=[preprocess.scale(16.0)])
 
     def build_model(self, data: DataInfo) -> TemplateModel:
         """An MLP (or a linear layer) from the 64 pixels to the classes."""
@@ -195,8 +198,10 @@ class TemplateExperiment(BaseExperiment[TemplateArgs]):
             return Split((split.x - mean) / std, split.y)
 
         state = {"y_mean": float(train.y.mean()), "y_std": float(train.y.std())}
+        # how a raw input becomes the model's input: an export writes it for whoever uses it
         return DataSplits(None, (x.shape[1],), state, train=scaled(train),
-                          val=None if val is None else scaled(val), test=scaled(test))
+                          val=None if val is None else scaled(val), test=scaled(test),
+                          preprocess=[preprocess.normalize(mean.tolist(), std.tolist())])
 
     def build_model(self, data: DataInfo) -> TemplateModel:
         """An MLP (or a linear layer) from the measurements to one number, in target units."""

@@ -43,11 +43,14 @@ class DataInfo:
     `num_classes` is what a classification dataset adds (None for any other task). `state` is
     whatever else the dataset computed that the model needs (a target scaler's mean and std, a
     vocabulary, class names): numbers, strings, tensors, and lists or dicts of them.
+    `preprocess` says how a raw input becomes the model's input (`expkit.data.preprocess`:
+    scale, normalize, reshape, vocabulary), so that an export is usable without expkit.
     """
 
     num_classes: int | None = None
     input_shape: tuple[int, ...] = ()
     state: dict[str, Any] = field(default_factory=dict)
+    preprocess: list[dict[str, Any]] = field(default_factory=list)
 
     def classes(self) -> int:
         """`num_classes`, for a model that classifies; an error when the dataset gives none."""
@@ -81,7 +84,7 @@ class DataSplits(DataInfo):
     @property
     def info(self) -> DataInfo:
         """The DataInfo part alone."""
-        return DataInfo(self.num_classes, self.input_shape, self.state)
+        return DataInfo(self.num_classes, self.input_shape, self.state, self.preprocess)
 
 
 class BaseDataset(ABC):

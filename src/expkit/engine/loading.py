@@ -77,7 +77,8 @@ def load_run(run_dir: str | Path, checkpoint: Literal["best", "last"] = "best",
 
 def as_data_info(info: dict[str, Any]) -> DataInfo:
     """A checkpoint's (or an export's) data_info as the DataInfo `build_model` takes."""
-    return DataInfo(info.get("num_classes"), tuple(info["input_shape"]), info.get("state") or {})
+    return DataInfo(info.get("num_classes"), tuple(info["input_shape"]), info.get("state") or {},
+                    info.get("preprocess") or [])
 
 
 def _registry(registry: str | Registry | None) -> Registry:

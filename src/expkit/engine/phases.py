@@ -322,7 +322,7 @@ def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, devic
         ids = {k: v for tracker in trackers for k, v in tracker.run_ids().items()}
         return {"experiment_id": args.experiment_id, "config": config,
                 "data_info": {"num_classes": info.num_classes, "input_shape": list(info.input_shape),
-                              "state": info.state},
+                              "state": info.state, "preprocess": info.preprocess},
                 "trackers": ids}
 
     if t.save_checkpoints and dist.is_main:

@@ -26,6 +26,7 @@ from expkit import (
     fits_in_memory,
     idx_shape,
     open_idx_memmap,
+    preprocess,
     read_idx,
     split_indices,
     subset,
@@ -155,7 +156,7 @@ class ImageData(BaseDataset):
         test = part(arrays[2], arrays[3])
         num_classes = int(max(train.y.max(), test.y.max())) + 1
         return DataSplits(num_classes, tuple(train.x.shape[1:]), train=train, val=val, test=test,
-                          files=files)
+                          files=files, preprocess=_steps(scale, mean, std, images.shape[1:]))
 
     def _stream(self, files: list[Path], shapes: list[tuple[int, ...]]) -> DataSplits:
         """The same splits, read from memory-mapped, uncompressed IDX files item by item."""
@@ -171,7 +172,8 @@ class ImageData(BaseDataset):
         labels = open_idx_memmap(raw[1])
         num_classes = int(max(labels.max(), open_idx_memmap(raw[3]).max())) + 1
         return DataSplits(num_classes, (1, *shapes[0][1:]), train=subset(train_all, keep.tolist()),
-                          val=val, test=test, files=files, streamed=True)
+                          val=val, test=test, files=files, streamed=True,
+                          preprocess=_steps(255.0, mean, std, shapes[0][1:]))
 
 
 class IdxItems(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -206,6 +208,12 @@ def _uncompressed(path: Path, folder: Path) -> Path:
 
         atomic_write(target, copy)
     return target
+
+
+def _steps(scale: float, mean: float, std: float, image: tuple[int, ...]) -> list[dict[str, Any]]:
+    """How a raw image (pixel values 0..scale) becomes the model's input, for an export."""
+    return [preprocess.scale(scale), preprocess.normalize(mean, std),
+            preprocess.reshape((1, *image))]
 
 
 def _chunked_mean_std(images: np.ndarray, scale: float, chunk: int = 4096) -> tuple[float, float]:

@@ -33,6 +33,7 @@ from expkit import (
     HoldoutArgs,
     NamedSplit,
     Split,
+    preprocess,
 )
 
 try:
@@ -113,7 +114,8 @@ class BreastCancerExperiment(BaseExperiment[CancerArgs]):
             return NamedSplit(x=(split.x - mean) / std, y=split.y, weight=balance[split.y])
 
         return DataSplits(2, (x.shape[1],), train=named(train),
-                          val=None if val is None else named(val), test=named(test))
+                          val=None if val is None else named(val), test=named(test),
+                          preprocess=[preprocess.normalize(mean.tolist(), std.tolist())])
 
     def build_model(self, data: DataInfo) -> CancerModel:
         """The MLP, sized for the measurements."""

@@ -39,6 +39,7 @@ from expkit import (
     Metric,
     TokenSplit,
     perplexity,
+    preprocess,
 )
 
 
@@ -196,7 +197,8 @@ class CharLMExperiment(BaseExperiment[CharLMArgs]):
         return DataSplits(None, (block,), {"chars": chars},
                           train=TokenSplit(ids[:n_train], block),
                           val=TokenSplit(ids[n_train:n_train + n_val], block),
-                          test=TokenSplit(ids[n_train + n_val:], block), files=files)
+                          test=TokenSplit(ids[n_train + n_val:], block), files=files,
+                          preprocess=[preprocess.vocabulary(chars)])
 
     def build_model(self, data: DataInfo) -> CharGPT:
         """The Transformer, over the corpus' characters."""

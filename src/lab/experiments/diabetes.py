@@ -31,6 +31,7 @@ from expkit import (
     ExpkitError,
     HoldoutArgs,
     Split,
+    preprocess,
     r2,
 )
 
@@ -136,8 +137,10 @@ class DiabetesExperiment(BaseExperiment[DiabetesArgs]):
             return Split((split.x - mean) / std, split.y)
 
         state = {"y_mean": float(train.y.mean()), "y_std": float(train.y.std())}
+        # how a raw input becomes the model's input: an export writes it for whoever uses it
         return DataSplits(None, (x.shape[1],), state, train=scaled(train),
-                          val=None if val is None else scaled(val), test=scaled(test))
+                          val=None if val is None else scaled(val), test=scaled(test),
+                          preprocess=[preprocess.normalize(mean.tolist(), std.tolist())])
 
     def build_model(self, data: DataInfo) -> DiabetesModel:
         """An MLP (or a linear layer) from the measurements to one number, in target units."""
