@@ -143,3 +143,74 @@ def test_torchmetrics_objects_compute_over_the_whole_split_in_an_evaluation() ->
         assert got["val_auroc"] == pytest.approx(roc_auc_score(y.numpy(), score.numpy()), abs=1e-6)
         assert got["val_n"] == 1.0, "sums beside a stateful metric stay per-example means"
     assert declared["auroc"].update_count == 0, "the declared object is a template, never updated"
+
+
+# a line fitted by SGD beside a reference metric: predicting every target by 0 ("naive")
+LINE = '''
+import torch
+from torch import nn
+
+from expkit import BaseExperiment, BaseModel, DataInfo, DataSplits, ExperimentArgs, Split
+
+
+class Line(BaseModel):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(1, 1)
+
+    def step(self, batch):
+        x, y = batch
+        error = self.linear(x).squeeze(1) - y
+        loss = (error ** 2).mean()
+        return loss, {"loss": loss.detach() * len(y), "naive": y.abs().sum()}
+
+
+class LineExperiment(BaseExperiment[ExperimentArgs]):
+    args_class = ExperimentArgs
+    metrics = {"loss": "min", "naive": "report"}
+    default_monitor = "val_loss"
+
+    def build_data(self):
+        x = torch.linspace(-1, 1, 40).unsqueeze(1)
+        split = Split(x, 3 * x.squeeze(1) + 1)
+        return DataSplits(None, (1,), {}, train=split, val=split, test=split)
+
+    def build_model(self, data: DataInfo):
+        return Line()
+'''
+
+
+@pytest.mark.slow  # four short runs
+def test_a_metric_declared_for_reporting_is_shown_never_starred_tested_or_monitored(
+        workspace: Workspace, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """"naive": "report" is computed and shown by compare (its mean over seeds), but no setting
+    is marked best for it, no Welch test is run on it, and it cannot be monitored (so neither
+    early stopping nor a sweep can use it); the declared metric beside it is compared as ever."""
+    from conftest import register
+
+    registry = register(tmp_path, monkeypatch, "line", LINE, "LineExperiment")
+    ws = workspace
+    for lr in ("0.1", "0.01"):
+        done = ws.run("repeat", "--seeds=0,1", "--experiment_id=line", "--epochs=2",
+                      "--optimizer=sgd", f"--lr={lr}", registry=registry)
+        assert done.returncode == 0, done.stderr
+    run = ws.last_run("line")
+    metrics = Workspace.metrics(run)
+    assert metrics["directions"]["naive"] == "report"
+    assert metrics["test"]["test_naive"] == pytest.approx(float((3 * torch.linspace(-1, 1, 40) + 1)
+                                                                .abs().mean()), rel=1e-6)
+    text = ws.run("compare", "--experiment_id=line", registry=registry).stdout
+    rows = {line.split()[0]: line for line in text.splitlines() if line.startswith(("test_", "best_"))}
+    assert "*" in rows["test_loss"] and "*" not in rows["test_naive"], text
+    assert any(line.startswith("test_loss: ") for line in text.splitlines())
+    assert not any(line.startswith(("test_naive:", "best_val_naive:")) for line in text.splitlines())
+    markdown = ws.run("compare", "--experiment_id=line", "--format=markdown", registry=registry).stdout
+    header, _, *body = ([c.strip() for c in line.strip("|").split("|")]
+                        for line in markdown.splitlines())
+    column = header.index("test_naive")
+    assert any("**" in row[header.index("test_loss")] for row in body)
+    assert all("**" not in row[column] for row in body)
+    for flags in (("--monitor=val_naive",), ("--monitor=val_naive", "--early_stopping_patience=2")):
+        refused = ws.run("--experiment_id=line", *flags, registry=registry)
+        assert refused.returncode == 2 and refused.stderr.startswith(
+            "run.py: error: --monitor: got 'val_naive', which line declares for reporting only")

@@ -265,3 +265,42 @@ def test_bad_repeat_and_compare_flags_are_one_line_and_write_nothing(
     assert message in lines[0] and "Traceback" not in result.stderr
     assert not (workspace.results / "repeats").exists()
     assert not workspace.run_dirs("diabetes")
+
+
+@pytest.mark.slow  # seven short runs
+def test_a_seed_counts_once_a_repeat_folder_is_compared_and_equal_means_mark_no_best(
+        workspace) -> None:  # type: ignore[no-untyped-def]
+    """A seed-0 run made by hand before `repeat --seeds=0,1,2` is the same measurement twice:
+    N is 3 (the latest run of each seed), the footer says one was set aside, and the std is
+    that of the three seeds. `compare results/repeats/<name>` compares that repeat's runs. Two
+    settings with the same mean: neither is starred or bold, and no Welch line is printed."""
+    ws = workspace
+    assert ws.run(*DIABETES, "--seed=0").returncode == 0
+    assert ws.run("repeat", "--seeds=0,1,2", *DIABETES).returncode == 0
+    runs = ws.run_dirs("diabetes")
+    latest = runs[1:]  # the repeat's three runs: seed 0's latest run, seeds 1 and 2
+    assert [json.loads((r / "config.json").read_text())["seed"] for r in runs] == [0, 0, 1, 2]
+    want = stats.summarize(_test_values(latest, "test_r2"))
+    done = ws.run("compare", "--experiment_id=diabetes", "--format=csv")
+    assert done.returncode == 0, done.stderr
+    (row,) = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert row["n"] == "3" and row["not_counted"] == "4 runs, 1 repeated seed: not counted"
+    assert (float(row["test_r2_mean"]), float(row["test_r2_std"])) == (want.mean, want.std)
+    text = ws.run("compare", "--experiment_id=diabetes").stdout
+    assert "(N=3 (4 runs, 1 repeated seed: not counted))" in text and "each seed once" in text
+
+    (folder,) = (ws.results / "repeats").iterdir()
+    done = ws.run("compare", str(folder), "--format=csv")
+    assert done.returncode == 0, done.stderr
+    (row,) = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert row["n"] == "3" and row["not_counted"] == ""
+    assert float(row["test_r2_mean"]) == want.mean
+
+    # the same seeds again, as another group that differs only in --progress: equal means
+    assert ws.run("repeat", "--seeds=0,1,2", "--name=again", *DIABETES, "--progress=false"
+                  ).returncode == 0
+    text = ws.run("compare", "--experiment_id=diabetes", "--group_by=progress").stdout
+    assert "test_r2" in text and "] *" not in text and "Welch" not in text, text
+    markdown = ws.run("compare", "--experiment_id=diabetes", "--group_by=progress",
+                      "--format=markdown").stdout
+    assert "**" not in markdown, markdown

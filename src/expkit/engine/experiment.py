@@ -20,7 +20,7 @@ from expkit.errors import UsageError
 from expkit.models.base import BaseModel
 from expkit.tracking.base import Tracker
 from expkit.training.callbacks import Callback
-from expkit.training.metrics import Declared, direction, stateful
+from expkit.training.metrics import REPORT, Declared, Direction, direction, stateful
 from expkit.training.optim import OptimizerArgs, Schedule, SchedulerArgs, build_optimizer, build_scheduler
 from expkit.utils.console import Console
 
@@ -234,9 +234,15 @@ def resolve_monitor(experiment_cls: type[BaseExperiment[Any]], args: ExperimentA
     direction) before anything is created; a metric the experiment does not declare, or a mode
     that contradicts its direction, is a usage error. A resumed run keeps what it recorded."""
     declared = experiment_cls.metrics
-    names = {f"{split}_{name}": direction(how, name) for split in _SPLITS
+    kinds = {f"{split}_{name}": direction(how, name) for split in _SPLITS
              for name, how in declared.items() if split != "train" or not stateful(how)}
     monitor = args.monitor or experiment_cls.default_monitor
+    reported = {name for name, kind in kinds.items() if kind == REPORT}
+    names: dict[str, Direction] = {name: kind for name, kind in kinds.items() if kind != "report"}
+    if monitor in reported:
+        raise UsageError(f"--monitor: got {monitor!r}, which {args.experiment_id} declares "
+                         "for reporting only (\"report\": a reference, never monitored)",
+                         hint=f"choose one of: {', '.join(names)}")
     evaluated = monitor.removeprefix("train_")
     if monitor.startswith("train_") and stateful(declared.get(evaluated)):
         raise UsageError(f"--monitor: got {monitor!r}, but {evaluated} is computed on the "

@@ -17,7 +17,7 @@ from expkit.errors import UsageError
 from expkit.reports.plotting import metric_names
 from expkit.reports.tables import n_cell
 from expkit.rundir.groups import Group
-from expkit.rundir.results import Run, Runs, read_run, runs
+from expkit.rundir.results import Run, Runs, read_run, repeat_runs, runs
 from expkit.rundir.values import as_typed, flag_of
 from expkit.utils.files import atomic_write
 from expkit.utils.stats import summarize
@@ -28,13 +28,18 @@ _NOISE = {"experiment_id"}
 
 def select_runs(targets: list[str], results_dir: Path, experiment_id: str | None = None,
                 last: int | None = None) -> Runs:
-    """Runs named by folders or globs, or the `last` newest runs of `experiment_id`."""
+    """Runs named by folders or globs (a repeat's folder, results/repeats/<name>: the runs of
+    that repeat), or the `last` newest runs of `experiment_id`."""
     selected = Runs()
     for target in targets:
         matches = sorted(glob.glob(target)) if any(c in target for c in "*?[") else [target]
         if not matches:
             raise UsageError(f"{target}: matches no folder")
-        selected += [read_run(m) for m in matches if Path(m).is_dir() or m == target]
+        for match in matches:
+            if (Path(match) / REPEAT_RECORD).is_file():
+                selected += _repeat_runs(Path(match))
+            elif Path(match).is_dir() or match == target:
+                selected.append(read_run(match))
     if experiment_id is not None or last is not None:
         pool = runs(results_dir, experiment_id)
         if experiment_id is not None and not pool:
@@ -50,6 +55,26 @@ def select_runs(targets: list[str], results_dir: Path, experiment_id: str | None
         raise UsageError("compare needs runs: compare RUN_DIR RUN_DIR ... (or a glob), or "
                          "--experiment_id=ID --last N")
     return Runs(unique.values())
+
+
+#: what marks a repeat's folder (results/repeats/<name>/repeat.json, written by `expkit repeat`)
+REPEAT_RECORD = "repeat.json"
+
+
+def _repeat_runs(folder: Path) -> list[Run]:
+    """The runs of the repeat whose folder is `folder` (every run of its group, under the
+    results folder two levels up)."""
+    try:
+        record = json.loads((folder / REPEAT_RECORD).read_text())
+        name, experiment_id = str(record["name"]), str(record["experiment_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UsageError(f"{folder / REPEAT_RECORD}: unreadable; it is not a repeat's record"
+                         ) from None
+    members = repeat_runs(folder.parent.parent, experiment_id, name)
+    if not members:
+        raise UsageError(f"{folder}: the repeat {name} has no runs under "
+                         f"{folder.parent.parent / experiment_id}")
+    return members
 
 
 def differing(selected: list[Run]) -> list[str]:

@@ -110,9 +110,10 @@ def footnote(fmt: str = "text") -> str:
     best = (f"the best by the metric's direction, among settings with N >= {MIN_N_FOR_BEST} (one "
             "run's value is never marked best)")
     if fmt == "html":
-        return f"mean ± std over each setting's finished runs (N); hover a value for its " \
-               f"{interval}; bold: {best}"
-    return f"mean ± std over each setting's finished runs (N) [{interval}]; * {best}"
+        return f"mean ± std over each setting's finished runs, each seed once (N); hover a " \
+               f"value for its {interval}; bold: {best}"
+    return f"mean ± std over each setting's finished runs, each seed once (N) [{interval}]; " \
+           f"* {best}"
 
 
 def _value(value: object) -> str:

@@ -5,12 +5,14 @@ finished runs, the direction a metric improves in, and the best group among seve
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+from expkit.rundir.dirs import start_order
 from expkit.rundir.values import as_typed, flag_of
 from expkit.utils.stats import Summary, summarize
 
@@ -81,19 +83,33 @@ class Group(Generic[M]):
         moment)."""
         return [r.status for r in self.runs]
 
-    @property
+    @cached_property
     def counted(self) -> list[M]:
-        """The runs whose numbers count: the finished ones."""
-        return [r for r, s in zip(self.runs, self.statuses, strict=True) if s == "finished"]
+        """The runs whose numbers count: the finished ones, each seed once (its latest finished
+        run: a seed run twice is one measurement, not two)."""
+        latest: dict[Any, M] = {}
+        unseeded: list[M] = []
+        for run, status in sorted(zip(self.runs, self.statuses, strict=True),
+                                  key=lambda rs: start_order(rs[0].record, rs[0].path)):
+            if status != "finished":
+                continue
+            seed = run.get("seed")
+            if seed is None:
+                unseeded.append(run)
+            else:
+                latest[seed] = run  # a later run of the seed replaces an earlier one
+        keep = {id(r) for r in [*latest.values(), *unseeded]}
+        return [r for r in self.runs if id(r) in keep]
 
     @property
     def excluded(self) -> list[M]:
-        """The runs left out of the statistics (not finished), with their status."""
-        return [r for r, s in zip(self.runs, self.statuses, strict=True) if s != "finished"]
+        """The runs left out of the statistics: not finished, or an earlier run of a seed."""
+        kept = {id(r) for r in self.counted}
+        return [r for r in self.runs if id(r) not in kept]
 
     @property
     def n(self) -> int:
-        """How many runs the statistics are computed from (the finished ones)."""
+        """How many runs the statistics are computed from (the finished ones, a seed once)."""
         return len(self.counted)
 
     def n_of(self, metric: str) -> int:
@@ -101,13 +117,17 @@ class Group(Generic[M]):
         return len(self.values(metric))
 
     def note(self) -> str:
-        """What was left out, e.g. "3 runs, 1 killed: not counted" ("" when nothing was)."""
+        """What was left out, e.g. "4 runs, 1 killed, 1 repeated seed: not counted" ("" when
+        nothing was)."""
         if not self.excluded:
             return ""
         statuses: dict[str, int] = {}
         for status in self.statuses:
             if status != "finished":
                 statuses[status] = statuses.get(status, 0) + 1
+        repeated = len(self.excluded) - sum(statuses.values())
+        if repeated:
+            statuses[f"repeated seed{'s' if repeated > 1 else ''}"] = repeated
         left = ", ".join(f"{k} {s}" for s, k in statuses.items())
         return f"{len(self.runs)} runs, {left}: not counted"
 
@@ -184,12 +204,16 @@ MIN_N_FOR_BEST = 2
 
 def best_group(groups: Sequence[Group[Any]], metric: str, direction: str | None) -> int | None:
     """The index of the group with the best mean of `metric` among the groups whose mean comes
-    from MIN_N_FOR_BEST values or more (None: fewer than two groups, no direction, or no such
-    group): one run's value is never "best" on its own."""
+    from MIN_N_FOR_BEST values or more (None: fewer than two groups, no direction, a metric
+    declared for reporting only, no such group, or a tie for the best mean): one run's value
+    is never "best" on its own, and of two equal means neither is."""
     if direction not in ("max", "min") or len(groups) < 2:
         return None
     means = [(s.mean, i) for i, g in enumerate(groups)
              if (s := g.stats(metric)) is not None and s.n >= MIN_N_FOR_BEST]
     if not means:
         return None
-    return (max(means) if direction == "max" else min(means))[1]
+    ranked = sorted(means, reverse=direction == "max")
+    if len(ranked) > 1 and math.isclose(ranked[0][0], ranked[1][0], rel_tol=1e-12, abs_tol=1e-15):
+        return None
+    return ranked[0][1]

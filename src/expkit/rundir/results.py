@@ -252,14 +252,17 @@ def all_runs(results_dir: Path) -> list[Run]:
     return summaries.all_runs(results_dir, _read_summarized, _from_cache)
 
 
+def repeat_runs(results_dir: Path, experiment_id: str, name: str) -> list[Run]:
+    """Every run of `expkit repeat`'s group `name` (oldest first; a seed may have run twice)."""
+    mine = [run for run in experiment_runs(results_dir / safe_name(experiment_id))
+            if isinstance(group := run.record.get("group"), dict) and group.get("name") == name
+            and isinstance(group.get("seed"), int)]
+    return sorted(mine, key=lambda run: start_order(run.record, run.path))
+
+
 def group_members(results_dir: Path, experiment_id: str, name: str) -> dict[int, Run]:
     """The runs of `expkit repeat`'s group `name`, by seed (the newest one of a seed that ran twice)."""
-    mine: list[tuple[tuple[float, str], int, Run]] = []
-    for run in experiment_runs(results_dir / safe_name(experiment_id)):
-        group = run.record.get("group")
-        if isinstance(group, dict) and group.get("name") == name and isinstance(group.get("seed"), int):
-            mine.append((start_order(run.record, run.path), group["seed"], run))
-    return {seed: run for _, seed, run in sorted(mine, key=lambda m: m[:2])}
+    return {run.record["group"]["seed"]: run for run in repeat_runs(results_dir, experiment_id, name)}
 
 
 def _from_cache(path: Path, config: dict[str, Any], record: dict[str, Any], metrics: dict[str, Any],

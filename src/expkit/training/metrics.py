@@ -18,6 +18,13 @@ across ranks once per evaluation, and then computes each declared metric:
 
     metrics = {"loss": "min", "f1": BinaryF1Score(), "auroc": BinaryAUROC()}
 
+- a metric declared `"report"` is computed (a per-example mean, or a `Metric` whose direction
+  is "report") and shown for reference only: a baseline computed alongside the model's, e.g.
+  a naive forecast's error. It is never monitored (no best epoch, no early stopping, no
+  sweep objective), never marked best and never tested in `compare`.
+
+    metrics = {"loss": "min", "mae": "min", "naive_mae": "report"}
+
 Sums that no declared metric names and no `Metric` uses are logged as means too.
 """
 
@@ -31,6 +38,9 @@ from typing import Any, Literal, Protocol, TypeGuard
 from expkit.errors import ExpkitError
 
 Direction = Literal["min", "max"]
+#: how a metric is declared: which way is better, or "report" (shown for reference only)
+Kind = Literal["min", "max", "report"]
+REPORT = "report"
 
 
 @dataclass(frozen=True)
@@ -38,7 +48,7 @@ class Metric:
     """A metric computed from a split's sums: `compute(sums, count)`; `uses` names the sums it
     reads (they are inputs, not metrics of their own, unless declared as well)."""
 
-    direction: Direction
+    direction: Kind
     compute: Callable[[Mapping[str, float], int], float]
     uses: tuple[str, ...] = ()
 
@@ -60,7 +70,7 @@ class Stateful(Protocol):
         """Forget the state."""
 
 
-Declared = Mapping[str, Direction | Metric | Stateful]
+Declared = Mapping[str, Kind | Metric | Stateful]
 
 
 def stateful(how: object) -> TypeGuard[Stateful]:
@@ -68,8 +78,9 @@ def stateful(how: object) -> TypeGuard[Stateful]:
     return all(callable(getattr(how, name, None)) for name in ("update", "compute", "reset"))
 
 
-def direction(how: Direction | Metric | Stateful, name: str = "") -> Direction:
-    """Whether lower ("min") or higher ("max") is better for a declared metric."""
+def direction(how: Kind | Metric | Stateful, name: str = "") -> Kind:
+    """Whether lower ("min") or higher ("max") is better for a declared metric, or "report"
+    (a reference, never compared)."""
     if isinstance(how, Metric):
         return how.direction
     if isinstance(how, str):
