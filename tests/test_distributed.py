@@ -122,6 +122,10 @@ def test_sigterm_to_one_rank_stops_the_job_with_a_resumable_checkpoint(
     assert [row["epoch"] for row in history(run_dir)] == list(range(1, goal + 2))
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "finished" and "distributed" not in record["resumes"][-1]
+    # the record names what the run finally is: one process, and each segment's count
+    assert record["distributed"] is None
+    assert [s["processes"] for s in record["segments"]] == [2, 2, 1]
+    assert f"--epochs={goal + 1}" in record["command"] and "--epochs=4" not in record["command"]
 
 
 @pytest.mark.slow

@@ -91,6 +91,11 @@ def test_a_run_leaves_the_process_as_it_found_it(here: Workspace) -> None:
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
     more = expkit.resume(run.path, epochs=2)
     assert more.path == run.path and more.status == "finished" and len(more.history) == 2
+    # the record's command re-runs the run as it now is (2 epochs), as config.json says
+    record = json.loads((run.path / "run.json").read_text())
+    assert "--epochs=2" in record["command"] and "--epochs=1" not in record["command"]
+    assert json.loads((run.path / "config.json").read_text())["epochs"] == 2
+    assert [s["processes"] for s in record["segments"]] == [1, 1]
     loaded = expkit.load_run(more.path)
     assert loaded.epoch in (1, 2) and not loaded.model.training
 

@@ -86,6 +86,11 @@ def test_stop_signal_saves_mid_epoch_and_resume_is_exact(big_workspace: Workspac
     result = ws.run(f"--resume={stopped}")  # the run.py spelling
     assert result.returncode == 0, result.stderr
     assert_same_training(reference, stopped)
+    # the resumed epoch's throughput: this segment's examples (900 - 5 batches of 64) over
+    # this segment's training seconds, not the whole epoch's examples
+    row = list(csv.DictReader((stopped / "history.csv").open()))[1]
+    seconds = sum(float(row[f"{part}_time"]) for part in ("data", "compute", "optimizer"))
+    assert float(row["samples_per_second"]) * seconds == pytest.approx(900 - 5 * 64, rel=1e-6)
 
 
 def test_a_second_ctrl_c_aborts_at_once_and_keeps_the_last_whole_checkpoint(

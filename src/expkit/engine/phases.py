@@ -34,6 +34,7 @@ from expkit.engine.process import (
     make_deterministic,
     seed_everything,
 )
+from expkit.engine.segments import resumed_fields, segment
 from expkit.errors import ExpkitError, UsageError
 from expkit.models.base import BaseModel
 from expkit.rundir.dirs import RunRecord, alive_fields, create_run_dir, now
@@ -109,18 +110,21 @@ def open_run(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
     if dist.enabled:
         extra_record = {**(extra_record or {}), "distributed": dist.record()}
     if resume is None and dist.is_main:  # a run directory made beforehand (a SLURM job's) starts fresh too
-        _record_start(experiment, record, device, data, argv, sources, extra_record)
+        _record_start(experiment, record, device, data, argv, sources,
+                      extra_record, dist)
     elif dist.is_main:
-        resumes = [*record.read().get("resumes", []),
-                   {"at": now(), "argv": list(argv), **(extra_record or {})}]
-        record.update(status="running", ended=None, resumes=resumes, **alive_fields())
+        before, at = record.read(), now()
+        resumes = [*before.get("resumes", []), {"at": at, "argv": list(argv), **(extra_record or {})}]
+        record.update(status="running", ended=None, resumes=resumes, **alive_fields(),
+                      **resumed_fields(args, run_dir, before, dist, at))
     return run_dir, record
 
 
 def _record_start(experiment: BaseExperiment[Any], record: RunRecord, device: torch.device,
                   data: DataSplits, argv: list[str], sources: dict[str, str] | None,
-                  extra_record: dict[str, Any] | None) -> None:
-    """run.json of a fresh run: what ran, where, with which seed, data, code and machine."""
+                  extra_record: dict[str, Any] | None, dist: Dist) -> None:
+    """run.json of a fresh run: what ran, where (its first segment's processes), with which
+    seed, data, code and machine."""
     args: ExperimentArgs = experiment.args
     sources = dict(sources or {})
     generated = experiment.seed_generated
@@ -135,7 +139,8 @@ def _record_start(experiment: BaseExperiment[Any], record: RunRecord, device: to
                   **alive_fields(),
                   flags={".".join(f.path): f.name for f in flag_table(type(args)).values()
                          if f.name != f.path[-1]},
-                  started=now(), start_ns=time.time_ns(), ended=None, sources=sources,
+                  started=(started := now()), start_ns=time.time_ns(), ended=None,
+                  segments=[segment(started, dist)], sources=sources,
                   **(extra_record or {}),
                   seed={"value": args.seed, "generated": generated,
                         "seeded": ["python", "numpy", "torch"]},

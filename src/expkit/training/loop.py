@@ -141,7 +141,7 @@ class Trainer(PassPosition):
         self.partial: dict[str, Any] | None = None  # where an interrupted period stands
         self.epoch_sums: dict[str, torch.Tensor] = {}  # this epoch's metric sums so far
         self.loss_total = torch.zeros((), dtype=torch.float64)  # this epoch's backpropagated losses
-        self.epoch_seen = 0
+        self.epoch_seen = self.period_seen_before = 0
 
     def is_better(self, value: float, than: float | None) -> bool:
         """Whether `value` of the monitored metric beats `than` (None: anything does)."""
@@ -214,7 +214,8 @@ class Trainer(PassPosition):
             metrics |= self.evaluate(self.val_split, "val")
         self.times.add("evaluation", self.times.clock() - clock)
         metrics |= self.grads.period() if self.grads is not None else {}
-        metrics |= self.times.row(self.epoch_seen * self.dist.world_size * self.per_example,
+        trained = self.epoch_seen - self.period_seen_before  # by this process, in this period
+        metrics |= self.times.row(trained * self.dist.world_size * self.per_example,
                                   self.unit)
         metrics["lr"] = lr
         metrics["epoch_time"] = time.perf_counter() - started

@@ -36,6 +36,9 @@ class PassPosition:
     loss_total: torch.Tensor
     epoch_sums: dict[str, torch.Tensor]
     epoch_seen: int
+    #: examples of the period under way trained before this process took it over (a resume
+    #: inside a period): the throughput counts only this segment's examples and seconds
+    period_seen_before: int
 
     def _epochs_done(self) -> float:
         """Passes over the training split so far, with the fraction of the current one."""
@@ -57,7 +60,7 @@ class PassPosition:
         if self.grads is not None:
             self.grads.reset(resume.get("grads") if resume else None)
         self.times.start_period()
-        self.epoch_sums, self.epoch_seen = sums, seen
+        self.epoch_sums, self.epoch_seen, self.period_seen_before = sums, seen, seen
         return sums, seen, period_steps
 
     def _pass_start(self) -> tuple[torch.Tensor, int, int]:
