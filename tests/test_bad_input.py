@@ -153,6 +153,13 @@ CASES = [
          ("--monitor: got 'val_f1', which mnist does not compute",
           "choose one of: train_loss, train_acc, val_loss, val_acc")),
     Case("monitor-near-miss", (MNIST, "--monitor=val_accuracy", *QUICK), 2, ("did you mean 'val_acc'",)),
+    Case("monitor-transposed", ("--experiment_id=diabetes", "--monitor=val_mea"), 2,
+         ("did you mean 'val_mae'?",)),
+    Case("choice-in-capitals", ("--experiment_id=diabetes", "--model=LINEAR"), 2,
+         ("--model: got 'LINEAR'", "(did you mean 'linear'?)")),
+    Case("compare-experiment-misspelled", ("compare", "--experiment_id=mnsit"), 2,
+         ("--experiment_id=mnsit: no runs under", "(did you mean 'mnist'?)",
+          "experiments with runs there: fashion_cnn, mnist")),
     Case("monitor-stateful-on-train", ("--experiment_id=breast_cancer", "--monitor=train_auroc"), 2,
          ("--monitor: got 'train_auroc', but auroc is computed on the evaluated splits only "
           "(val, test)", "monitor val_auroc")),

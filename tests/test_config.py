@@ -88,3 +88,20 @@ def test_mlflow_settings_from_file_and_environment_are_recorded_without_password
     assert config.mlflow.experiment_name == "other"
     assert {"MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"} <= set(config.from_environment)
     assert "ENVPW" not in repr(config) and "ENVPW" not in str(config.public())
+
+
+def test_did_you_mean_counts_a_swap_as_one_edit_and_ignores_case() -> None:
+    """The suggestion is the option with the fewest edits, a swap of neighbours being one:
+    `val_mea` is `val_mae` (one swap), not `val_mse` (two substitutions, though difflib rates
+    it as close); a word in other capitals is that option."""
+    import difflib
+
+    from expkit.utils.suggest import closest, edits
+
+    options = ["val_loss", "val_mse", "val_mae", "val_r2"]
+    assert difflib.get_close_matches("val_mea", options, n=1) == ["val_mse"]
+    assert closest("val_mea", options) == "val_mae"
+    assert (edits("val_mea", "val_mae"), edits("val_mea", "val_mse")) == (1, 2)
+    assert edits("kitten", "sitting") == 3 and edits("", "abc") == 3 and edits("ab", "ba") == 1
+    assert closest("GRU", ["lstm", "gru"]) == "gru" and closest("Epochs", ["epochs"]) == "epochs"
+    assert closest("xyz", ["mnist", "diabetes"]) is None

@@ -167,3 +167,53 @@ def test_an_experiments_own_tracker_subclasses_tracker_and_writes_only_what_it_n
     assert refused.returncode == 1
     assert "WithTracker.build_trackers: Incomplete lacks log_config, restore, log_artifact" \
         in refused.stderr and "subclass expkit.Tracker" in refused.stderr, refused.stderr
+
+
+def test_data_args_by_subclassing_holdout_args_and_the_seed_in_build_data(
+        workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page's SineArgs example, as written (with a model added): its fields are flags,
+    `self.args.seed` in build_data is the run's seed (drawn when not given), and the data it
+    generates differs from seed to seed while HoldoutArgs' split stays the same."""
+    import re
+    import textwrap
+
+    from conftest import REPO
+
+    page = (REPO / "docs" / "how-to" / "write-an-experiment.md").read_text()
+    block = re.search(r"```python\n(  class SineArgs.*?)```", page, re.S)
+    assert block, "the page shows the SineArgs example"
+    source = ("import torch\nfrom pydantic import Field\nfrom torch import nn\n"
+              "from expkit import (BaseExperiment, BaseModel, DataSplits, ExperimentArgs, "
+              "HoldoutArgs, Split)\n\n" + textwrap.dedent(block.group(1)) + '''
+    args_class = MyArgs
+    metrics = {"loss": "min"}
+    default_monitor = "val_loss"
+
+    def build_model(self, data):
+        return Line()
+
+
+class Line(BaseModel):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(1, 1)
+
+    def step(self, batch):
+        x, y = batch
+        loss = ((self.linear(x).squeeze(1) - y) ** 2).mean()
+        return loss, {"loss": loss.detach() * len(y)}
+''')
+    registry = register(tmp_path, monkeypatch, "sine", source, "MyExperiment")
+    shown = workspace.run("--experiment_id=sine", "--help", registry=registry)
+    assert "--n_examples" in shown.stdout and "--noise" in shown.stdout
+    data = []
+    for seed in ("--seed=0", "--seed=1", None):
+        flags = ["--experiment_id=sine", "--epochs=1", "--n_examples=200", "--noise=0.0"]
+        done = workspace.run(*flags, *([seed] if seed else []), registry=registry)
+        assert done.returncode == 0, done.stderr
+        loaded = expkit.load_run(workspace.last_run("sine"), registry=registry)
+        assert loaded.args.seed == (int(seed[7:]) if seed else loaded.args.seed) is not None
+        data.append(loaded.experiment.build_data())
+    assert len(data[0].train) == len(data[1].train) == 144  # 200 less 20% test, less 10% val
+    assert not torch.equal(data[0].train.x, data[1].train.x), "the seed varies the generated data"
+    assert torch.equal(data[0].train.y, torch.sin(data[0].train.x[:, 0])), "--noise=0.0 reached it"

@@ -49,6 +49,22 @@ def test_each_evaluation_says_its_throughput_and_where_its_time_went(workspace: 
     assert any(e.get("name") == "aten::addmm" for e in trace["traceEvents"]), "the model's own ops"
 
 
+def test_a_profile_longer_than_the_run_traces_each_optimizer_step_once(workspace: Workspace) -> None:
+    """--profile=100 on a run of 20 optimizer steps (2 epochs of 10): steps 2 to 20 are traced,
+    one span each with its optimizer step, and no span holds an evaluation (the run's last
+    step ends the trace)."""
+    done = workspace.run("--experiment_id=diabetes", "--epochs=2", "--seed=0", "--profile=100")
+    assert done.returncode == 0, done.stderr
+    run = workspace.last_run("diabetes")
+    total = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["global_step"]
+    assert total == 20
+    trace = json.loads((run / "profile" / "trace.json").read_text())
+    spans = [e for e in trace["traceEvents"] if e.get("name", "").startswith("ProfilerStep#")]
+    assert len(spans) == total - 1, sorted(e["name"] for e in spans)
+    steps = [e for e in trace["traceEvents"] if e.get("name", "").startswith("Optimizer.step#")]
+    assert len(steps) == len(spans), "one optimizer step in each span"
+
+
 def test_a_token_stream_counts_tokens(workspace: Workspace) -> None:
     done = workspace.run("--experiment_id=char_lm", "--epochs=1", "--seed=0", "--max_chars=20000",
                          "--n_layer=1", "--n_embd=32", "--block_size=32", "--timing=true")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from expkit.config.registry import Registry
 from expkit.errors import UsageError
+from expkit.utils.suggest import closest
 
 
 @dataclass
@@ -35,10 +36,7 @@ def flag_names(argv: list[str]) -> list[str]:
 
 def close_match(word: str, options: Iterable[str]) -> str | None:
     """The option closest to a misspelled `word` (None when none is close)."""
-    import difflib
-
-    found = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return found[0] if found else None
+    return closest(word, options)
 
 
 def check_choice(name: str, value: str | None, choices: Iterable[str]) -> None:

@@ -18,6 +18,7 @@ from expkit.config.parsing import describe_validation_error
 from expkit.errors import UsageError
 from expkit.utils.files import atomic_write_text
 from expkit.utils.mappings import key_line, read_mapping
+from expkit.utils.suggest import closest
 
 CONFIG_ENV = "EXPKIT_CONFIG"
 
@@ -155,12 +156,11 @@ def _unknown_keys(data: dict[str, Any]) -> list[tuple[str, ...]]:
 
 
 def _did_you_mean(key: tuple[str, ...]) -> str:
-    import difflib
 
     options = (MachineConfig.model_fields[key[0]].annotation.model_fields  # type: ignore[union-attr]
                if len(key) > 1 else ("cache_dir", "results_dir", *SECTIONS))
-    match = difflib.get_close_matches(key[-1], list(options), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else f"; known keys: {', '.join(options)}"
+    match = closest(key[-1], options)
+    return f" (did you mean {match!r}?)" if match else f"; known keys: {', '.join(options)}"
 
 
 def _without(data: dict[str, Any], keys: list[tuple[str, ...]]) -> dict[str, Any]:

@@ -7,7 +7,6 @@ This module must not import torch: `--help` and bad-input errors answer fast.
 
 from __future__ import annotations
 
-import difflib
 import json
 import typing
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from expkit.config.args import Flag, _extra, _strip_optional, flag_table
 from expkit.errors import UsageError
+from expkit.utils.suggest import closest
 
 _NULL_WORDS = ("none", "null", "auto")
 
@@ -59,10 +59,10 @@ def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
 
 
 def _suggest(word: str, options: typing.Iterable[str], prefix: str = "") -> str:
-    match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    if not match:
+    match = closest(word, options)
+    if match is None:
         return ""
-    return f" (did you mean {prefix}{match[0]}?)" if prefix else f" (did you mean '{match[0]}'?)"
+    return f" (did you mean {prefix}{match}?)" if prefix else f" (did you mean '{match}'?)"
 
 
 def describe_validation_error(error: ValidationError, table: dict[str, Flag] | None,

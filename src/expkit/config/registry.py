@@ -7,13 +7,13 @@ experiments imports none of them (no torch) and a broken module breaks only itse
 from __future__ import annotations
 
 import ast
-import difflib
 import importlib
 import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
 from expkit.errors import ExpkitError, UsageError
+from expkit.utils.suggest import closest
 
 ENTRY_POINT_GROUP = "expkit.registries"
 
@@ -55,8 +55,8 @@ class Registry:
     def check_id(self, exp_id: str) -> None:
         """Raise a UsageError naming the known ids and the closest match if `exp_id` is unknown."""
         if exp_id not in self.entries:
-            close = difflib.get_close_matches(exp_id, self.ids(), n=1, cutoff=0.5)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            close = closest(exp_id, self.ids(), cutoff=0.5)
+            hint = f" (did you mean '{close}'?)" if close else ""
             raise UsageError(f"--experiment_id: got {exp_id!r}: unknown experiment{hint}; "
                              f"known: {', '.join(self.ids())}")
 

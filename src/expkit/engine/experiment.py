@@ -6,7 +6,6 @@ ExperimentArgs; its class says how to build the data and the model. `expkit.engi
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
@@ -23,6 +22,7 @@ from expkit.training.callbacks import Callback
 from expkit.training.metrics import REPORT, Declared, Direction, direction, stateful
 from expkit.training.optim import OptimizerArgs, Schedule, SchedulerArgs, build_optimizer, build_scheduler
 from expkit.utils.console import Console
+from expkit.utils.suggest import closest
 
 if TYPE_CHECKING:
     from expkit.training.callbacks import TrainerView
@@ -249,9 +249,9 @@ def resolve_monitor(experiment_cls: type[BaseExperiment[Any]], args: ExperimentA
                          "evaluated splits only (val, test), not while training",
                          hint=f"monitor val_{evaluated}")
     if monitor not in names:
-        near = difflib.get_close_matches(monitor, list(names), n=1, cutoff=0.6)
+        near = closest(monitor, names)
         raise UsageError(f"--monitor: got {monitor!r}, which {args.experiment_id} does not compute"
-                         + (f" (did you mean '{near[0]}'?)" if near else ""),
+                         + (f" (did you mean '{near}'?)" if near else ""),
                          hint=f"choose one of: {', '.join(names)}")
     mode = names[monitor]
     if args.monitor_mode is not None and args.monitor_mode != mode and not resuming:

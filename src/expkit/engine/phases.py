@@ -307,6 +307,12 @@ def _report(run_dir: Path, console: Any) -> None:
         console.print(f"warning: report.html not written: {type(e).__name__}: {e}")
 
 
+def _profiled(asked: int, total: int) -> int:
+    """How many steps --profile traces: those asked for, but no more than the run has after
+    its first (a warm-up, not traced), so that no trace span is an evaluation's."""
+    return max(1, min(asked, total - 1))
+
+
 def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, device: torch.device,
              run_dir: Path, trackers: list[Tracker], config: dict[str, Any],
              dist: Dist = SINGLE, extra_callbacks: tuple[Callback, ...] | list[Callback] = ()
@@ -344,8 +350,10 @@ def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, devic
                    grad_norm_by_module=t.grad_norm_by_module, ema_decay=t.ema_decay,
                    swa_start=t.swa_start,
                    timings=Timings(device, t.timing, t.sync_timing),
-                   profiler=StepProfiler(t.profile, run_dir / "profile" / "trace.json",
-                                         device.type == "cuda") if t.profile and dist.is_main else None,
+                   profiler=StepProfiler(
+                       _profiled(t.profile, args.max_steps or args.epochs * steps_per_epoch),
+                       run_dir / "profile" / "trace.json", device.type == "cuda")
+                   if t.profile and dist.is_main else None,
                    compile=t.compile, channels_last=t.channels_last,
                    dist=dist, metrics=type(experiment).metrics, artifacts=artifacts,
                    max_steps=args.max_steps, eval_every=args.eval_every)

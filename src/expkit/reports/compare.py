@@ -21,6 +21,7 @@ from expkit.rundir.results import Run, Runs, read_run, repeat_runs, runs
 from expkit.rundir.values import as_typed, flag_of
 from expkit.utils.files import atomic_write
 from expkit.utils.stats import summarize
+from expkit.utils.suggest import closest
 
 #: config keys that differ between any two runs without meaning anything
 _NOISE = {"experiment_id"}
@@ -43,7 +44,13 @@ def select_runs(targets: list[str], results_dir: Path, experiment_id: str | None
     if experiment_id is not None or last is not None:
         pool = runs(results_dir, experiment_id)
         if experiment_id is not None and not pool:
-            raise UsageError(f"--experiment_id={experiment_id}: no runs under {results_dir}")
+            known = sorted(p.name for p in results_dir.iterdir()
+                           if p.is_dir() and not p.name.startswith(".") and p.name != "repeats") \
+                if results_dir.is_dir() else []
+            near = closest(experiment_id, known)
+            raise UsageError(f"--experiment_id={experiment_id}: no runs under {results_dir}"
+                             + (f" (did you mean '{near}'?)" if near else ""),
+                             hint=f"experiments with runs there: {', '.join(known)}" if known else None)
         selected += pool[-(last or len(pool)):]
     folders: dict[Path, Path] = {}  # each folder resolved once (thousands of runs share one)
     unique = {}

@@ -237,7 +237,9 @@ def runs(results_dir: str | Path = "results", experiment_id: str | None = None,
     (RESULTS/.expkit/), so that thousands of runs are read in a second."""
     folder = Path(results_dir)
     own = folder / safe_name(experiment_id) if experiment_id is not None else None
-    found = Runs(experiment_runs(own) if own is not None and own.is_dir() else all_runs(folder))
+    if own is not None and not own.is_dir():
+        return Runs()  # an experiment's runs are in its own folder: no folder, no runs
+    found = Runs(experiment_runs(own) if own is not None else all_runs(folder))
     found.sort(key=lambda r: start_order(r.record, r.path))
     return found.filter(status, experiment_id, **config)
 

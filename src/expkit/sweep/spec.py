@@ -16,6 +16,7 @@ from expkit.errors import UsageError
 from expkit.rundir.dirs import safe_name
 from expkit.slurm.jobs import SlurmFlags, slurm_given
 from expkit.sweep.space import Space, grid_values, parse_space
+from expkit.utils.suggest import closest
 
 if TYPE_CHECKING:
     from expkit.engine.experiment import ExperimentArgs
@@ -135,11 +136,10 @@ def prepare(spec: SweepSpec, registry: Registry, prog: str) -> tuple[dict[str, S
     spaces = {}
     for flag, text in spec.space.items():
         if flag not in table:
-            import difflib
 
-            near = difflib.get_close_matches(flag, list(table), n=1)
+            near = closest(flag, table)
             raise UsageError(f"--space {flag}=...: {spec.experiment_id} has no flag --{flag}"
-                             + (f"; did you mean --{near[0]}?" if near else ""))
+                             + (f"; did you mean --{near}?" if near else ""))
         spaces[flag] = parse_space(flag, text)
     for flag in spaces:
         if any(t == f"--{flag}" or t.startswith(f"--{flag}=") for t in spec.args):
