@@ -256,3 +256,43 @@ def test_a_big_index_sorts_filters_ticks_and_charts(workspace: Workspace, browse
     table = page[page.index('<table class="groups">'):]
     assert table[:table.index("</table>")].count("<tr>") == 1 + 50
     assert browser.errors() == []
+
+
+def test_compare_draws_compare_png_again_only_when_what_it_shows_changed(
+        workspace: Workspace) -> None:
+    """A second compare over unchanged runs leaves compare.png as it is (the same file, not
+    rewritten); a run whose history changed, a setting added, the file deleted or replaced,
+    or another --out draws it again; the numbers printed never come from a memo."""
+    ws = workspace
+    results = ws.results
+    for i, (lr, seed) in enumerate([(1e-3, 0), (1e-3, 1), (1e-2, 0), (1e-2, 1)]):
+        write_run(results, f"20261201-10000{i}-00000{i}", lr, seed, 0.8 + i / 100)
+    (ws.root / "config.yaml").write_text(f"results_dir: {results}\ncache_dir: {ws.cache}\n")
+    png = results / "compare.png"
+
+    def compare(*flags: str) -> tuple[int, int, int]:
+        done = ws.run("compare", "--experiment_id=mnist", "--format=csv", *flags)
+        assert done.returncode == 0, done.stderr
+        stat = png.stat()
+        return stat.st_mtime_ns, stat.st_ino, stat.st_size
+
+    first = compare()
+    assert compare() == first, "unchanged runs: the same compare.png, not drawn again"
+    assert ws.run("compare", "--experiment_id=mnist").returncode == 0
+    assert compare() == first, "the text format shows the same plot"
+    history = results / "mnist" / "20261201-100000-000000" / "history.csv"
+    history.write_text(history.read_text() + "4,0.2,0.3,0.95\n")
+    again = compare()
+    assert again != first, "a run's history changed: drawn again"
+    png.unlink()
+    assert compare() and png.is_file(), "deleted: drawn again"
+    png.write_bytes(b"not a plot")
+    compare()
+    assert png.read_bytes().startswith(b"\x89PNG"), "replaced by another file: drawn again"
+    write_run(results, "20261201-100009-000009", 3e-2, 0, 0.7)
+    before = png.stat().st_mtime_ns
+    compare()
+    assert png.stat().st_mtime_ns != before, "a new setting: drawn again"
+    other = ws.root / "elsewhere.png"
+    done = ws.run("compare", "--experiment_id=mnist", f"--out={other}")
+    assert done.returncode == 0 and other.is_file()

@@ -195,6 +195,7 @@ def cmd_compare(argv: list[str], ctx: Context) -> int:
         raise UsageError("--group_by: needs flag names, e.g. --group_by=lr,batch_size")
     from expkit.reports.compare import plot_compare, print_comparison, select_runs
     from expkit.rundir.groups import group_runs
+    from expkit.rundir.summaries import CACHE_DIR
 
     results_dir = results_folder(flags.results_dir)
     selected = select_runs(flags.runs, results_dir, flags.experiment_id, flags.last)
@@ -207,7 +208,8 @@ def cmd_compare(argv: list[str], ctx: Context) -> int:
     keys = print_comparison(selected, groups, grouped, flags.format)
     # under results/, never the working directory: a run in a clean clone leaves it clean
     out = Path(flags.out) if flags.out else results_dir / "compare.png"
-    path, left_out = plot_compare(selected, keys, out, groups if grouped else None)
+    path, left_out = plot_compare(selected, keys, out, groups if grouped else None,
+                                  memo=results_dir / CACHE_DIR / "plots.json")
     print(f"plot: {path}" + (f" ({left_out})" if left_out else ""),
           file=sys.stdout if flags.format in (None, "text") else sys.stderr)
     return 0

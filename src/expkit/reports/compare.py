@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import io
 import json
 import textwrap
@@ -140,17 +141,18 @@ def mean_curve(histories: list[list[dict[str, float]]], key: str
 MAX_SERIES = 20
 
 
-def plot_compare(selected: list[Run], keys: list[str], path: Path,
-                 groups: list[Group[Run]] | None = None) -> tuple[Path, str]:
+def plot_compare(selected: list[Run], keys: list[str] | None, path: Path,
+                 groups: list[Group[Run]] | None = None, memo: Path | None = None
+                 ) -> tuple[Path, str]:
     """compare.png: one panel per metric, one colour per run, train dashed and val solid; with
     `groups`, one colour per setting: its mean curve and, over two runs or more, a band of
     ± one standard deviation around the val mean. Returns the path and what was left out (the
-    newest MAX_SERIES runs or settings are drawn; "" when all were)."""
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-    from matplotlib.ticker import MaxNLocator
+    newest MAX_SERIES runs or settings are drawn; "" when all were).
 
+    `memo` (a JSON file) remembers what each drawn plot was drawn from: the labels, the runs
+    and their history.csv's size and mtime. A plot whose inputs have not changed, and whose
+    file is as it was written, is not drawn again. `keys` (the differing arguments, for each
+    run's label) are computed here when None and needed."""
     note = ""
     if groups is not None and len(groups) > MAX_SERIES:
         note = f"the newest {MAX_SERIES} of {len(groups)} settings drawn"
@@ -158,8 +160,79 @@ def plot_compare(selected: list[Run], keys: list[str], path: Path,
     elif groups is None and len(selected) > MAX_SERIES:
         note = f"the newest {MAX_SERIES} of {len(selected)} runs drawn; choose with --last or run folders"
         selected = selected[-MAX_SERIES:]
-    series = ([(f"{g.label()} (N={n_cell(g)})", [r.history for r in g.counted]) for g in groups]
-              if groups is not None else [(label(r, keys), [r.history]) for r in selected])
+    if groups is None and keys is None:
+        keys = differing(selected)
+    drawn = ([(f"{g.label()} (N={n_cell(g)})", g.counted) for g in groups] if groups is not None
+             else [(label(r, keys or []), [r]) for r in selected])
+    inputs = _fingerprint(drawn)
+    if memo is not None and _unchanged(memo, path, inputs):
+        return path, note
+    _draw([(text, [r.history for r in members]) for text, members in drawn], path)
+    if memo is not None:
+        _remember(memo, path, inputs)
+    return path, note
+
+
+def _fingerprint(drawn: list[tuple[str, list[Run]]]) -> str:
+    """What a plot is drawn from, as text: each series' label, and each run's history.csv
+    (path, size and modification time): a run that trained on changes it."""
+    parts = []
+    for text, members in drawn:
+        stamps = []
+        for run in members:
+            try:
+                stat = (run.path / "history.csv").stat()
+                stamps.append([str(run.path), stat.st_size, stat.st_mtime_ns])
+            except OSError:
+                stamps.append([str(run.path), None, None])
+        parts.append([text, stamps])
+    return json.dumps(parts)
+
+
+def _file_stamp(path: Path) -> list[int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+
+
+def _unchanged(memo: Path, path: Path, inputs: str) -> bool:
+    """Whether the plot at `path` was drawn from `inputs` and is the file that was written."""
+    try:
+        entry = json.loads(memo.read_text()).get(str(path.resolve()))
+    except (OSError, ValueError, AttributeError):
+        return False
+    stamp = _file_stamp(path)
+    return isinstance(entry, dict) and stamp is not None and entry.get("file") == stamp \
+        and entry.get("inputs") == hashlib.sha256(inputs.encode()).hexdigest()
+
+
+def _remember(memo: Path, path: Path, inputs: str) -> None:
+    """Record what the plot at `path` was just drawn from (best effort: a read-only folder
+    only means the next compare draws it again)."""
+    try:
+        known = json.loads(memo.read_text()) if memo.is_file() else {}
+        if not isinstance(known, dict):
+            known = {}
+    except (OSError, ValueError):
+        known = {}
+    known[str(path.resolve())] = {"file": _file_stamp(path),
+                                  "inputs": hashlib.sha256(inputs.encode()).hexdigest()}
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(memo, lambda f: f.write(json.dumps(known).encode()))
+    except OSError:
+        pass
+
+
+def _draw(series: list[tuple[str, list[list[dict[str, float]]]]], path: Path) -> None:
+    """Draw compare.png from each series' label and its runs' histories."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
+
     names = list(dict.fromkeys(n for _, hs in series for h in hs if h for n in metric_names(h)))
     banded = any(len(hs) > 1 for _, hs in series)
     legend_height = 0.3 * (len(series) + 1)
@@ -194,19 +267,20 @@ def plot_compare(selected: list[Run], keys: list[str], path: Path,
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
-    return path, note
 
 
 def print_comparison(selected: list[Run], groups: list[Group[Run]], grouped: bool,
-                     fmt: str | None) -> list[str]:
+                     fmt: str | None) -> list[str] | None:
     """What `expkit compare` prints: the runs side by side, then (when runs form groups) the
     groups' table with its footnote and tests; with a `fmt` other than text, only the groups'
-    table, ready for a file. Returns the differing argument names (the plot's labels)."""
+    table, ready for a file. Returns the differing argument names (the plot's labels) when it
+    computed them (the text format's table of runs)."""
     from expkit.reports.tables import footnote, group_table, significance, summary_metrics
 
-    keys = differing(selected)
     metrics = summary_metrics(selected)
+    keys = None
     if fmt in (None, "text"):
+        keys = differing(selected)
         print(compare_table(selected, keys))
         if grouped:
             print(f"\n{group_table(groups, metrics)}\n{footnote()}")
