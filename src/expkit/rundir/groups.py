@@ -152,18 +152,28 @@ class Group(Generic[M]):
         return self._stats[metric]
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _key(setting: dict[str, Any]) -> tuple[tuple[str, str, Any], ...]:
+    """A setting as a hashable key that tells values apart as JSON does (1, 1.0 and true are
+    three values): each value with its type; lists and dicts as sorted JSON."""
+    return tuple(sorted((k, type(v).__name__, v if isinstance(v, _PLAIN) and v == v  # not NaN
+                         else json.dumps(v, sort_keys=True, default=str))
+                        for k, v in setting.items()))
+
+
 def group_runs(selected: Sequence[M], by: list[str] | None = None) -> list[Group[M]]:
     """The runs grouped by every argument but the seed (and NOT_SETTINGS), or by the flags `by`
     (flag names or dotted keys), in order of first appearance. A group's `settings` are the keys
     whose values differ between groups (or the `by` flags)."""
     missing = object()
-    buckets: dict[str, list[M]] = {}
-    keys: dict[str, dict[str, Any]] = {}
+    buckets: dict[tuple[tuple[str, str, Any], ...], list[M]] = {}
+    keys: dict[tuple[tuple[str, str, Any], ...], dict[str, Any]] = {}
     for run in selected:
         setting = ({flag: run.get(flag, missing) for flag in by} if by is not None
                    else _setting_keys(run))
-        key = json.dumps({k: (None if v is missing else v) for k, v in setting.items()},
-                         sort_keys=True, default=str)
+        key = _key({k: (None if v is missing else v) for k, v in setting.items()})
         buckets.setdefault(key, []).append(run)
         keys.setdefault(key, setting)
     if by is not None:

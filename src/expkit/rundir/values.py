@@ -7,12 +7,14 @@ import json
 from typing import Any
 
 
-def flatten(config: dict[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
-    """Nested config -> {"optimizer.lr": 0.001, ...} (lists stay values; `sep` joins the keys)."""
-    out: dict[str, Any] = {}
+def flatten(config: dict[str, Any], prefix: str = "", sep: str = ".",
+            into: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Nested config -> {"optimizer.lr": 0.001, ...} (lists stay values; `sep` joins the keys;
+    `into`: the dict to add them to)."""
+    out: dict[str, Any] = {} if into is None else into
     for key, value in config.items():
         if isinstance(value, dict):
-            out |= flatten(value, f"{prefix}{key}{sep}", sep)
+            flatten(value, f"{prefix}{key}{sep}", sep, out)
         else:
             out[f"{prefix}{key}"] = value
     return out
