@@ -2,7 +2,7 @@
 # make test   set up .venv and run the test suite (what CI runs)
 # make test-fast  the inner loop: the suite without the slow end-to-end tests
 # make fuzz   explore new command lines: many more random examples, a new draw each time
-# make mutants  mutation testing (cosmic-ray) of the guarantee code in a copy of the tree
+# make mutants  mutation testing (cosmic-ray) in a copy of the tree: MODULE=..., SAMPLE=40, SEED=1
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
@@ -35,18 +35,27 @@ fuzz: setup   # the suite's property tests use fixed examples; this profile draw
 	HYPOTHESIS_PROFILE=explore $(PY) -m pytest -n 2 --dist load tests/test_fuzz.py
 
 # cosmic-ray edits the files it mutates, so it works on a copy (.cache/mutants/, which
-# the tests import through PYTHONPATH); tests/mutants.toml names the modules and the tests.
-MUTANTS := .cache/mutants
+# the tests import through PYTHONPATH); tests/mutants.toml names the modules, tests/mutants_run.py
+# each module's tests. MODULE=path[,path] narrows it; SAMPLE=N draws N mutants per module
+# (seeded by SEED; 0 = every mutant); the figures and survivors are printed at the end.
+#   make mutants MODULE=src/expkit/training/averaging.py SAMPLE=40 SEED=1
+MUTANTS ?= .cache/mutants
+MODULE ?=
+SAMPLE ?= 0
+SEED ?= 1
 mutants: setup
 	$(PY) -m pip install -q -c constraints.txt -e ".[mutants]"
+	$(PY) tests/mutants_config.py tests/mutants.toml "$(MODULE)" > /dev/null
 	rm -rf $(MUTANTS) && mkdir -p $(MUTANTS)
 	cp -r src tests pyproject.toml README.md $(MUTANTS)/
 	find $(MUTANTS) -name __pycache__ -prune -exec rm -rf {} +
-	cd $(MUTANTS) && PATH=$(CURDIR)/$(VENV)/bin:$$PATH cosmic-ray init tests/mutants.toml session.sqlite
+	$(PY) tests/mutants_config.py tests/mutants.toml "$(MODULE)" > $(MUTANTS)/session.toml
+	cd $(MUTANTS) && PATH=$(CURDIR)/$(VENV)/bin:$$PATH cosmic-ray init session.toml session.sqlite
 	cd $(MUTANTS) && $(CURDIR)/$(PY) tests/mutants_summary.py --skip-annotations session.sqlite
+	cd $(MUTANTS) && $(CURDIR)/$(PY) tests/mutants_summary.py --sample $(SAMPLE) --seed $(SEED) session.sqlite
 	cd $(MUTANTS) && PATH=$(CURDIR)/$(VENV)/bin:$$PATH PYTHONPATH=$(CURDIR)/$(MUTANTS)/src \
-		MUTANTS_ORIGINAL=$(CURDIR) cosmic-ray exec tests/mutants.toml session.sqlite
-	cd $(MUTANTS) && $(CURDIR)/$(PY) tests/mutants_summary.py session.sqlite
+		MUTANTS_ORIGINAL=$(CURDIR) cosmic-ray exec session.toml session.sqlite
+	cd $(MUTANTS) && $(CURDIR)/$(PY) tests/mutants_summary.py session.sqlite $(CURDIR)/docs/reliability.md
 
 lint: setup   # and the docs: a broken link or reference fails the build
 	$(VENV)/bin/ruff check src tests bench wild_west run.py docs/hooks.py

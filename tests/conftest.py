@@ -165,6 +165,15 @@ def write_idx_set(folder: Path, n_train: int = 600, n_test: int = 200, seed: int
     return [folder / name for name in IDX_FILES]
 
 
+def merged_env(base: dict[str, str], extra: dict[str, str] | None) -> dict[str, str]:
+    """`base` updated with `extra`; a PYTHONPATH in both is joined (extra's first), so that a
+    test's hooks come before the tree under test, never instead of it."""
+    env = {**base, **(extra or {})}
+    if extra and extra.get("PYTHONPATH") and base.get("PYTHONPATH"):
+        env["PYTHONPATH"] = extra["PYTHONPATH"] + os.pathsep + base["PYTHONPATH"]
+    return env
+
+
 @dataclass
 class Workspace:
     """A working directory with a config.yaml whose cache/results live inside it."""
@@ -198,7 +207,7 @@ class Workspace:
             cmd = [str(Path(sys.executable).parent / "expkit")]
         else:
             cmd = [sys.executable, "-m", "expkit"]
-        return subprocess.run([*cmd, *args], cwd=self.root, env={**self.env, **(env or {})},
+        return subprocess.run([*cmd, *args], cwd=self.root, env=merged_env(self.env, env),
                               capture_output=True, text=True, timeout=timeout)
 
     def fork(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300
@@ -207,7 +216,7 @@ class Workspace:
         (tests/forked.py): for runs a test kills or signals. Exit status as subprocess's."""
         from forked import run_forked
 
-        code, out, err = run_forked(self.root, {**self.env, **(env or {})}, list(args), timeout)
+        code, out, err = run_forked(self.root, merged_env(self.env, env), list(args), timeout)
         return subprocess.CompletedProcess(["run.py", *args], code, out, err)
 
     def run(self, *args: str, env: dict[str, str] | None = None,
@@ -274,6 +283,9 @@ def _font_list() -> Path | None:
 def _clean_env(tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("EXPKIT_", "WANDB_", "MLFLOW_")) and k != "PYTHONPATH"}
+    # the processes a test starts import the tree under test (a copy of it, in `make mutants`),
+    # never whatever expkit is installed
+    env["PYTHONPATH"] = str(REPO / "src")
     fonts = _font_list()
     if fonts is not None:
         (tmp / ".mpl").mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, Workspace, write_idx_set
+from conftest import REPO, Workspace, merged_env, write_idx_set
 from expkit.engine.loading import load_run
 
 # 1200 examples -> 1080 train (val_fraction 0.1)
@@ -23,7 +23,7 @@ def torchrun(ws: Workspace, *args: str, nproc: int = 2, env: dict[str, str] | No
     """`torchrun --standalone --nproc_per_node=N run.py ARGS` in the workspace (1 thread per rank)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={nproc}", str(REPO / "run.py"), *args]
-    return subprocess.Popen(cmd, cwd=ws.root, env={**ws.env, "OMP_NUM_THREADS": "1", **(env or {})},
+    return subprocess.Popen(cmd, cwd=ws.root, env=merged_env({**ws.env, "OMP_NUM_THREADS": "1"}, env),
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             **popen)  # type: ignore[call-overload]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import math
 import re
 from pathlib import Path
 
@@ -77,6 +78,22 @@ def test_the_suggestion_is_near_the_best_rate_of_a_quadratic(workspace: Workspac
         rows = list(csv.DictReader(f))
     assert 5 < len(rows) < 100 and float(rows[0]["lr"]) == pytest.approx(1e-4)
     assert all(float(b["lr"]) > float(a["lr"]) for a, b in itertools.pairwise(rows)), "rising"
+    # the curve and the suggestion by their stated rules, recomputed from lr_find.csv's losses:
+    # the bias-corrected moving average (beta 0.98), the stop at the first step whose smoothed
+    # loss passes 4x the lowest before it, the suggestion = lr at the lowest smoothed / 10
+    losses = [float(r["loss"]) for r in rows]
+    average, smoothed = 0.0, []
+    for k, loss in enumerate(losses, start=1):
+        average = 0.98 * average + 0.02 * loss
+        smoothed.append(average / (1 - 0.98**k))
+    assert [float(r["smoothed_loss"]) for r in rows] == pytest.approx(smoothed, rel=1e-12)
+    lowest = [min(smoothed[:k]) for k in range(1, len(smoothed))]
+    past = [k for k in range(1, len(smoothed)) if smoothed[k] > 4 * lowest[k - 1]
+            or not math.isfinite(losses[k])]
+    assert past and past[0] == len(rows) - 1, "the test stops at the first step past 4x"
+    finite = [(v, float(r["lr"])) for v, r in zip(smoothed, rows, strict=True) if math.isfinite(v)]
+    assert found.group(1) == f"{min(finite)[1] / 10:.3g}"
+    assert f"(step {len(rows)})" in done.stdout
     assert (test_dir / "lr_find.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (workspace.results / "quad").exists(), "a range test is not a run"
 

@@ -66,6 +66,16 @@ def replace_keeping_mtime(path: Path, text: str) -> None:
     os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))
 
 
+def rewrite_in_place_keeping_mtime(path: Path, text: str) -> None:
+    """Rewrite a file in place (its inode kept, as an editor may), then give it back its old
+    modification time: only the size tells the change."""
+    old = path.stat()
+    with path.open("r+") as f:
+        f.write(text)
+        f.truncate()
+    os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))
+
+
 def test_the_cache_never_shows_what_the_files_no_longer_say(workspace: Workspace) -> None:
     results = workspace.results
     finished = write_run(results, "20261201-100000-000001", 0.01, 0, 0.91)
@@ -89,6 +99,12 @@ def test_the_cache_never_shows_what_the_files_no_longer_say(workspace: Workspace
     assert '"test_acc": 0.91' in metrics
     replace_keeping_mtime(finished / "metrics.json", metrics.replace('"test_acc": 0.91', '"test_acc": 0.19'))
     assert through_cache(results)[finished.name]["summary"]["test_acc"] == 0.19
+    # written in place (the same inode) and given back its mtime: only the size tells
+    inode = (finished / "metrics.json").stat().st_ino
+    rewrite_in_place_keeping_mtime(finished / "metrics.json", (finished / "metrics.json")
+                                   .read_text().replace('"test_acc": 0.19', '"test_acc": 0.5'))
+    assert (finished / "metrics.json").stat().st_ino == inode
+    assert through_cache(results)[finished.name]["summary"]["test_acc"] == 0.5
     # a history row more (a resumed run's next epoch): its progress follows
     with (finished / "history.csv").open("a") as f:
         f.write("4,0.2,0.3,0.99\n")

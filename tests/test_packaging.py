@@ -150,6 +150,7 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) ->
 def test_the_wheel_installs_into_a_fresh_venv_and_serves_a_project_of_its_own(
         workspace: Workspace, tmp_path: Path) -> None:
     env = {**workspace.env, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    env.pop("PYTHONPATH")  # the installed wheel is under test here, not the tree
     # build from a copy of the checkout's tracked files (nothing is written into the repository)
     files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True,
                            check=True).stdout.split("\0")

@@ -65,7 +65,8 @@ def test_runs_in_one_process_match_runs_in_their_own(here: Workspace) -> None:
     assert again.returncode == 0 and "every metric matches" in again.stdout, again.stdout
 
 
-def test_a_run_leaves_the_process_as_it_found_it(here: Workspace) -> None:
+def test_a_run_leaves_the_process_as_it_found_it(here: Workspace,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     random.seed(7)
     np.random.seed(7)
     torch.manual_seed(7)
@@ -77,8 +78,15 @@ def test_a_run_leaves_the_process_as_it_found_it(here: Workspace) -> None:
     loggers = {name: list(logging.getLogger(name).handlers)
                for name in ("", *logging.root.manager.loggerDict)}
     threads, torch_threads = set(threading.enumerate()), torch.get_num_threads()
+    # cuDNN's flags as a notebook may have set them (a deterministic run turns both around),
+    # and no CUBLAS_WORKSPACE_CONFIG (a deterministic run sets it)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     run = expkit.run("mnist", **{**QUICK, "epochs": 1}, seed=3, deterministic=True,
                      use_tensorboard=True)
+    assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) == (True, False)
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
     assert run.status == "finished"
     assert set(threading.enumerate()) == threads, "no thread outlives the run (plots, trackers)"
     assert torch.get_num_threads() == torch_threads

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,8 +143,9 @@ def _id_of(experiment_cls: type[BaseExperiment[Any]], registry: str | None) -> s
 @contextlib.contextmanager
 def process_state_kept() -> Iterator[None]:
     """Put back what a run changes process-wide: Python's, NumPy's and torch's random
-    generators, deterministic algorithms (and cuDNN's flags), and the command prefix the run's
-    messages suggest. Signal handlers are put back by the run itself."""
+    generators, deterministic algorithms (cuDNN's flags, and CUBLAS_WORKSPACE_CONFIG, which a
+    deterministic run sets), and the command prefix the run's messages suggest. Signal
+    handlers are put back by the run itself."""
     from expkit.utils import invocation
 
     python, numpy = random.getstate(), np.random.get_state()
@@ -152,6 +154,7 @@ def process_state_kept() -> Iterator[None]:
     deterministic = (torch.are_deterministic_algorithms_enabled(),
                      torch.is_deterministic_algorithms_warn_only_enabled())
     cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    workspace = os.environ.get(CUBLAS)
     try:
         with invocation.prefix_kept():
             invocation.remember_python()
@@ -164,3 +167,11 @@ def process_state_kept() -> Iterator[None]:
             torch.cuda.set_rng_state_all(cuda)
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+        if workspace is None:
+            os.environ.pop(CUBLAS, None)
+        else:
+            os.environ[CUBLAS] = workspace
+
+
+#: the variable a deterministic run on CUDA needs (cuBLAS' reproducible workspace)
+CUBLAS = "CUBLAS_WORKSPACE_CONFIG"
