@@ -99,6 +99,17 @@ def test_early_stopping_decides_as_its_rule_says(values: list[float], patience: 
                                        f"{min_delta} for {patience} epochs")
 
 
+def test_early_stopping_holds_for_any_string_and_any_patience() -> None:
+    """The mode as read back from a checkpoint or config.json (an equal string, not the same
+    object), a patience past the small integers CPython shares, and a fresh stopper's state."""
+    mode = "".join(["ma", "x"])  # equal to "max", another object
+    assert decide(0.5, 0.49, 0, patience=1, min_delta=0.02, mode=mode)[1:] == (1, True)  # type: ignore[arg-type]
+    assert decide(0.52, 0.49, 0, patience=1, min_delta=0.02, mode=mode)[:2] == (0.52, 0)  # type: ignore[arg-type]
+    assert decide(1.0, 0.5, 299, patience=300, min_delta=0.0, mode="min") == (0.5, 300, True)
+    assert decide(1.0, 0.5, 298, patience=300, min_delta=0.0, mode="min") == (0.5, 299, False)
+    assert EarlyStopping("val_x", "min", 3, 0.0).state_dict() == {"best": None, "wait": 0}
+
+
 def test_early_stopping_ignores_a_period_without_its_monitor() -> None:
     stopper = EarlyStopping("val_x", "min", 1, 0.0)
     trainer = SimpleNamespace(should_stop=False, stop_reason=None)
