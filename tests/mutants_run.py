@@ -38,7 +38,7 @@ TESTS: dict[str, list[str]] = {
                                       "slow_data or throughput or profile or off_means or tokens"],
     "src/expkit/engine/lrfind.py": ["tests/test_lrfind.py"],
     "src/expkit/engine/export.py": ["tests/test_rules.py", "tests/test_export.py", "-k",
-                                    "exported or export"],
+                                    "exported or tolerance or clear_errors or last_weights"],
     "src/expkit/engine/api.py": ["tests/test_python_api.py"],
     "src/expkit/rundir/summaries.py": ["tests/test_many_runs.py", "-k", "not big_index"],
     "src/expkit/rundir/groups.py": ["tests/test_tables.py"],
