@@ -41,7 +41,7 @@ fuzz: setup   # the suite's property tests use fixed examples; this profile draw
 #   make mutants MODULE=src/expkit/training/averaging.py SAMPLE=40 SEED=1
 MUTANTS ?= .cache/mutants
 MODULE ?=
-SAMPLE ?= 0
+SAMPLE ?= 40
 SEED ?= 1
 mutants: setup
 	$(PY) -m pip install -q -c constraints.txt -e ".[mutants]"

@@ -62,7 +62,7 @@ def blocks() -> list[Block]:
 
 #: the names of the tests below that run blocks (a marker naming another is an error)
 RUN_BY = {"get-started seed", "tutorial", "tutorial build_data", "tutorial reproduce",
-          "tutorial python", "transcript"}
+          "tutorial python", "transcript", "fine-tune"}
 
 
 def named(name: str) -> list[Block]:
@@ -268,6 +268,29 @@ def test_transcripts_print_what_they_show(data_workspace: Workspace) -> None:
         result = data_workspace.fork(*argv[2:])
         assert (result.stdout + result.stderr).strip().splitlines() == shown, \
             f"{block} shows:\n" + "\n".join(shown) + "\nit prints:\n" + result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_the_fine_tuning_how_to_runs_as_written(workspace: Workspace) -> None:
+    """The how-to's commands in order (`<pretrained>`: the first run's folder); the lines it
+    shows a fine-tuned run printing, and its table, are what the commands printed."""
+    (block,) = named("fine-tune")
+    page = block.page.read_text()
+    out = ""
+    printed = []
+    for line in block.code.splitlines():
+        pretrained = workspace.run_dirs()[0].name if workspace.run_dirs() else "?"
+        argv = shlex.split(line.replace("<pretrained>", pretrained))
+        assert argv[:2] == ["python", "run.py"], line
+        done = workspace.run(*argv[2:])
+        assert done.returncode == 0, f"{line}\n{done.stderr}"
+        printed.append(done.stdout)
+        out = done.stdout
+    (shown,) = [b for b in blocks() if b.kind == "output" and b.what == "fine-tune"]
+    assert_shown_is_printed(str(shown), shown.code, "\n".join(printed))
+    table = "\n".join(line for line in page[page.index("The comparison"):].splitlines()
+                      if line.startswith("|"))
+    assert_shown_is_printed(f"{block.page.name}: the table", table, out)
 
 
 @pytest.mark.slow

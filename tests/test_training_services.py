@@ -74,9 +74,11 @@ def test_init_from_fine_tunes_and_refuses_other_shapes(data_workspace: Workspace
     run = ws.last_run()
     assert json.loads((run / "config.json").read_text())["trainer"]["init_from"] == str(source)
     assert ws.metrics(run)["final"]["train_acc"] > 0.9  # starts from trained weights
+    runs = len(ws.run_dirs())
     wrong = ws.run("--experiment_id=mnist", f"--init_from={source}", "--hidden_sizes=[7]", *TINY)
-    assert wrong.returncode == 1 and "do not fit this model" in wrong.stderr
-    assert "Traceback" not in wrong.stderr
+    assert wrong.returncode == 2 and "net.1.weight is (128, 784) there and (7, 784) in this " \
+        "model" in wrong.stderr
+    assert "Traceback" not in wrong.stderr and len(ws.run_dirs()) == runs, "checked before the run"
 
 
 @pytest.mark.parametrize(("values", "mode", "delta", "stops_at"), [

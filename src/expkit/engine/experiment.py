@@ -72,6 +72,17 @@ class TrainerArgs(Args):
                                    "best.pt on improvement (needed to resume)")
     init_from: Path | None = Field(None, description="start from the weights of this checkpoint or "
                                    "run directory (fine-tuning); auto = fresh weights")
+    init_checkpoint: Literal["best", "last"] = Field(
+        "best", description="which checkpoint of the --init_from run: best.pt or last.pt")
+    init_modules: list[str] | None = Field(
+        None, description="load only the tensors under these submodules (e.g. encoder,embed); "
+        "the rest starts fresh; auto = every tensor, names and shapes as in this model")
+    init_map: list[str] | None = Field(
+        None, description="rename --init_from's tensors by prefix, OLD:NEW (e.g. "
+        "classifier.:head.); several allowed")
+    freeze_modules: list[str] | None = Field(
+        None, description="keep these submodules' weights as they are (left out of the "
+        "optimizer), e.g. encoder; auto = train everything")
     compile: bool = Field(False, description="compile the model with torch.compile (first epoch "
                           "pays the compile time)")
     channels_last: bool = Field(False, description="channels-last memory format for 4-D inputs "
@@ -179,7 +190,8 @@ class BaseExperiment(Generic[A]):
     def build_optimizer(self, model: BaseModel) -> torch.optim.Optimizer:
         """The optimizer from `--optimizer`, `--lr`, `--weight_decay`, ... over the model's
         parameters, with `optimizer_kwargs()` on top."""
-        return build_optimizer(self.args.optimizer, model.parameters(), **self.optimizer_kwargs())
+        return build_optimizer(self.args.optimizer, [p for p in model.parameters() if p.requires_grad],
+                               **self.optimizer_kwargs())
 
     def optimizer_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for the optimizer beyond the built-in flags: the way to use a new

@@ -27,6 +27,7 @@ from expkit.config.args import flag_table
 from expkit.data.base import DataInfo, DataSplits
 from expkit.engine.callbacks import Heartbeat
 from expkit.engine.experiment import BaseExperiment, ExperimentArgs
+from expkit.engine.init import Initialisation, freeze, plan
 from expkit.engine.process import (
     EXIT_CODES,
     StoppedBeforeTraining,
@@ -73,11 +74,35 @@ def prepare_process(experiment: BaseExperiment[Any], dist: Dist, device: torch.d
     return device
 
 
-def initial_weights(args: ExperimentArgs, resume: dict[str, Any] | None) -> dict[str, Any] | None:
-    """--init_from's checkpoint, read before anything is written (a fresh run only)."""
+def initial_weights(args: ExperimentArgs, resume: dict[str, Any] | None
+                    ) -> tuple[Path, dict[str, Any]] | None:
+    """--init_from's checkpoint (its path and state), read before anything is written (a
+    fresh run only)."""
     if args.trainer.init_from and resume is None:
-        return load_checkpoint(checkpoint_file(args.trainer.init_from))
+        if not Path(args.trainer.init_from).exists():
+            raise UsageError(f"--init_from={args.trainer.init_from}: no such file or run "
+                             "directory; this run starts from its weights",
+                             hint="restore that run's folder (or give another) to run this one")
+        path = checkpoint_file(args.trainer.init_from,
+                               BEST if args.trainer.init_checkpoint == "best" else LAST)
+        return path, load_checkpoint(path)
     return None
+
+
+def prepare_model(experiment: BaseExperiment[Any], data: DataSplits,
+                  init_state: tuple[Path, dict[str, Any]] | None
+                  ) -> tuple[BaseModel, Initialisation | None]:
+    """The model, with --init_from's tensors in it (checked to fit: a usage error otherwise,
+    before the run directory exists) and --freeze_modules' weights kept as they are."""
+    t = experiment.args.trainer
+    model = experiment.build_model(data.info)
+    init = None
+    if init_state is not None and t.init_from is not None:
+        path, state = init_state
+        init = plan(model, state, path, t.init_from, t.init_modules, t.init_map)
+        model.load_state_dict(init.weights, strict=False)
+    freeze(model, t.freeze_modules)
+    return model, init
 
 
 def load_data(experiment: BaseExperiment[Any], dist: Dist) -> DataSplits:
@@ -190,19 +215,23 @@ def announce(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
 
 def build_trainer(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, run_dir: Path,
                   record: RunRecord, data: DataSplits, trackers: list[Tracker],
-                  callbacks: list[Callback], init_state: dict[str, Any] | None,
+                  callbacks: list[Callback], model: BaseModel, init: Initialisation | None,
                   resume: dict[str, Any] | None) -> Trainer:
-    """The model (with --init_from's weights), the trainer with every callback, and a resumed
-    run's state restored, the trackers given what they lack of its history."""
+    """The trainer of `model` (with --init_from's weights, said in one line) with every
+    callback, and a resumed run's state restored, the trackers given what they lack of its
+    history."""
     args: ExperimentArgs = experiment.args
     config = args.model_dump(mode="json")
     for tracker in trackers:
         tracker.log_config(config)
     record.update(**record_fields(trackers))  # the trackers' runs exist now: run.json keeps them
     announce(experiment, dist, device, run_dir, data, resume is None)
-    model = experiment.build_model(data.info)
-    if init_state is not None and args.trainer.init_from is not None:
-        load_weights(model, init_state, args.trainer.init_from)
+    if init is not None:
+        experiment.console.print(init.line(len(model.state_dict())))
+    frozen = [p.numel() for p in model.parameters() if not p.requires_grad]
+    if frozen and resume is None:
+        experiment.console.print(f"frozen: {', '.join(args.trainer.freeze_modules or [])} "
+                                 f"({sum(frozen):,} parameters, not trained)")
     trainer = _trainer(experiment, model, data, device, run_dir, trackers, config, dist,
                        [*callbacks, Heartbeat(record)] if dist.is_main else callbacks)
     if resume is not None:

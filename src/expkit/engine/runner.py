@@ -45,6 +45,9 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
     device = phases.prepare_process(experiment, dist, device)
     init_state = phases.initial_weights(experiment.args, resume)
     data = phases.load_data(experiment, dist)
+    model, init = phases.prepare_model(experiment, data, init_state)  # a misfit: exit 2, nothing written
+    if init is not None:
+        extra_record = {**(extra_record or {}), "init": init.record()}
     run_dir, record = phases.open_run(experiment, dist, device, data, run_dir, argv=argv,
                                       resume=resume, sources=sources, extra_record=extra_record)
     outcome = phases.Outcome(run_dir, record, experiment.console)
@@ -54,7 +57,7 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
         with phases.failures_handled(outcome), stop_on_signals(signals):
             trackers += phases.open_trackers(experiment, dist, run_dir, record, resume)
             trainer = phases.build_trainer(experiment, dist, device, run_dir, record, data,
-                                           trackers, callbacks, init_state, resume)
+                                           trackers, callbacks, model, init, resume)
             test_split = data.test
             del data  # the trainer holds what it trains on: the rest is freed before testing
             signals.trainer = trainer

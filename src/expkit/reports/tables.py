@@ -117,7 +117,9 @@ def footnote(fmt: str = "text") -> str:
 
 
 def _value(value: object) -> str:
-    return as_typed(value, none="none")
+    """A setting's value, spelled as the text table and the command line spell it (None:
+    auto)."""
+    return as_typed(value)
 
 
 def _pm(mean: str, std: str, both: str, outer: str) -> str:

@@ -173,7 +173,8 @@ def group_runs(selected: Sequence[M], by: list[str] | None = None) -> list[Group
     for run in selected:
         setting = ({flag: run.get(flag, missing) for flag in by} if by is not None
                    else _setting_keys(run))
-        key = _key({k: (None if v is missing else v) for k, v in setting.items()})
+        # a key an older run's config lacks is the same setting as the key set to null
+        key = _key({k: v for k, v in setting.items() if v is not missing and v is not None})
         buckets.setdefault(key, []).append(run)
         keys.setdefault(key, setting)
     if by is not None:
