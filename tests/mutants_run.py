@@ -52,6 +52,7 @@ TESTS: dict[str, list[str]] = {
     "src/expkit/data/preprocess.py": ["tests/test_data.py", "-k", "preprocessing"],
     "src/expkit/engine/segments.py": ["tests/test_python_api.py", "tests/test_resume.py", "-k",
                                       "leaves_the_process or stop_signal"],
+    "src/expkit/engine/init.py": ["tests/test_finetune.py"],
 }
 
 

@@ -166,7 +166,8 @@ def test_the_model_card_names_the_weights_metrics_group_and_how_to_load(
     metrics = json.loads((run / "metrics.json").read_text())
     stats = summarize(values)
     assert f"| test_loss | {metrics['test']['test_loss']:.4f} | {stats.mean:.4f} ± " \
-           f"{stats.half_width:.4f} [{stats.low:.4f}, {stats.high:.4f}] (N=3) |" in card
+           f"{stats.std:.4f} [{stats.low:.4f}, {stats.high:.4f}] (N=3) |" in card
+    assert "its group: mean ± std [95% interval] (N)" in card, "the notation of compare's tables"
     assert "the best weights (epoch" in card and "lab.models.mlp.MLP" in card
     record = json.loads((run / "run.json").read_text())
     assert record["command"] in card and f"expkit reproduce {run}" in card

@@ -292,7 +292,8 @@ def _replace(folder: Path, temp: Path) -> None:
 
 
 def _group_line(run: Run, metric: str) -> str:
-    """The group's mean ± half-interval and N of a test metric ("" when not in a group)."""
+    """The group's mean ± std [95% interval] and N of a test metric, as compare writes them
+    ("" when not in a group)."""
     group = run.record.get("group")
     if not isinstance(group, dict) or not group.get("name"):
         return ""
@@ -302,7 +303,7 @@ def _group_line(run: Run, metric: str) -> str:
         return ""
     if stats.n < 2:
         return f"{stats.mean:.4f} (N=1)"
-    return (f"{stats.mean:.4f} ± {stats.half_width:.4f} [{stats.low:.4f}, {stats.high:.4f}] "
+    return (f"{stats.mean:.4f} ± {stats.std:.4f} [{stats.low:.4f}, {stats.high:.4f}] "
             f"(N={stats.n})")
 
 
@@ -348,7 +349,8 @@ def _card_metrics(run: Run, chosen: str, weights: Weights, tested: dict[str, flo
     in_group = weights == "best" and isinstance(group, dict) and bool(group.get("name"))
     lines += [f"Of the weights in this folder ({chosen}), evaluated at export on the test split "
               f"({(sizes or {}).get('test', '?'):,} examples) with the experiment's metrics.", "",
-              "| metric | these weights |" + (" its group: mean ± 95% interval (N) |" if in_group else ""),
+              "| metric | these weights |" + (" its group: mean ± std [95% interval] (N) |"
+                                              if in_group else ""),
               "|---|--:|" + ("--:|" if in_group else "")]
     for name, value in tested.items():
         interval = f" {_group_line(run, name) or '-'} |" if in_group else ""
