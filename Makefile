@@ -48,13 +48,14 @@ mutants: setup
 	$(PY) tests/mutants_config.py tests/mutants.toml "$(MODULE)" > /dev/null
 	rm -rf $(MUTANTS) && mkdir -p $(MUTANTS)
 	cp -r src tests pyproject.toml README.md $(MUTANTS)/
+	mkdir -p $(MUTANTS)/original && cp -r src $(MUTANTS)/original/  # what a mutant is told from
 	find $(MUTANTS) -name __pycache__ -prune -exec rm -rf {} +
 	$(PY) tests/mutants_config.py tests/mutants.toml "$(MODULE)" > $(MUTANTS)/session.toml
 	cd $(MUTANTS) && PATH=$(CURDIR)/$(VENV)/bin:$$PATH cosmic-ray init session.toml session.sqlite
 	cd $(MUTANTS) && $(CURDIR)/$(PY) tests/mutants_summary.py --skip-annotations session.sqlite
 	cd $(MUTANTS) && $(CURDIR)/$(PY) tests/mutants_summary.py --sample $(SAMPLE) --seed $(SEED) session.sqlite
 	cd $(MUTANTS) && PATH=$(CURDIR)/$(VENV)/bin:$$PATH PYTHONPATH=$(CURDIR)/$(MUTANTS)/src \
-		MUTANTS_ORIGINAL=$(CURDIR) cosmic-ray exec session.toml session.sqlite
+		MUTANTS_ORIGINAL=$(CURDIR)/$(MUTANTS)/original cosmic-ray exec session.toml session.sqlite
 	cd $(MUTANTS) && $(CURDIR)/$(PY) tests/mutants_summary.py session.sqlite $(CURDIR)/docs/reliability.md
 
 lint: setup   # and the docs: a broken link or reference fails the build

@@ -1,6 +1,7 @@
 """`make mutants`' test command: the fast tests of the module that cosmic-ray has mutated in
-this copy of the tree, found by comparing each mutated module with the original tree
-(MUTANTS_ORIGINAL). Exit status: pytest's (non-zero: the mutant was killed).
+this copy of the tree, found by comparing each mutated module with the tree as it was copied
+(MUTANTS_ORIGINAL: a copy of its src/, so that editing the working tree meanwhile changes
+nothing). Exit status: pytest's (non-zero: the mutant was killed).
 
 Running only the tests that check the mutated module keeps a mutant at seconds; each module's
 tests are listed here (files, and the words their names carry). tests/test_mutants_gate.py
@@ -64,7 +65,7 @@ def mutated(original: Path) -> list[str]:
 
 def main() -> int:
     """Run the mutated module's tests (the guard tests when none or several differ)."""
-    changed = mutated(Path(os.environ["MUTANTS_ORIGINAL"]))
+    changed = mutated(Path(os.environ["MUTANTS_ORIGINAL"]))  # the tree as copied, unmutated
     chosen = TESTS[changed[0]] if len(changed) == 1 else GUARDS
     return subprocess.call([sys.executable, "-m", "pytest", "-x", "-q", "-n", "0",
                             "-p", "no:cacheprovider", "-o", "addopts=", *chosen])
