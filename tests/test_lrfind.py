@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import Workspace, register
 
@@ -93,9 +94,36 @@ def test_the_suggestion_is_near_the_best_rate_of_a_quadratic(workspace: Workspac
     assert past and past[0] == len(rows) - 1, "the test stops at the first step past 4x"
     finite = [(v, float(r["lr"])) for v, r in zip(smoothed, rows, strict=True) if math.isfinite(v)]
     assert found.group(1) == f"{min(finite)[1] / 10:.3g}"
+    # the losses themselves, by a range test written out by hand over the same batches (the
+    # trainer's generator seeded with --seed, the rate rising by one factor a step)
+    assert losses == pytest.approx(by_hand(curvature, len(rows)), rel=1e-5)
+    assert [int(r["step"]) for r in rows] == list(range(1, len(rows) + 1))
     assert f"(step {len(rows)})" in done.stdout
     assert (test_dir / "lr_find.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (workspace.results / "quad").exists(), "a range test is not a run"
+
+
+def by_hand(curvature: float, steps: int, total: int = 100) -> list[float]:
+    """The first `steps` losses of a range test from 1e-4 to 10 over `total` steps on the
+    quadratic, plain SGD, batches of 8 from a generator seeded with 0, pass after pass."""
+    from expkit.data.base import Split
+
+    points = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    split, generator = Split(points, torch.zeros(64)), torch.Generator().manual_seed(0)
+    w = torch.full((8,), 3.0, requires_grad=True)
+    optimizer = torch.optim.SGD([w], lr=1e-4, momentum=0)
+    losses: list[float] = []
+    while len(losses) < steps:
+        for x, _ in split.batches(8, generator):
+            optimizer.param_groups[0]["lr"] = 1e-4 * (10 / 1e-4) ** (len(losses) / (total - 1))
+            loss = 0.5 * curvature * ((w - x) ** 2).sum(1).mean()
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(float(loss))
+            if len(losses) == steps:
+                break
+    return losses
 
 
 def test_a_range_the_wrong_way_round_is_a_usage_error(workspace: Workspace) -> None:

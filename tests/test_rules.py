@@ -366,3 +366,45 @@ def test_an_exported_programs_check_is_the_largest_difference_and_the_stated_tol
     nan[1, 1] = math.nan
     check = compare_outputs(nan, expected)
     assert not check.within and check.max_difference == math.inf
+
+
+def test_swa_from_the_first_epoch_by_default() -> None:
+    torch.manual_seed(0)
+    model = Normed()
+    average = WeightAverage(model, "swa")
+    average.update(1)
+    assert average.count == 1, "SWA starts at epoch 1 unless told otherwise"
+    _assert_same(average.model, model)
+
+
+# ---- the time split, by hand ------------------------------------------------------------------
+
+
+def test_the_time_line_shows_each_part_of_half_a_percent_or_more_of_the_seconds() -> None:
+    from expkit.training.timing import Timings
+
+    times = Timings(torch.device("cpu"))
+    assert times.line() is None, "nothing timed yet: no line (and no division by zero)"
+    for part, seconds in (("data", 0.002), ("compute", 0.1), ("optimizer", 0.05),
+                          ("evaluation", 0.0005), ("checkpoints", 0.0)):
+        times.add(part, seconds)
+    spent = 0.1525
+    assert times.line() == (f"time: data {0.002 / spent:.0%}, forward+backward {0.1 / spent:.0%}, "
+                            f"optimizer {0.05 / spent:.0%}")  # evaluation: 0.33%, left out
+    times.add("data", 0.123456)
+    summary = times.summary()
+    assert summary["data"] == 0.1255 and summary["compute"] == 0.1, "seconds to 4 decimals"
+    assert summary["input_bound"] is False
+    times.add("data", 0.1)
+    assert times.summary()["input_bound"] is True, "more waiting for batches than computing"
+    assert times.line().endswith("(try --num_workers, --in_memory=true or a cheaper augmentation)")
+    assert Timings(torch.device("cpu"), enabled=False).line() is None
+
+
+def test_synced_timing_on_the_cpu_is_the_plain_clock() -> None:
+    from expkit.training.timing import Timings
+
+    times = Timings(torch.device("cpu"), sync=True)
+    assert times.clock is time.perf_counter, "no device to wait for"
+    off = Timings(torch.device("cpu"), enabled=False)
+    assert off.clock() == 0.0 and off.row(10, "samples") == {}
