@@ -39,11 +39,11 @@ TESTS: dict[str, list[str]] = {
                                       "slow_data or throughput or off_means"],
     "src/expkit/engine/lrfind.py": ["tests/test_lrfind.py"],
     "src/expkit/engine/export.py": ["tests/test_rules.py", "tests/test_export.py", "-k",
-                                    "exported or tolerance or clear_errors or last_weights"],
+                                    "exported or tolerance or clear_errors or card"],
     "src/expkit/engine/api.py": ["tests/test_python_api.py", "-k",
                                  "leaves_the_process or bad_keywords or args_instance"],
     "src/expkit/rundir/summaries.py": ["tests/test_many_runs.py", "-k",
-                                       "never_shows or corrupt or killed_run_resumed"],
+                                       "never_shows or corrupt or killed_run_resumed or type_and"],
     "src/expkit/rundir/groups.py": ["tests/test_tables.py"],
     "src/expkit/utils/stats.py": ["tests/test_tables.py", "tests/test_repeat.py", "-k",
                                   "not slow and (tables or statistics or welch or quantiles or "
@@ -51,8 +51,9 @@ TESTS: dict[str, list[str]] = {
     "src/expkit/reports/tables.py": ["tests/test_tables.py"],
     "src/expkit/utils/suggest.py": ["tests/test_config.py", "-k", "did_you_mean"],
     "src/expkit/data/preprocess.py": ["tests/test_data.py", "-k", "preprocessing"],
-    "src/expkit/engine/segments.py": ["tests/test_python_api.py", "tests/test_resume.py", "-k",
-                                      "leaves_the_process or stop_signal"],
+    "src/expkit/engine/segments.py": ["tests/test_rules.py", "tests/test_python_api.py",
+                                      "tests/test_resume.py", "-k",
+                                      "flag_values or leaves_the_process or stop_signal"],
     "src/expkit/engine/init.py": ["tests/test_finetune.py"],
 }
 

@@ -3,6 +3,7 @@
     python tests/mutants_summary.py --skip-annotations SESSION   # after init, before exec
     python tests/mutants_summary.py --sample N --seed S SESSION  # keep a seeded sample of each module
     python tests/mutants_summary.py SESSION [EQUIVALENTS.md]     # after exec: the figures
+    python tests/mutants_summary.py --retry-survivors SESSION    # run the survivors again
 
 The sample: each module's mutants (those outside annotations) in a stable order (line,
 column, operator, occurrence), N of them drawn by `random.Random("S:<module>")`; the others are
@@ -183,7 +184,20 @@ def summary(session: str, page: Path | None = None) -> int:
     return 0
 
 
+def retry_survivors(session: str) -> int:
+    """Forget the survivors' results, so that the next `cosmic-ray exec` runs them again
+    (after tests were added, or a run that could not tell which module was mutated)."""
+    import sqlite3
+
+    with sqlite3.connect(session) as db:
+        n = db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'").rowcount
+    print(f"{n} survivors to run again")
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--retry-survivors":
+        raise SystemExit(retry_survivors(sys.argv[2]))
     if sys.argv[1] == "--skip-annotations":
         raise SystemExit(skip_annotations(sys.argv[2]))
     if sys.argv[1] == "--sample":

@@ -172,6 +172,8 @@ def test_the_model_card_names_the_weights_metrics_group_and_how_to_load(
     record = json.loads((run / "run.json").read_text())
     assert record["command"] in card and f"expkit reproduce {run}" in card
     assert "torch 2." in card and 'expkit.load_export("handed-on")' in card
+    assert "The model takes a `float32` tensor of shape (N, 1, 28, 28)." in card
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in out.iterdir()), "readable files"
 
 
 def test_last_and_averaged_weights_and_clear_errors(data_workspace: Workspace) -> None:
@@ -220,6 +222,7 @@ from expkit import BaseExperiment, BaseModel, DataInfo, DataSplits, ExperimentAr
 
 class DriftArgs(ExperimentArgs):
     shift: float = Field(1.0, description="what the exported program adds")
+    examples: int = Field(20, description="examples in each split")
 
 
 class Drift(BaseModel):
@@ -244,7 +247,7 @@ class DriftExperiment(BaseExperiment[DriftArgs]):
     default_monitor = "val_loss"
 
     def build_data(self):
-        x = torch.linspace(-1, 1, 40).reshape(20, 2)
+        x = torch.linspace(-1, 1, 2 * self.args.examples).reshape(self.args.examples, 2)
         split = Split(x, x.sum(1))
         return DataSplits(None, (2,), {}, train=split, val=split, test=split)
 
@@ -278,3 +281,11 @@ def test_an_exported_program_beyond_the_tolerance_fails_the_export(
                             "(0.0001 + 0.0001 x |output|); nothing was written"), lines
         assert "Traceback" not in exported.stderr
         assert not (run / "export").exists() and not list(run.glob(".export*"))
+    # a batch dimension needs two examples to be exported as dynamic: two do, one does not
+    for examples, code in (("2", 0), ("1", 1)):
+        done = ws.run("--experiment_id=drift", "--epochs=1", "--seed=0", "--shift=0",
+                      f"--examples={examples}", "--batch_size=1", registry=registry)
+        assert done.returncode == 0, done.stderr
+        exported = ws.run("export", str(ws.last_run("drift")), "--format=pt2", registry=registry)
+        assert exported.returncode == code, exported.stderr
+        assert code == 0 or "fewer than 2 examples" in exported.stderr

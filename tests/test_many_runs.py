@@ -312,3 +312,20 @@ def test_compare_draws_compare_png_again_only_when_what_it_shows_changed(
     other = ws.root / "elsewhere.png"
     done = ws.run("compare", "--experiment_id=mnist", f"--out={other}")
     assert done.returncode == 0 and other.is_file()
+
+
+def test_the_cache_keeps_each_values_type_and_each_files_key_order(workspace: Workspace) -> None:
+    """Values equal in Python but not in JSON (1, 1.0, true) and keys in another order come
+    back from the cache as the files hold them."""
+    results = workspace.results
+    runs = [write_run(results, f"20261201-10000{i}-00000{i}", 0.01, i, 0.9) for i in range(3)]
+    for run, value in zip(runs, (1, 1.0, True), strict=True):  # equal in Python, not in JSON
+        config = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps({"epochs": value, **{
+            k: v for k, v in config.items() if k != "epochs"}}))
+    age(results)
+    expected = {r.name: (r / "config.json").read_text() for r in runs}
+    for _ in range(2):  # from the files (writing the cache), then from the cache
+        seen = {run.id: json.dumps(run.config) for run in expkit.runs(results)}
+        assert seen == {k: json.dumps(json.loads(v)) for k, v in expected.items()}
+    assert (results / ".expkit" / "summaries" / "mnist.json").is_file()

@@ -408,3 +408,10 @@ def test_synced_timing_on_the_cpu_is_the_plain_clock() -> None:
     assert times.clock is time.perf_counter, "no device to wait for"
     off = Timings(torch.device("cpu"), enabled=False)
     assert off.clock() == 0.0 and off.row(10, "samples") == {}
+
+
+def test_flag_values_written_into_a_resumed_runs_command() -> None:
+    from expkit.engine.segments import as_flag
+
+    assert [as_flag(v) for v in (True, False, None, [64, 32], 0.001, 5, "cosine")] == [
+        "true", "false", "auto", "[64,32]", "0.001", "5", "cosine"]
