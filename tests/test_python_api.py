@@ -65,8 +65,8 @@ def test_runs_in_one_process_match_runs_in_their_own(here: Workspace) -> None:
     assert again.returncode == 0 and "every metric matches" in again.stdout, again.stdout
 
 
-def test_a_run_leaves_the_process_as_it_found_it(here: Workspace,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_leaves_the_process_as_it_found_it(here: Workspace, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     random.seed(7)
     np.random.seed(7)
     torch.manual_seed(7)
@@ -83,6 +83,7 @@ def test_a_run_leaves_the_process_as_it_found_it(here: Workspace,
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    torch.use_deterministic_algorithms(False, warn_only=True)
     run = expkit.run("mnist", **{**QUICK, "epochs": 1}, seed=3, deterministic=True,
                      use_tensorboard=True)
     assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) == (True, False)
@@ -97,7 +98,11 @@ def test_a_run_leaves_the_process_as_it_found_it(here: Workspace,
     assert torch.equal(torch.get_rng_state(), before[2])
     assert not torch.are_deterministic_algorithms_enabled()
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
-    more = expkit.resume(run.path, epochs=2)
+    assert torch.is_deterministic_algorithms_warn_only_enabled(), "warn_only put back too"
+    torch.use_deterministic_algorithms(False)
+    assert "history plot:" not in capsys.readouterr().out, "no plot unless asked"
+    more = expkit.resume(run.path, epochs=2, show_plot=True)
+    assert f"history plot: {run.path / 'history.png'}" in capsys.readouterr().out
     assert more.path == run.path and more.status == "finished" and len(more.history) == 2
     # the record's command re-runs the run as it now is (2 epochs), as config.json says
     record = json.loads((run.path / "run.json").read_text())
@@ -138,6 +143,8 @@ def test_an_args_instance_and_an_experiment_class(here: Workspace) -> None:
                                      "dataset": {"max_train_samples": 100}})
     run = expkit.run(args, progress=False)
     assert run.config["epochs"] == 1 and run.config["dataset"]["max_train_samples"] == 100
+    sources = run.record["sources"]
+    assert sources["epochs"] == "the Args given" and sources["trainer.progress"] == "cli", sources
     by_class = expkit.run(MnistExperiment, epochs=1, seed=5, max_train_samples=100, progress=False)
     assert by_class.experiment_id == "mnist"
     assert _numbers(by_class.path)[0] == _numbers(run.path)[0]

@@ -190,6 +190,7 @@ def test_ema_equals_torchs_averaged_model_weights_and_batch_norm_buffers() -> No
         "the buffers are averaged, not copied"
     assert average.model.norm.num_batches_tracked == model.norm.num_batches_tracked == 12
     assert average.state() == {"kind": "ema", "count": 12}
+    assert not any(p.requires_grad for p in average.model.parameters()), "never trained"
 
 
 def test_swa_equals_torchs_average_and_update_bn_from_its_start() -> None:
@@ -411,7 +412,10 @@ def test_synced_timing_on_the_cpu_is_the_plain_clock() -> None:
 
 
 def test_flag_values_written_into_a_resumed_runs_command() -> None:
+    from expkit.engine.api import as_flags
     from expkit.engine.segments import as_flag
 
-    assert [as_flag(v) for v in (True, False, None, [64, 32], 0.001, 5, "cosine")] == [
-        "true", "false", "auto", "[64,32]", "0.001", "5", "cosine"]
+    assert [as_flag(v) for v in (True, False, None, [64, 32], (1, 2), 0.001, 5, "cosine")] == [
+        "true", "false", "auto", "[64,32]", "[1,2]", "0.001", "5", "cosine"]
+    assert as_flags({"use_tensorboard": True, "init_from": None, "hidden_sizes": [16]}) == [
+        "--use_tensorboard=true", "--init_from=auto", "--hidden_sizes=[16]"]

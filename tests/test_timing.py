@@ -47,6 +47,7 @@ def test_each_evaluation_says_its_throughput_and_where_its_time_went(workspace: 
     steps = {e["name"] for e in trace["traceEvents"] if e.get("name", "").startswith("ProfilerStep#")}
     assert steps == {"ProfilerStep#1", "ProfilerStep#2", "ProfilerStep#3"}, "the steps asked for"
     assert any(e.get("name") == "aten::addmm" for e in trace["traceEvents"]), "the model's own ops"
+    assert any("Input Dims" in e.get("args", {}) for e in trace["traceEvents"]), "with shapes"
 
 
 def test_a_profile_longer_than_the_run_traces_each_optimizer_step_once(workspace: Workspace) -> None:

@@ -18,7 +18,6 @@ returns, so that many runs in one process give the numbers of as many separate p
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 from collections.abc import Iterator
@@ -95,18 +94,9 @@ def _shown(done: Run, show_plot: bool) -> Run:
 def as_flags(flags: dict[str, Any]) -> list[str]:
     """Keyword arguments as the command line's `--name=value` tokens (True -> true, None ->
     auto, lists and dicts as JSON)."""
-    out = []
-    for name, value in flags.items():
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif value is None:
-            text = "auto"
-        elif isinstance(value, (list, tuple, dict)):
-            text = json.dumps(list(value) if isinstance(value, tuple) else value)
-        else:
-            text = str(value)
-        out.append(f"--{name}={text}")
-    return out
+    from expkit.engine.segments import as_flag
+
+    return [f"--{name}={as_flag(value)}" for name, value in flags.items()]
 
 
 def _resolve(experiment: str | type[BaseExperiment[Any]] | ExperimentArgs, registry: str | None,

@@ -23,13 +23,13 @@ def segment(at: str, dist: Dist) -> dict[str, Any]:
 
 
 def as_flag(value: Any) -> str:
-    """A config value written as a flag's value, exactly (true/false, auto, JSON lists)."""
+    """A value written as a flag's value, exactly (true/false, auto, lists and dicts as JSON)."""
     if value is None:
         return "auto"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(list(value) if isinstance(value, tuple) else value, separators=(",", ":"))
     return str(value)
 
 
