@@ -8,11 +8,13 @@ trained, the weights, the test metrics with the group's interval, how to reprodu
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -173,6 +175,9 @@ def test_the_model_card_names_the_weights_metrics_group_and_how_to_load(
     assert record["command"] in card and f"expkit reproduce {run}" in card
     assert "torch 2." in card and 'expkit.load_export("handed-on")' in card
     assert "The model takes a `float32` tensor of shape (N, 1, 28, 28)." in card
+    steps = json.loads((out / "preprocessing.json").read_text())["steps"]
+    assert [step["op"] for step in steps] == ["scale", "normalize", "reshape"]
+    assert f"From raw data: x = (raw / 255 - {steps[1]['mean']:.6g}) / " in card
     assert all(p.stat().st_mode & 0o777 == 0o644 for p in out.iterdir()), "readable files"
 
 
@@ -200,6 +205,11 @@ def test_last_and_averaged_weights_and_clear_errors(data_workspace: Workspace) -
     averaged = _trained(ws, "--ema_decay=0.5")
     last = load_checkpoint(averaged / "checkpoints" / "last.pt")
     out = ws.root / "handed-on"  # the second export replaces the first
+    best = load_checkpoint(averaged / "checkpoints" / "best.pt")
+    assert ws.run("export", str(averaged), f"--out={out}").returncode == 0
+    got = load_file(out / "model.safetensors")
+    assert all(torch.equal(got[k], v) for k, v in best["model"].items()), "best: the averaged"
+    assert f"the best weights (epoch {best['epoch']}, EMA of the weights)" in (out / "README.md").read_text()
     for weights, key, said in (("last", "trained", "the last trained weights, not averaged (epoch 2)"),
                                ("ema", "model", "the EMA of the weights at the end of training")):
         assert ws.run("export", str(averaged), f"--weights={weights}", f"--out={out}").returncode == 0
@@ -268,11 +278,14 @@ def test_an_exported_program_beyond_the_tolerance_fails_the_export(
                       registry=registry)
         assert done.returncode == 0, done.stderr
         run = ws.last_run("drift")
-        exported = ws.run("export", str(run), "--format=safetensors,pt2", registry=registry)
+        exported = ws.run("export", str(run), "--format=safetensors,pt2" + (",onnx" if ok else ""),
+                          registry=registry)
         if ok:
             assert exported.returncode == 0, exported.stderr
-            assert "model.pt2: max |difference| from PyTorch's outputs on 20 test examples: 1e-05" \
-                in exported.stdout
+            for name in ("model.pt2", "model.onnx"):
+                found = re.search(rf"{name}: max \|difference\| from PyTorch's outputs on 20 test "
+                                  r"examples: (\S+)", exported.stdout)
+                assert found and float(found.group(1)) == pytest.approx(1e-5, rel=0.05), name
             continue
         assert exported.returncode == 1, exported.stdout
         lines = exported.stderr.strip().splitlines()

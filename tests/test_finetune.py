@@ -114,6 +114,25 @@ def test_partial_and_renamed_weights_checked_recorded_and_self_contained(
         assert refused.returncode == 2, refused.stdout
         assert says in refused.stderr.splitlines()[0] and "Traceback" not in refused.stderr
     assert len(ws.run_dirs("tuned")) == runs, "nothing was written for a misfit"
+    refused = ws.run("--experiment_id=tuned", *DIGITS, f"--init_from={source}",
+                     "--init_modules=head", registry=tuned)
+    assert refused.returncode == 2 and refused.stderr.splitlines() == [
+        f"run.py: error: --init_modules: {source / 'checkpoints' / 'best.pt'} has no module 'head'",
+        "run.py: its modules: net (--init_map renames them)"]
+    refused = ws.run("--experiment_id=tuned", *DIGITS, "--freeze_modules=decoder", registry=tuned)
+    assert refused.returncode == 2 and refused.stderr.splitlines() == [
+        "run.py: error: --freeze_modules: this model has no parameters under 'decoder'",
+        "run.py: its modules: encoder, head"]
+
+    # tensors named one by one, from a .pt file outside any run
+    loose = ws.root / "weights.pt"
+    shutil.copyfile(source / "checkpoints" / "best.pt", loose)
+    done = ws.run("--experiment_id=tuned", *DIGITS, f"--init_from={loose}",
+                  "--init_map=net.1.:encoder.1.", "--init_modules=encoder.1.weight,encoder.1.bias",
+                  registry=tuned)
+    assert done.returncode == 0, done.stderr
+    init = json.loads((ws.last_run("tuned") / "run.json").read_text())["init"]
+    assert init["run_id"] is None and init["tensors"] == 2 and init["from"] == str(loose)
 
     # frozen: the encoder keeps the source's weights, the head trains
     done = ws.run("--experiment_id=tuned", *DIGITS, f"--init_from={source}",

@@ -137,4 +137,56 @@ def test_setting_keys_tell_values_apart_as_json_does() -> None:
     assert len({_key({"x": 1}), _key({"x": 1.0}), _key({"x": True}), _key({"x": "1"})}) == 4
     assert _key({"x": [1, 2], "y": None}) == _key({"y": None, "x": [1, 2]})
     assert _key({"x": math.nan}) == _key({"x": math.nan}), "NaN is one value"
+    assert _key({"x": {"a": 1, "b": 2}}) == _key({"x": {"b": 2, "a": 1}}), "a dict's order is not a value"
     assert json.loads(json.dumps(1.0)) == 1  # (why the type is part of the key)
+
+
+def test_what_is_set_aside_is_counted_for_each_reason(tmp_path: Path) -> None:
+    """Two earlier runs of one seed and a killed run: 4 runs, 1 killed, 2 repeated seeds."""
+    for i, (seed, acc) in enumerate([(1, 0.5), (1, 0.6), (1, 0.7), (2, 0.8), (3, None)]):
+        write_run(tmp_path, f"20261201-10000{i}-{i:06x}", 0.01, seed, acc, start_ns=i * 10**9)
+    (group,) = group_runs([read_run(p) for p in sorted((tmp_path / "mnist").iterdir())])
+    assert group.n == 2 and sorted(group.values("test_acc")) == [0.7, 0.8]
+    assert group.note() == "5 runs, 1 killed, 2 repeated seeds: not counted"
+
+
+def test_two_settings_the_flags_that_differ_and_welch_from_two_runs(tmp_path: Path) -> None:
+    """Two settings (two learning rates, one with two runs): lr is the setting shown, by its
+    flag's name (run.json's flags map a nested key to its flag), the best needs no tie-break,
+    and Welch's test runs from two values a side."""
+    values = {0.1: [0.9, 0.92, 0.95], 0.2: [0.7, 0.75]}
+    k = 0
+    for lr, accs in values.items():
+        for seed, acc in enumerate(accs):
+            run = write_run(tmp_path, f"20261201-10000{k}-{k:06x}", lr, seed, acc, start_ns=k * 10**9)
+            record = json.loads((run / "run.json").read_text())
+            (run / "run.json").write_text(json.dumps({**record, "flags": {"optimizer.lr": "rate"}}))
+            k += 1
+    runs = [read_run(p) for p in sorted((tmp_path / "mnist").iterdir())]
+    groups = group_runs(runs)
+    assert [g.settings for g in groups] == [{"optimizer.lr": 0.1}, {"optimizer.lr": 0.2}]
+    assert groups[0].label() == "rate=0.1"
+    assert group_table(groups, ["test_acc"], "markdown").splitlines()[0] == "| rate | N | test_acc |"
+    assert best_group(groups, "test_acc", "max") == 0
+    assert best_group([groups[0], Group({}, groups[1].runs[:1])], "test_acc", "max") == 0, \
+        "the only setting of N >= 2 is the best"
+    (line,) = significance(groups, ["test_acc"])
+    test = scipy_stats.ttest_ind(values[0.1], values[0.2], equal_var=False)
+    assert f"Welch's t {test.statistic:.2f}" in line and f"p {test.pvalue:.3g}" in line
+    other = write_run(tmp_path.parent / "b", "20261201-100009-000009", 0.1, 0, 0.5)
+    record = json.loads((other / "run.json").read_text())
+    (other / "run.json").write_text(json.dumps({**record, "experiment_id": "other"}))
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "experiment_id": "other"}))
+    mixed = group_runs([*runs, read_run(other)])
+    assert next(iter(mixed[0].settings)) == "experiment_id", "which experiment comes first"
+
+
+def test_a_direction_from_the_monitor_when_none_is_declared(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "20261201-100000-000000", 0.1, 0, 0.9)
+    metrics = json.loads((run / "metrics.json").read_text())
+    del metrics["directions"]
+    (run / "metrics.json").write_text(json.dumps({**metrics, "monitor": "val_acc", "mode": "max"}))
+    assert direction_of("test_acc", [read_run(run)]) == "max"
+    assert direction_of("best_val_loss", [read_run(run)]) == "min", "a loss is lower-better"
+    assert direction_of("test_f1", [read_run(run)]) is None
