@@ -153,3 +153,32 @@ def test_the_stated_preprocessing_turns_raw_images_into_the_model_inputs(
     assert preprocess.describe(data.preprocess) == (
         f"x = (raw / 255 - {pixels.mean():.6g}) / {pixels.std():.6g}, as float32, each example "
         "reshaped to (1, 28, 28)")
+
+
+def test_preprocessing_steps_read_back_from_json_and_a_vocabulary() -> None:
+    """What an export's consumer does: the steps read back from preprocessing.json (strings
+    equal to the ops' names, not the same objects) give the same inputs; a vocabulary maps
+    characters to indices; an unknown step is an error, not another step."""
+    import json
+
+    from expkit.data import preprocess
+
+    steps = [preprocess.scale(4), preprocess.normalize([1.0, 2.0], [0.5, 2.0]),
+             preprocess.reshape((2, 1))]
+    raw = np.array([[4.0, 8.0], [8.0, 16.0], [0.0, 4.0]], dtype=np.float32)
+    want = ((raw / 4 - np.array([1.0, 2.0], np.float32)) / np.array([0.5, 2.0], np.float32)
+            ).reshape(3, 2, 1)
+    assert np.array_equal(preprocess.apply(steps, raw), want)
+    assert np.array_equal(preprocess.apply(json.loads(json.dumps(steps)), raw), want)
+    assert preprocess.describe(json.loads(json.dumps(steps))) == (
+        "x = (raw / 4 - mean) / std (mean and std per feature, 2 each: preprocessing.json), as "
+        "float32, each example reshaped to (2, 1)")
+    vocabulary = json.loads(json.dumps([preprocess.vocabulary("ab c")]))
+    assert preprocess.apply(vocabulary, "abba c").tolist() == [0, 1, 1, 0, 2, 3]
+    assert preprocess.apply(vocabulary, "ab").dtype == np.int64
+    assert preprocess.describe(vocabulary) == ("each character to its index in the vocabulary of 4 "
+                                               "tokens (preprocessing.json), as int64")
+    assert preprocess.describe([]) == "" and np.array_equal(preprocess.apply([], raw), raw)
+    for op in ("aaa", "zzz", "scales"):
+        with pytest.raises(ValueError, match=f"unknown preprocessing step '{op}'"):
+            preprocess.apply([{"op": op}], raw)

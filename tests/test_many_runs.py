@@ -321,11 +321,28 @@ def test_the_cache_keeps_each_values_type_and_each_files_key_order(workspace: Wo
     runs = [write_run(results, f"20261201-10000{i}-00000{i}", 0.01, i, 0.9) for i in range(3)]
     for run, value in zip(runs, (1, 1.0, True), strict=True):  # equal in Python, not in JSON
         config = json.loads((run / "config.json").read_text())
-        (run / "config.json").write_text(json.dumps({"epochs": value, **{
-            k: v for k, v in config.items() if k != "epochs"}}))
+        rest = {k: v for k, v in config.items() if k != "epochs"}
+        # and the last run's keys in another order than the others'
+        (run / "config.json").write_text(json.dumps(
+            {**rest, "epochs": value} if run == runs[-1] else {"epochs": value, **rest}))
     age(results)
     expected = {r.name: (r / "config.json").read_text() for r in runs}
     for _ in range(2):  # from the files (writing the cache), then from the cache
         seen = {run.id: json.dumps(run.config) for run in expkit.runs(results)}
         assert seen == {k: json.dumps(json.loads(v)) for k, v in expected.items()}
-    assert (results / ".expkit" / "summaries" / "mnist.json").is_file()
+    cached = shard(results)["runs"]
+    assert set(cached) == {r.name for r in runs}, "every aged run is in the cache"
+    assert sum(bool(entry["c"]) for entry in cached.values()) >= 2, "the runs' own values are kept"
+
+
+def test_a_run_written_in_the_last_two_seconds_is_never_cached(workspace: Workspace) -> None:
+    """A file changed within the filesystem's timestamp granularity could change again
+    unseen: runs just written are read from their files, and cached only once older."""
+    results = workspace.results
+    assert expkit.runs(results / "nowhere") == [], "no results folder: no runs"
+    write_run(results, "20261201-100000-000000", 0.01, 0, 0.9)
+    assert len(expkit.runs(results)) == 1
+    cache = results / ".expkit" / "summaries" / "mnist.json"
+    assert not cache.exists() or shard(results)["runs"] == {}, "not cached while fresh"
+    age(results)
+    assert len(expkit.runs(results)) == 1 and len(shard(results)["runs"]) == 1

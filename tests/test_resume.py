@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import subprocess
 from pathlib import Path
@@ -83,9 +84,13 @@ def test_stop_signal_saves_mid_epoch_and_resume_is_exact(big_workspace: Workspac
         "a stop signal must save a checkpoint mid-epoch, not wait for the epoch's end"
     assert saved["partial"]["batches"] == 5 and saved["global_step"] == STEPS_PER_EPOCH + 5, \
         "the mid-epoch checkpoint is at the step the signal came after"
+    command = json.loads((stopped / "run.json").read_text())["command"]
     result = ws.run(f"--resume={stopped}")  # the run.py spelling
     assert result.returncode == 0, result.stderr
     assert_same_training(reference, stopped)
+    record = json.loads((stopped / "run.json").read_text())
+    assert record["command"] == command, "nothing changed on resume: the same command"
+    assert [set(s) for s in record["segments"]] == [{"at", "processes"}] * 2
     # the resumed epoch's throughput: this segment's examples (900 - 5 batches of 64) over
     # this segment's training seconds, not the whole epoch's examples
     row = list(csv.DictReader((stopped / "history.csv").open()))[1]
