@@ -105,3 +105,6 @@ def test_did_you_mean_counts_a_swap_as_one_edit_and_ignores_case() -> None:
     assert edits("kitten", "sitting") == 3 and edits("", "abc") == 3 and edits("ab", "ba") == 1
     assert closest("GRU", ["lstm", "gru"]) == "gru" and closest("Epochs", ["epochs"]) == "epochs"
     assert closest("xyz", ["mnist", "diabetes"]) is None
+    assert closest("abcdefg", ["xyzdefg"]) is None, "3 edits in 7 letters is too far"
+    assert closest("abcdefg", ["abzdefg"]) == "abzdefg"
+    assert edits("ca", "ab") == 2, "only a swap of the same two letters is one edit"

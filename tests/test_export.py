@@ -179,6 +179,9 @@ def test_the_model_card_names_the_weights_metrics_group_and_how_to_load(
     assert [step["op"] for step in steps] == ["scale", "normalize", "reshape"]
     assert f"From raw data: x = (raw / 255 - {steps[1]['mean']:.6g}) / " in card
     assert all(p.stat().st_mode & 0o777 == 0o644 for p in out.iterdir()), "readable files"
+    files = record["data"]["files"]
+    assert files and all(f"| data file | `{name}` sha256 `{digest[:16]}…` |" in card
+                         for name, digest in files.items())
 
 
 def test_last_and_averaged_weights_and_clear_errors(data_workspace: Workspace) -> None:
@@ -201,6 +204,10 @@ def test_last_and_averaged_weights_and_clear_errors(data_workspace: Workspace) -
     refused = ws.run("export", str(plain), f"--out={mine}")
     assert refused.returncode == 1 and "holds files an export does not write (notes.txt)" in refused.stderr
     assert [p.name for p in mine.iterdir()] == ["notes.txt"], "no file of the user's is touched"
+
+    stepped = _trained(ws, "--max_steps=6", "--eval_every=3")
+    assert ws.run("export", str(stepped), "--weights=last", f"--out={ws.root / 'stepped'}").returncode == 0
+    assert "| weights | the last weights (step 6) |" in (ws.root / "stepped" / "README.md").read_text()
 
     averaged = _trained(ws, "--ema_decay=0.5")
     last = load_checkpoint(averaged / "checkpoints" / "last.pt")

@@ -101,6 +101,8 @@ def test_a_run_leaves_the_process_as_it_found_it(here: Workspace, monkeypatch: p
     assert torch.is_deterministic_algorithms_warn_only_enabled(), "warn_only put back too"
     torch.use_deterministic_algorithms(False)
     assert "history plot:" not in capsys.readouterr().out, "no plot unless asked"
+    assert expkit.resume(run.path).status == "finished"  # done already: nothing to train
+    assert "history plot:" not in capsys.readouterr().out, "no plot unless asked"
     more = expkit.resume(run.path, epochs=2, show_plot=True)
     assert f"history plot: {run.path / 'history.png'}" in capsys.readouterr().out
     assert more.path == run.path and more.status == "finished" and len(more.history) == 2

@@ -91,6 +91,7 @@ def test_stop_signal_saves_mid_epoch_and_resume_is_exact(big_workspace: Workspac
     record = json.loads((stopped / "run.json").read_text())
     assert record["command"] == command, "nothing changed on resume: the same command"
     assert [set(s) for s in record["segments"]] == [{"at", "processes"}] * 2
+    assert record["distributed"] is None, "one process: no process group"
     # the resumed epoch's throughput: this segment's examples (900 - 5 batches of 64) over
     # this segment's training seconds, not the whole epoch's examples
     row = list(csv.DictReader((stopped / "history.csv").open()))[1]

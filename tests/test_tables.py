@@ -68,6 +68,7 @@ def test_statistics_equal_scipys(selected: list[Run]) -> None:
         low, high = scipy_stats.t.interval(0.95, len(values) - 1, loc=np.mean(values),
                                            scale=scipy_stats.sem(values))
         assert (s.low, s.high) == pytest.approx((low, high), rel=1e-9)
+        assert s.half_width == pytest.approx((high - low) / 2, rel=1e-9)
     assert by_lr(group_runs(selected))[0.001].stats("nope") is None
 
 
@@ -173,13 +174,15 @@ def test_two_settings_the_flags_that_differ_and_welch_from_two_runs(tmp_path: Pa
     (line,) = significance(groups, ["test_acc"])
     test = scipy_stats.ttest_ind(values[0.1], values[0.2], equal_var=False)
     assert f"Welch's t {test.statistic:.2f}" in line and f"p {test.pvalue:.3g}" in line
-    other = write_run(tmp_path.parent / "b", "20261201-100009-000009", 0.1, 0, 0.5)
+    other = write_run(tmp_path.parent / "b", "20261201-100009-000009", 0.3, 0, 0.5)
     record = json.loads((other / "run.json").read_text())
     (other / "run.json").write_text(json.dumps({**record, "experiment_id": "other"}))
     config = json.loads((other / "config.json").read_text())
-    (other / "config.json").write_text(json.dumps({**config, "experiment_id": "other"}))
+    (other / "config.json").write_text(json.dumps({**config, "experiment_id": "other",
+                                                   "model": {"hidden_sizes": [8]}}))
     mixed = group_runs([*runs, read_run(other)])
-    assert next(iter(mixed[0].settings)) == "experiment_id", "which experiment comes first"
+    assert list(mixed[0].settings) == ["experiment_id", "optimizer.lr", "model.hidden_sizes"], \
+        "which experiment comes first"
 
 
 def test_a_direction_from_the_monitor_when_none_is_declared(tmp_path: Path) -> None:
@@ -190,3 +193,12 @@ def test_a_direction_from_the_monitor_when_none_is_declared(tmp_path: Path) -> N
     assert direction_of("test_acc", [read_run(run)]) == "max"
     assert direction_of("best_val_loss", [read_run(run)]) == "min", "a loss is lower-better"
     assert direction_of("test_f1", [read_run(run)]) is None
+
+
+def test_t_quantiles_refuse_a_probability_outside_zero_to_one() -> None:
+    from expkit.utils.stats import t_quantile
+
+    for p in (0.0, 1.0, 1.5, -0.1):
+        with pytest.raises(ValueError):
+            t_quantile(p, 5)
+    assert t_quantile(0.975, 4) == pytest.approx(scipy_stats.t.ppf(0.975, 4), rel=1e-9)
