@@ -117,7 +117,7 @@ def test_a_run_leaves_the_process_as_it_found_it(here: Workspace, monkeypatch: p
 
 @pytest.mark.parametrize(("flags", "line"), [
     ({"epochs": 0}, "--epochs: got '0': Input should be greater than or equal to 1"),
-    ({"hidden_sizes": [64, 0]}, "--hidden_sizes: got '[64, 0]' (item 2)"),
+    ({"hidden_sizes": [64, 0]}, "--hidden_sizes: got '[64,0]' (item 2)"),
     ({"epoch": 3}, "unknown flag --epoch (did you mean --epochs?)"),
 ])
 def test_bad_keywords_are_the_command_lines_usage_errors(here: Workspace, flags: dict,

@@ -42,7 +42,7 @@ def test_planted_keys_appear_nowhere(data_workspace: Workspace) -> None:
     cli("report", str(run), in_process=True)
     cli("report", "--index", in_process=True)
     cli("compare", str(run), "--out", str(ws.results / "cmp.png"), in_process=True)
-    cli("--experiment_id=mnist", "--init_from=nowhere.pt", env={"WANDB_API_KEY": ENV_KEY}, code=1,
+    cli("--experiment_id=mnist", "--init_from=nowhere.pt", env={"WANDB_API_KEY": ENV_KEY}, code=2,
         in_process=True)
     cli("sweep", "--experiment_id=mnist", "--space", "lr=uniform:0.001:0.01",
         "--storage", f"postgresql+psycopg://user:{DB_PASSWORD}@127.0.0.1:9/db", code=1,

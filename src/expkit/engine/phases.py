@@ -91,11 +91,15 @@ def initial_weights(args: ExperimentArgs, resume: dict[str, Any] | None
 
 def prepare_model(experiment: BaseExperiment[Any], data: DataSplits,
                   init_state: tuple[Path, dict[str, Any]] | None
-                  ) -> tuple[BaseModel, Initialisation | None]:
+                  ) -> tuple[BaseModel | None, Initialisation | None]:
     """The model, with --init_from's tensors in it (checked to fit: a usage error otherwise,
-    before the run directory exists) and --freeze_modules' weights kept as they are."""
+    before the run directory exists) and --freeze_modules' weights kept as they are. None
+    when `build_model` fails: the run builds it again, and records why it failed."""
     t = experiment.args.trainer
-    model = experiment.build_model(data.info)
+    try:
+        model = experiment.build_model(data.info)
+    except Exception:  # built again inside the run, which records the failure
+        return None, None
     init = None
     if init_state is not None and t.init_from is not None:
         path, state = init_state
@@ -215,8 +219,8 @@ def announce(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
 
 def build_trainer(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, run_dir: Path,
                   record: RunRecord, data: DataSplits, trackers: list[Tracker],
-                  callbacks: list[Callback], model: BaseModel, init: Initialisation | None,
-                  resume: dict[str, Any] | None) -> Trainer:
+                  callbacks: list[Callback], model: BaseModel | None,
+                  init: Initialisation | None, resume: dict[str, Any] | None) -> Trainer:
     """The trainer of `model` (with --init_from's weights, said in one line) with every
     callback, and a resumed run's state restored, the trackers given what they lack of its
     history."""
@@ -226,6 +230,8 @@ def build_trainer(experiment: BaseExperiment[Any], dist: Dist, device: torch.dev
         tracker.log_config(config)
     record.update(**record_fields(trackers))  # the trackers' runs exist now: run.json keeps them
     announce(experiment, dist, device, run_dir, data, resume is None)
+    if model is None:  # its first build failed: again, inside the run that records the failure
+        model = experiment.build_model(data.info)
     if init is not None:
         experiment.console.print(init.line(len(model.state_dict())))
     frozen = [p.numel() for p in model.parameters() if not p.requires_grad]
