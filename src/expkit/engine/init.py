@@ -1,7 +1,9 @@
 """Starting from another run's weights (--init_from), checked before anything is written: all of
 them as they are (the default: the same layers, the same shapes), or only the tensors under
 some submodules (--init_modules=encoder), with prefixes renamed (--init_map=classifier.:head.);
-the rest of the model starts fresh. --freeze_modules keeps submodules' weights as they are."""
+the rest of the model starts fresh. --freeze_modules keeps submodules' weights as they are.
+The run's phases that read the source and build the model before the run directory exists
+are here too."""
 
 from __future__ import annotations
 
@@ -11,7 +13,12 @@ from typing import Any
 
 import torch
 
+from expkit.data.base import DataSplits
+from expkit.engine.experiment import BaseExperiment, ExperimentArgs
+from expkit.engine.process import checkpoint_file
 from expkit.errors import UsageError
+from expkit.models.base import BaseModel
+from expkit.training.checkpoint import BEST, LAST, load_checkpoint
 
 
 @dataclass
@@ -128,3 +135,38 @@ def freeze(model: torch.nn.Module, modules: list[str] | None) -> int:
             parameter.requires_grad_(False)
             frozen += parameter.numel()
     return frozen
+
+
+def initial_weights(args: ExperimentArgs, resume: dict[str, Any] | None
+                    ) -> tuple[Path, dict[str, Any]] | None:
+    """--init_from's checkpoint (its path and state), read before anything is written (a
+    fresh run only)."""
+    if args.trainer.init_from and resume is None:
+        if not Path(args.trainer.init_from).exists():
+            raise UsageError(f"--init_from={args.trainer.init_from}: no such file or run "
+                             "directory; this run starts from its weights",
+                             hint="restore that run's folder (or give another) to run this one")
+        path = checkpoint_file(args.trainer.init_from,
+                               BEST if args.trainer.init_checkpoint == "best" else LAST)
+        return path, load_checkpoint(path)
+    return None
+
+
+def prepare_model(experiment: BaseExperiment[Any], data: DataSplits,
+                  init_state: tuple[Path, dict[str, Any]] | None
+                  ) -> tuple[BaseModel | None, Initialisation | None]:
+    """The model, with --init_from's tensors in it (checked to fit: a usage error otherwise,
+    before the run directory exists) and --freeze_modules' weights kept as they are. None
+    when `build_model` fails: the run builds it again, and records why it failed."""
+    t = experiment.args.trainer
+    try:
+        model = experiment.build_model(data.info)
+    except Exception:  # built again inside the run, which records the failure
+        return None, None
+    init = None
+    if init_state is not None and t.init_from is not None:
+        path, state = init_state
+        init = plan(model, state, path, t.init_from, t.init_modules, t.init_map)
+        model.load_state_dict(init.weights, strict=False)
+    freeze(model, t.freeze_modules)
+    return model, init

@@ -27,11 +27,10 @@ from expkit.config.args import flag_table
 from expkit.data.base import DataInfo, DataSplits
 from expkit.engine.callbacks import Heartbeat
 from expkit.engine.experiment import BaseExperiment, ExperimentArgs
-from expkit.engine.init import Initialisation, freeze, plan
+from expkit.engine.init import Initialisation
 from expkit.engine.process import (
     EXIT_CODES,
     StoppedBeforeTraining,
-    checkpoint_file,
     make_deterministic,
     seed_everything,
 )
@@ -51,7 +50,7 @@ from expkit.training.early_stopping import EarlyStopping
 from expkit.training.loop import Trainer
 from expkit.training.metrics import direction
 from expkit.training.progress import NotebookProgress, ProgressBar
-from expkit.training.timing import StepProfiler, Timings
+from expkit.training.timing import StepProfiler, Timings, profiled_steps
 from expkit.utils.invocation import command, pinned
 from expkit.utils.notebook import in_notebook
 
@@ -72,41 +71,6 @@ def prepare_process(experiment: BaseExperiment[Any], dist: Dist, device: torch.d
         make_deterministic()
     seed_everything(args.seed)
     return device
-
-
-def initial_weights(args: ExperimentArgs, resume: dict[str, Any] | None
-                    ) -> tuple[Path, dict[str, Any]] | None:
-    """--init_from's checkpoint (its path and state), read before anything is written (a
-    fresh run only)."""
-    if args.trainer.init_from and resume is None:
-        if not Path(args.trainer.init_from).exists():
-            raise UsageError(f"--init_from={args.trainer.init_from}: no such file or run "
-                             "directory; this run starts from its weights",
-                             hint="restore that run's folder (or give another) to run this one")
-        path = checkpoint_file(args.trainer.init_from,
-                               BEST if args.trainer.init_checkpoint == "best" else LAST)
-        return path, load_checkpoint(path)
-    return None
-
-
-def prepare_model(experiment: BaseExperiment[Any], data: DataSplits,
-                  init_state: tuple[Path, dict[str, Any]] | None
-                  ) -> tuple[BaseModel | None, Initialisation | None]:
-    """The model, with --init_from's tensors in it (checked to fit: a usage error otherwise,
-    before the run directory exists) and --freeze_modules' weights kept as they are. None
-    when `build_model` fails: the run builds it again, and records why it failed."""
-    t = experiment.args.trainer
-    try:
-        model = experiment.build_model(data.info)
-    except Exception:  # built again inside the run, which records the failure
-        return None, None
-    init = None
-    if init_state is not None and t.init_from is not None:
-        path, state = init_state
-        init = plan(model, state, path, t.init_from, t.init_modules, t.init_map)
-        model.load_state_dict(init.weights, strict=False)
-    freeze(model, t.freeze_modules)
-    return model, init
 
 
 def load_data(experiment: BaseExperiment[Any], dist: Dist) -> DataSplits:
@@ -342,12 +306,6 @@ def _report(run_dir: Path, console: Any) -> None:
         console.print(f"warning: report.html not written: {type(e).__name__}: {e}")
 
 
-def _profiled(asked: int, total: int) -> int:
-    """How many steps --profile traces: those asked for, but no more than the run has after
-    its first (a warm-up, not traced), so that no trace span is an evaluation's."""
-    return max(1, min(asked, total - 1))
-
-
 def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, device: torch.device,
              run_dir: Path, trackers: list[Tracker], config: dict[str, Any],
              dist: Dist = SINGLE, extra_callbacks: tuple[Callback, ...] | list[Callback] = ()
@@ -386,7 +344,7 @@ def _trainer(experiment: BaseExperiment[Any], model: BaseModel, data: Any, devic
                    swa_start=t.swa_start,
                    timings=Timings(device, t.timing, t.sync_timing),
                    profiler=StepProfiler(
-                       _profiled(t.profile, args.max_steps or args.epochs * steps_per_epoch),
+                       profiled_steps(t.profile, args.max_steps or args.epochs * steps_per_epoch),
                        run_dir / "profile" / "trace.json", device.type == "cuda")
                    if t.profile and dist.is_main else None,
                    compile=t.compile, channels_last=t.channels_last,

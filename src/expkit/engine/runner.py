@@ -12,6 +12,7 @@ import torch
 
 from expkit.engine import phases
 from expkit.engine.experiment import BaseExperiment, resolve_monitor
+from expkit.engine.init import initial_weights, prepare_model
 from expkit.engine.process import EXIT_CODES, StopSignals, resolve_device, stop_on_signals
 from expkit.training.callbacks import Callback
 from expkit.training.distributed import Dist, setup, teardown
@@ -43,9 +44,9 @@ def _execute(experiment: BaseExperiment[Any], dist: Dist, device: torch.device, 
              extra_record: dict[str, Any] | None, callbacks: list[Callback]) -> int:
     """The phases of a run, in order; every exit after the run directory exists is recorded."""
     device = phases.prepare_process(experiment, dist, device)
-    init_state = phases.initial_weights(experiment.args, resume)
+    init_state = initial_weights(experiment.args, resume)
     data = phases.load_data(experiment, dist)
-    model, init = phases.prepare_model(experiment, data, init_state)  # a misfit: exit 2, nothing written
+    model, init = prepare_model(experiment, data, init_state)  # a misfit: exit 2, nothing written
     if init is not None:
         extra_record = {**(extra_record or {}), "init": init.record()}
     run_dir, record = phases.open_run(experiment, dist, device, data, run_dir, argv=argv,

@@ -87,6 +87,12 @@ class Timings:
         return line
 
 
+def profiled_steps(asked: int, total: int) -> int:
+    """How many steps --profile traces: those asked for, but no more than the run has after
+    its first (a warm-up, not traced), so that no trace span is an evaluation's."""
+    return max(1, min(asked, total - 1))
+
+
 def part_of(callback: Any) -> str:
     """Which part of the time a callback's end-of-period work counts in."""
     name = type(callback).__name__
