@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -213,17 +214,24 @@ def test_augmented_training_under_two_ranks(ddp_workspace: Workspace) -> None:
     assert len(list((ddp_run / "artifacts" / "augmented").iterdir())) == 6, "one grid an epoch"
 
 
-def two_node_agents(ws: Workspace, *args: str) -> list[subprocess.Popen[str]]:
+def two_node_agents(ws: Workspace, *args: str) -> tuple[list[subprocess.Popen[str]], Any]:
     """Two torchrun agents, one process each, meeting by c10d rendezvous on 127.0.0.1: two
-    nodes as a cluster makes them, on one machine."""
+    nodes as a cluster makes them, on one machine. The rendezvous store is this process's (a
+    cluster's is a long-lived one), returned to be kept until both agents end: were it one
+    agent's, that agent's exit would cut the other off in its last poll (exit 1)."""
+    import torch.distributed as dist
+
     from conftest import free_port
 
-    endpoint = f"127.0.0.1:{free_port()}"
+    port = free_port()
+    store = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)
+    endpoint = f"127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
            "--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}", "--rdzv_id=expkit-two-nodes",
            str(REPO / "run.py"), *args]
     return [subprocess.Popen(cmd, cwd=ws.root, env={**ws.env, "OMP_NUM_THREADS": "1"}, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            for _ in range(2)], store
 
 
 @pytest.mark.slow
@@ -232,10 +240,11 @@ def test_two_nodes_make_one_run_with_two_processes_numbers(ddp_workspace: Worksp
     two processes on one node: the same ranks, batches and reductions, wherever they run."""
     ws = ddp_workspace
     flags = (*FLAGS, "--batch_size=61", "--epochs=2")
-    agents = two_node_agents(ws, *flags)
+    agents, store = two_node_agents(ws, *flags)
     for agent in agents:
         code, out = finish(agent)
         assert code == 0, out
+    del store
     (nodes_run,) = ws.run_dirs()
     record = json.loads((nodes_run / "run.json").read_text())
     assert record["status"] == "finished" and record["distributed"]["world_size"] == 2
