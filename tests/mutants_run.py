@@ -56,6 +56,7 @@ TESTS: dict[str, list[str]] = {
                                       "tests/test_resume.py", "-k",
                                       "flag_values or leaves_the_process or stop_signal"],
     "src/expkit/engine/init.py": ["tests/test_finetune.py"],
+    "src/expkit/engine/card.py": ["tests/test_export.py", "-k", "card or clear_errors or tolerance"],
 }
 
 
